@@ -1,0 +1,233 @@
+"""`raysys <verb>`: thin commands, one function per verb; the work lives elsewhere.
+
+User mistakes (RaysysError) print one line `raysys: error: ...` and exit 2, with no
+traceback; Ctrl-C exits 130.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import typing
+from pathlib import Path
+
+from raysys.errors import RaysysError
+
+
+# ---------------------------------------------------------------- helpers
+
+def _add_dataclass_flags(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()) -> None:
+    """One --flag per field of `cls` (default None = keep the config's value)."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        hint = hints[f.name]
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        help_ = f"(default: {default!r})"
+        if typing.get_origin(hint) is tuple:
+            args = typing.get_args(hint)
+            if len(args) == 2 and args[1] is not Ellipsis:
+                parser.add_argument(flag, type=args[0], nargs=2, metavar=("MIN", "MAX"), help=help_)
+            else:
+                parser.add_argument(flag, nargs="+", help=help_)
+        elif hint is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_)
+        else:
+            parser.add_argument(flag, type=hint, help=help_)
+
+
+def _flag_values(args: argparse.Namespace, cls) -> list[str]:
+    """The given dataclass flags as key=value overrides."""
+    out = []
+    for f in dataclasses.fields(cls):
+        value = getattr(args, f.name, None)
+        if value is not None:
+            out.append(f"{f.name}={json.dumps(list(value) if isinstance(value, (list, tuple)) else value)}")
+    return out
+
+
+def _load_for_cli(args: argparse.Namespace):
+    from raysys.pools import load_pool
+
+    return load_pool(args.path, args.format, skip_invalid=args.skip_invalid, split=args.split)
+
+
+def _report_skips(pool, report: str) -> None:
+    from raysys.pools import write_skip_report
+
+    write_skip_report(pool.skipped, report)
+    if pool.skipped:
+        print(f"raysys: skipped {len(pool.skipped)} invalid record(s); reasons in {report}", file=sys.stderr)
+    if not pool.tasks:
+        raise RaysysError(f"{pool.path}: no valid tasks ({len(pool.skipped)} skipped, see {report})")
+
+
+def _pool_args(p: argparse.ArgumentParser) -> None:
+    from raysys.pools import FORMATS
+
+    p.add_argument("path", help="pool file or folder (or hf:NAME for a hub dataset)")
+    p.add_argument("--format", choices=FORMATS, help="input format (default: detected)")
+    p.add_argument("--split", help="NIV2 split (train/test) or Hugging Face split to read")
+    p.add_argument("--skip-invalid", action="store_true",
+                   help="skip bad records instead of stopping; each is written to the skip report")
+
+
+# ---------------------------------------------------------------- verbs
+
+def pool_inspect(args: argparse.Namespace) -> int:
+    from raysys.pools.summary import render, summarize
+
+    pool = _load_for_cli(args)
+    if args.skip_invalid:
+        _report_skips(pool, args.skip_report or "raysys-skipped.jsonl")
+    summary = summarize(pool)
+    print(json.dumps(summary, ensure_ascii=False) if args.json else render(summary))
+    return 0
+
+
+def pool_convert(args: argparse.Namespace) -> int:
+    from raysys.pools import write_parquet_tasks
+
+    pool = _load_for_cli(args)
+    if args.skip_invalid:
+        _report_skips(pool, args.skip_report or f"{args.out}.skipped.jsonl")
+    write_parquet_tasks(list(pool.tasks), args.out)
+    print(f"wrote {len(pool.tasks)} tasks ({pool.format}) to {args.out}")
+    return 0
+
+
+def pool_synth(args: argparse.Namespace) -> int:
+    from raysys.config import SynthConfig, load_config
+    from raysys.synth import write_synthetic_pool
+
+    cfg = load_config(SynthConfig, args.config, list(args.set) + _flag_values(args, SynthConfig))
+    made = write_synthetic_pool(cfg, args.out)
+    n = cfg.rules + cfg.unseen_rules
+    print(f"{'wrote' if made else 'up to date:'} {n} tasks ({cfg.rules} seen, {cfg.unseen_rules} unseen rules) "
+          f"{'to' if made else 'in'} {args.out}")
+    return 0
+
+
+def pool_show(args: argparse.Namespace) -> int:
+    from raysys.prompts import format_prompt
+
+    pool = _load_for_cli(args)
+    for task in pool.tasks[: args.n]:
+        inst = task.instances[0]
+        print(f"--- {task.task_id} (classification={task.is_classification}; reference {inst.outputs[0]!r})")
+        print(format_prompt(args.template, task.instruction, inst.input, task.demonstrations, args.demonstrations))
+    return 0
+
+
+def model_init_tiny(args: argparse.Namespace) -> int:
+    from raysys.config import load_config
+    from raysys.models import TinyConfig, count_parameters, init_tiny, tiny_model
+
+    cfg = load_config(TinyConfig, None, _flag_values(args, TinyConfig))
+    init_tiny(args.out, cfg)
+    print(f"wrote the tiny {cfg.arch} model ({count_parameters(tiny_model(cfg)):,} parameters) to {args.out}")
+    return 0
+
+
+def model_info(args: argparse.Namespace) -> int:
+    from raysys.models import count_parameters, load_model
+
+    lm = load_model(args.path, trust_remote_code=args.trust_remote_code)
+    info = {
+        "path": args.path, "kind": lm.kind, "architecture": type(lm.model).__name__,
+        "parameters": count_parameters(lm.model), "vocab_size": len(lm.tokenizer),
+        "eos_token_id": lm.tokenizer.eos_token_id, "pad_token_id": lm.tokenizer.pad_token_id,
+    }
+    print(json.dumps(info))
+    return 0
+
+
+def demo(args: argparse.Namespace) -> int:
+    from raysys.config import DemoConfig, load_config
+    from raysys.demo import run_demo
+
+    run_demo(load_config(DemoConfig, args.config, args.overrides))
+    return 0
+
+
+# ---------------------------------------------------------------- parser
+
+def build_parser() -> argparse.ArgumentParser:
+    from raysys.config import SynthConfig
+    from raysys.models import TinyConfig
+
+    parser = argparse.ArgumentParser(prog="raysys", description="Choose the instruction-tuning tasks worth training on.")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    pool = verbs.add_parser("pool", help="read, check, convert and synthesise task pools")
+    pool_verbs = pool.add_subparsers(dest="pool_verb", required=True, metavar="VERB")
+
+    p = pool_verbs.add_parser("inspect", help="summarise a pool (counts, classification/generative split)")
+    _pool_args(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--skip-report", help="where skipped records go (default: raysys-skipped.jsonl)")
+    p.set_defaults(func=pool_inspect)
+
+    p = pool_verbs.add_parser("convert", help="convert a pool to canonical Parquet")
+    _pool_args(p)
+    p.add_argument("--out", required=True, help="output .parquet file (written atomically)")
+    p.add_argument("--skip-report", help="where skipped records go (default: OUT.skipped.jsonl)")
+    p.set_defaults(func=pool_convert)
+
+    p = pool_verbs.add_parser("synth", help="generate a synthetic string-rewriting pool")
+    p.add_argument("--out", required=True, help="output .parquet file")
+    p.add_argument("--config", help="YAML file of SynthConfig fields")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    _add_dataclass_flags(p, SynthConfig)
+    p.set_defaults(func=pool_synth)
+
+    p = pool_verbs.add_parser("show", help="print formatted prompts of a pool's first tasks")
+    _pool_args(p)
+    p.add_argument("--n", type=int, default=3, help="number of tasks (default: 3)")
+    p.add_argument("--template", choices=("tk", "alpaca"), default="tk")
+    p.add_argument("--demonstrations", type=int, default=2, help="positive examples shown (tk)")
+    p.set_defaults(func=pool_show)
+
+    model = verbs.add_parser("model", help="build and check models")
+    model_verbs = model.add_subparsers(dest="model_verb", required=True, metavar="VERB")
+    p = model_verbs.add_parser("init-tiny", help="write the built-in tiny model as an HF folder")
+    p.add_argument("--out", required=True, help="output folder (must be new or empty)")
+    _add_dataclass_flags(p, TinyConfig)
+    p.set_defaults(func=model_init_tiny)
+    p = model_verbs.add_parser("info", help="load a model folder and print what it is (JSON)")
+    p.add_argument("path")
+    p.add_argument("--trust-remote-code", action="store_true", help="run code shipped with the model (off by default)")
+    p.set_defaults(func=model_info)
+
+    p = verbs.add_parser("demo", help="run the demo on the embedded default config")
+    p.add_argument("--config", help="YAML file of DemoConfig fields (default: embedded)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. synth.rules=500 work_dir=/tmp/demo")
+    p.set_defaults(func=demo)
+    return parser
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+def main(argv: list[str] | None = None) -> int:
+    _quiet_libraries()
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except RaysysError as e:
+        print(f"raysys: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("raysys: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,231 @@
+"""Frozen, validated configuration dataclasses, one per stage, and their YAML loader.
+
+A config file is YAML whose top-level keys are the fields of a stage's dataclass
+(nested dataclasses are nested mappings). `key=value` overrides on the command line use
+dotted paths (`synth.rules=500`); values are parsed as YAML (`families=[repeated:2]`).
+Unknown keys and ill-typed values raise ConfigError naming the file and the key.
+Configs are never mutated; `dataclasses.replace` makes a changed copy.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, TypeVar
+
+import yaml
+
+from raysys.errors import ConfigError
+
+FAMILIES = ("unrestricted", "repeated", "periodic", "mirror")
+VERBOSITIES = ("terse", "verbose")
+TEMPLATES = ("tk", "alpaca")
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+def _range(name: str, r: tuple[int, int], low: int) -> None:
+    _check(len(r) == 2 and low <= r[0] <= r[1], f"{name} must be [min, max] with {low} <= min <= max, got {list(r)}")
+
+
+def parse_family(spec: str) -> tuple[str, int]:
+    """'repeated:3' -> ('repeated', 3); 'unrestricted' -> ('unrestricted', 0)."""
+    name, _, k = spec.partition(":")
+    _check(name in FAMILIES, f"unknown rule family {name!r}; one of {', '.join(FAMILIES)}")
+    if name == "unrestricted":
+        _check(k == "", "the unrestricted family takes no parameter k")
+        return name, 0
+    _check(k.isdigit() and int(k) >= 1, f"family {name!r} needs a parameter k >= 1, e.g. '{name}:2'")
+    return name, int(k)
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    """Synthetic string-rewriting pool (raysys.pools.markov): one task per rule x -> y."""
+
+    rules: int = 1000  # distinct rules seen in training (one task each)
+    examples_per_rule: int = 4  # mean instances per rule (the total is rules * this)
+    seed: int = 0
+    alphabet: str = "abcdefghij"
+    x_len: tuple[int, int] = (2, 4)  # length of x for the unrestricted family
+    y_len: tuple[int, int] = (1, 4)
+    z_len: tuple[int, int] = (8, 16)  # length of the input string z (at least len(x))
+    families: tuple[str, ...] = ("unrestricted",)  # 'name' or 'name:k', assigned round-robin
+    skew: float = 0.0  # power-law exponent of examples over rules (0 = uniform)
+    noop_share: float = 0.1  # share of instances whose z does not contain x
+    unseen_rules: int = 0  # held-out rules, never among the seen ones
+    unseen_examples_per_rule: int = 4
+    unseen_families: tuple[str, ...] = ()  # default: the same as families
+    verbosity: str = "terse"  # terse: 10-20 words; verbose: 30-60 words with redundancy
+    demonstrations: int = 0  # worked examples per task (not among its instances)
+
+    def __post_init__(self) -> None:
+        _check(self.rules >= 1, "rules must be >= 1")
+        _check(self.examples_per_rule >= 1, "examples_per_rule must be >= 1")
+        _check(len(set(self.alphabet)) >= 2 and len(set(self.alphabet)) == len(self.alphabet),
+               "alphabet needs at least 2 distinct characters, without repeats")
+        _check(not any(c.isspace() or c == '"' for c in self.alphabet), "alphabet must not contain spaces or quotes")
+        _range("x_len", self.x_len, 1)
+        _range("y_len", self.y_len, 1)
+        _range("z_len", self.z_len, 1)
+        _check(len(self.families) >= 1, "families must name at least one family")
+        for spec in self.families + self.unseen_families:
+            parse_family(spec)
+        _check(self.skew >= 0, "skew must be >= 0")
+        _check(0.0 <= self.noop_share <= 1.0, "noop_share must be in [0, 1]")
+        _check(self.unseen_rules >= 0 and self.unseen_examples_per_rule >= 1, "unseen_rules >= 0, unseen_examples_per_rule >= 1")
+        _check(self.verbosity in VERBOSITIES, f"verbosity must be one of {VERBOSITIES}")
+        _check(self.demonstrations >= 0, "demonstrations must be >= 0")
+
+
+@dataclass(frozen=True)
+class PromptConfig:
+    """How a task instance becomes a prompt (raysys.prompts)."""
+
+    template: str = "tk"  # tk: TK-Instruct (definition + demonstrations); alpaca: Alpaca
+    demonstrations: int = 2  # positive examples shown (TK-Instruct uses 2)
+
+    def __post_init__(self) -> None:
+        _check(self.template in TEMPLATES, f"template must be one of {TEMPLATES}")
+        _check(self.demonstrations >= 0, "demonstrations must be >= 0")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Where the model comes from (raysys.models)."""
+
+    path: str = ""  # local folder (or hub name where the cluster has access); "" = built-in tiny
+    trust_remote_code: bool = False  # never on unless the user turns it on
+    dtype: str = "float32"  # float32 | bfloat16 | float16
+
+    def __post_init__(self) -> None:
+        _check(self.dtype in ("float32", "bfloat16", "float16"), "dtype must be float32, bfloat16 or float16")
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """The README's demo: everything it runs, on an embedded default."""
+
+    work_dir: str = "raysys-demo"
+    synth: SynthConfig = field(default_factory=lambda: SynthConfig(rules=2000, examples_per_rule=4, unseen_rules=200, seed=0))
+    prompt: PromptConfig = field(default_factory=lambda: PromptConfig(template="tk", demonstrations=2))
+    model: ModelConfig = field(default_factory=ModelConfig)
+    show_prompts: int = 2
+
+    def __post_init__(self) -> None:
+        _check(self.work_dir != "", "work_dir must not be empty")
+        _check(self.show_prompts >= 0, "show_prompts must be >= 0")
+
+
+T = TypeVar("T")
+
+
+def from_mapping(cls: type[T], data: Mapping[str, Any], where: str = "config") -> T:
+    """Build the dataclass `cls` from a mapping, checking keys and types."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {sorted(names)}")
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name not in data:
+            continue
+        value = data[f.name]
+        if dataclasses.is_dataclass(hints[f.name]) and isinstance(value, Mapping):
+            # A partial section overlays this field's own default, not the bare class's.
+            base = f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+            if base is not None:
+                value = _deep_merge(to_dict(base), value)
+        kwargs[f.name] = _coerce(hints[f.name], value, f"{where}.{f.name}")
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _coerce(hint: Any, value: Any, where: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return from_mapping(hint, value, where)
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, where)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        elem = args[0]
+        return tuple(_coerce(elem, v, where) for v in value)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if hint in (int, float, str, bool):
+        if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
+            raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
+        return value
+    return value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """A copy of `data` with each 'dotted.key=value' applied (value parsed as YAML)."""
+    out = json.loads(json.dumps(data))
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not key=value")
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError as e:
+            raise ConfigError(f"override {item!r}: value is not valid YAML ({e})") from None
+        node = out
+        parts = key.split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {p!r} is not a section")
+        node[parts[-1]] = value
+    return out
+
+
+def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
+    """`cls` from a YAML file (or its defaults when path is None) plus overrides."""
+    data: dict[str, Any] = {}
+    where = "defaults"
+    if path is not None:
+        where = str(path)
+        try:
+            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such config file") from None
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{path}: not valid YAML ({e})") from None
+    data = apply_overrides(data, overrides or [])
+    return from_mapping(cls, data, where)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain dict of a config (tuples as lists), ready for YAML or JSON."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def config_hash(cfg: Any) -> str:
+    """A short stable hash of a config's values (used to decide whether to resume)."""
+    blob = json.dumps(to_dict(cfg), sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]

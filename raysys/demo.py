@@ -1,0 +1,44 @@
+"""The README's demo on the embedded default (`DemoConfig`): what raysys does, end to end,
+as far as it is built. Now: a synthetic rewriting pool, the built-in tiny model, a summary
+of the pool and a few formatted prompts. Rerunning reuses the pool and model it made.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from raysys.config import DemoConfig
+from raysys.models import TinyConfig, count_parameters, init_tiny, load_model
+from raysys.pools import load_pool
+from raysys.pools.summary import render, summarize
+from raysys.prompts import format_prompt
+from raysys.synth import write_synthetic_pool
+
+
+def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> dict:
+    work = Path(cfg.work_dir)
+    pool_path = work / "pool.parquet"
+    made = write_synthetic_pool(cfg.synth, pool_path)
+    say(f"[1/3] synthetic pool {'written to' if made else 'up to date at'} {pool_path}")
+    pool = load_pool(pool_path)
+    summary = summarize(pool)
+    say(render(summary))
+
+    model_path = cfg.model.path or str(work / "tiny-model")
+    if not cfg.model.path and not (Path(model_path) / "config.json").exists():
+        init_tiny(model_path, TinyConfig(seed=cfg.synth.seed))
+        say(f"[2/3] built the tiny model in {model_path}")
+    else:
+        say(f"[2/3] using the model in {model_path}")
+    lm = load_model(model_path, trust_remote_code=cfg.model.trust_remote_code, dtype=cfg.model.dtype)
+    say(f"      {lm.kind} model, {count_parameters(lm.model):,} parameters, vocabulary {len(lm.tokenizer)}")
+
+    say(f"[3/3] {cfg.show_prompts} prompt(s) in the {cfg.prompt.template!r} template:")
+    for task in pool.tasks[: cfg.show_prompts]:
+        inst = task.instances[0]
+        prompt = format_prompt(cfg.prompt.template, task.instruction, inst.input,
+                               task.demonstrations, cfg.prompt.demonstrations)
+        n_tokens = len(lm.tokenizer(prompt).input_ids)
+        say(f"--- {task.task_id} ({n_tokens} tokens; reference output {inst.outputs[0]!r})")
+        say(prompt)
+    return {"summary": summary, "pool": str(pool_path), "model": model_path}

@@ -1,0 +1,165 @@
+"""Loading Hugging Face models and tokenizers, and the built-in tiny model.
+
+`load_model` loads a causal LM or a seq2seq model (T5 and kin, told apart by the
+config's `is_encoder_decoder`) with its tokenizer from a local folder, or from a hub
+name where the machine has access. `trust_remote_code` stays off unless asked for.
+
+`init_tiny` writes the built-in tiny model: a small, randomly initialised Llama (or T5)
+with a character-level tokenizer built offline, saved as an ordinary HF folder so every
+later stage treats it like any other model. Characters outside printable ASCII map to
+<unk>; the tokenizer adds <s> in front of causal prompts and </s> after T5 inputs, like
+the real tokenizers of those families.
+"""
+from __future__ import annotations
+
+import os
+import string
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from raysys.errors import ConfigError, InvalidFile, RaysysError
+
+SPECIALS = ("<pad>", "<s>", "</s>", "<unk>")
+PAD_ID, BOS_ID, EOS_ID, UNK_ID = range(4)
+CHARS = tuple(c for c in string.printable if c not in "\x0b\x0c\r")
+ARCHS = ("llama", "t5")
+
+
+@dataclass(frozen=True)
+class TinyConfig:
+    """Shape of the built-in tiny model (about 0.9M parameters by default)."""
+
+    arch: str = "llama"  # llama (causal) | t5 (seq2seq)
+    hidden_size: int = 128
+    layers: int = 4
+    heads: int = 4
+    intermediate_size: int = 384
+    max_positions: int = 2048
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHS:
+            raise ConfigError(f"arch must be one of {ARCHS}, got {self.arch!r}")
+        if self.hidden_size % self.heads:
+            raise ConfigError("hidden_size must be a multiple of heads")
+        if min(self.hidden_size, self.layers, self.heads, self.intermediate_size, self.max_positions) < 1:
+            raise ConfigError("tiny model sizes must be positive")
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    tokenizer: Any
+    kind: str  # "causal" | "seq2seq"
+    name: str  # the path or hub name it came from
+
+
+def char_tokenizer(arch: str = "llama", max_length: int = 2048):
+    """A character-level PreTrainedTokenizerFast built in-process (no download)."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {tok: i for i, tok in enumerate(SPECIALS + CHARS)}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")  # one char per token
+    tok.decoder = decoders.Fuse()  # decode joins characters without spaces
+    if arch == "t5":
+        tok.post_processor = processors.TemplateProcessing(
+            single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", EOS_ID)]
+        )
+    else:
+        tok.post_processor = processors.TemplateProcessing(
+            single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", BOS_ID)]
+        )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+        pad_token="<pad>", model_max_length=max_length,
+    )
+
+
+def tiny_model(cfg: TinyConfig):
+    """A randomly initialised model of `cfg`'s shape (deterministic in cfg.seed)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, T5Config, T5ForConditionalGeneration
+
+    vocab_size = 128  # len(SPECIALS + CHARS) = 104, rounded up
+    torch.manual_seed(cfg.seed)
+    if cfg.arch == "t5":
+        config = T5Config(
+            vocab_size=vocab_size, d_model=cfg.hidden_size, d_kv=cfg.hidden_size // cfg.heads,
+            d_ff=cfg.intermediate_size, num_layers=cfg.layers, num_decoder_layers=cfg.layers,
+            num_heads=cfg.heads, pad_token_id=PAD_ID, eos_token_id=EOS_ID,
+            decoder_start_token_id=PAD_ID, tie_word_embeddings=True,
+        )
+        return T5ForConditionalGeneration(config)
+    config = LlamaConfig(
+        vocab_size=vocab_size, hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.layers, num_attention_heads=cfg.heads, num_key_value_heads=cfg.heads,
+        max_position_embeddings=cfg.max_positions, bos_token_id=BOS_ID, eos_token_id=EOS_ID,
+        pad_token_id=PAD_ID, tie_word_embeddings=True,
+    )
+    return LlamaForCausalLM(config)
+
+
+def init_tiny(out: str | os.PathLike, cfg: TinyConfig = TinyConfig()) -> Path:
+    """Write the tiny model and its tokenizer to `out` (atomically: a finished folder or none)."""
+    import shutil
+    import tempfile
+
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise RaysysError(f"{out}: folder exists and is not empty; choose another --out or remove it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        model = tiny_model(cfg)
+        model.generation_config.pad_token_id = PAD_ID
+        model.save_pretrained(tmp)
+        char_tokenizer(cfg.arch, cfg.max_positions).save_pretrained(tmp)
+        if out.exists():
+            out.rmdir()
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return out
+
+
+def _is_local(name: str) -> bool:
+    return Path(name).exists() or name.startswith((".", "/", "~")) or os.sep + os.sep in name
+
+
+def load_model(
+    name: str,
+    *,
+    trust_remote_code: bool = False,
+    dtype: str = "float32",
+    device: str = "cpu",
+) -> LoadedModel:
+    """Model, tokenizer and kind ("causal" or "seq2seq") from a folder or hub name."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+    path = os.path.expanduser(name)
+    if _is_local(name):
+        if not Path(path).is_dir():
+            raise InvalidFile(name, "model folder not found")
+        if not (Path(path) / "config.json").exists():
+            raise InvalidFile(name, "not a Hugging Face model folder (no config.json)")
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        kind = "seq2seq" if getattr(config, "is_encoder_decoder", False) else "causal"
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        auto = AutoModelForSeq2SeqLM if kind == "seq2seq" else AutoModelForCausalLM
+        model = auto.from_pretrained(path, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:  # missing files, unreachable hub, remote code refused
+        raise RaysysError(f"cannot load model {name!r}: {e}") from None
+    if tokenizer.pad_token_id is None:  # Llama-style tokenizers ship no pad token
+        tokenizer.pad_token = tokenizer.eos_token
+    model.to(device).eval()
+    return LoadedModel(model=model, tokenizer=tokenizer, kind=kind, name=name)
+
+
+def count_parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters())

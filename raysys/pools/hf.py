@@ -1,0 +1,84 @@
+"""Hugging Face `datasets`: save_to_disk folders, and `load_dataset` names where a hub
+is reachable (prefix the name with `hf:` or pass format `hf`).
+
+Rows are mapped by their columns: canonical columns (task_id, instruction, instances),
+Alpaca columns (instruction, output[, input]), Self-Instruct columns (instruction,
+instances), or NIV2-on-the-hub columns (task_name, definition, inputs, targets), whose
+rows are grouped into one task per task_name.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+from raysys.errors import InvalidFile, InvalidRecord
+from raysys.pools import alpaca, canonical, self_instruct
+from raysys.pools.record import Item, Record
+from raysys.schema import Instance, Task
+
+NIV2_HUB_COLUMNS = {"task_name", "definition", "inputs", "targets"}
+
+
+def _open(path: str, split: str | None):
+    import datasets
+
+    name = path.removeprefix("hf:")
+    try:
+        if Path(name).exists():
+            ds = datasets.load_from_disk(name)
+        else:
+            ds = datasets.load_dataset(name, split=split)
+    except FileNotFoundError as e:
+        raise InvalidFile(path, f"not a Hugging Face dataset ({e})") from None
+    except Exception as e:  # hub unreachable, unknown name, ...: the user's input
+        raise InvalidFile(path, f"cannot load Hugging Face dataset: {type(e).__name__}: {e}") from None
+    if isinstance(ds, datasets.DatasetDict):
+        if split is None:
+            split = "train" if "train" in ds else (next(iter(ds)) if len(ds) == 1 else None)
+        if split not in ds:
+            raise InvalidFile(path, f"choose a split with --split; splits: {sorted(ds)}")
+        ds = ds[split]
+    return ds
+
+
+def read(path: str | Path, split: str | None = None) -> Iterator[Item]:
+    path = str(path)
+    ds = _open(path, split)
+    cols = set(ds.column_names)
+    if {"task_id", "instruction", "instances"} <= cols:
+        for i, row in enumerate(ds):
+            yield canonical.record_from_row(row, Path(path), f"row {i}")
+    elif {"instruction", "instances"} <= cols:
+        for i, row in enumerate(ds):
+            where = f"row {i}"
+            try:
+                yield Record(path, where, self_instruct.task_from_record(row, f"row-{i}", path, where))
+            except InvalidRecord as e:
+                yield e
+    elif {"instruction", "output"} <= cols:
+        for i, row in enumerate(ds):
+            where = f"row {i}"
+            try:
+                yield Record(path, where, alpaca.task_from_entry(row, i, path, where))
+            except InvalidRecord as e:
+                yield e
+    elif NIV2_HUB_COLUMNS <= cols:
+        yield from _grouped_niv2(ds, path)
+    else:
+        raise InvalidFile(path, f"unrecognised columns {sorted(cols)}: expected canonical, Alpaca, Self-Instruct or NIV2 columns")
+
+
+def _grouped_niv2(ds, path: str) -> Iterator[Item]:
+    groups: dict[str, dict] = {}
+    for i, row in enumerate(ds):
+        g = groups.setdefault(row["task_name"], {"definition": row["definition"], "instances": []})
+        targets = row["targets"]
+        g["instances"].append(Instance(
+            id=str(row.get("id") or f"{row['task_name']}-{len(g['instances'])}"),
+            input=row["inputs"],
+            outputs=(targets,) if isinstance(targets, str) else tuple(targets),
+        ))
+    for name, g in groups.items():
+        yield Record(path, f"task {name}", Task(
+            task_id=name, instruction=g["definition"], instances=tuple(g["instances"]), source="niv2"
+        ))

@@ -11,7 +11,6 @@ import json
 import os
 import sys
 import typing
-from pathlib import Path
 
 from raysys.errors import RaysysError
 
@@ -124,12 +123,12 @@ def pool_show(args: argparse.Namespace) -> int:
 
 
 def model_init_tiny(args: argparse.Namespace) -> int:
-    from raysys.config import load_config
-    from raysys.models import TinyConfig, count_parameters, init_tiny, tiny_model
+    from raysys.config import TinyConfig, load_config
+    from raysys.models import init_tiny
 
-    cfg = load_config(TinyConfig, None, _flag_values(args, TinyConfig))
+    cfg = load_config(TinyConfig, args.config, _flag_values(args, TinyConfig))
     init_tiny(args.out, cfg)
-    print(f"wrote the tiny {cfg.arch} model ({count_parameters(tiny_model(cfg)):,} parameters) to {args.out}")
+    print(f"wrote the tiny {cfg.arch} model to {args.out} (see `raysys model info {args.out}`)")
     return 0
 
 
@@ -158,7 +157,7 @@ def demo(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from raysys.config import SynthConfig
-    from raysys.models import TinyConfig
+    from raysys.config import TinyConfig
 
     parser = argparse.ArgumentParser(prog="raysys", description="Choose the instruction-tuning tasks worth training on.")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
@@ -196,6 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
     model_verbs = model.add_subparsers(dest="model_verb", required=True, metavar="VERB")
     p = model_verbs.add_parser("init-tiny", help="write the built-in tiny model as an HF folder")
     p.add_argument("--out", required=True, help="output folder (must be new or empty)")
+    p.add_argument("--config", help="YAML file of TinyConfig fields (e.g. jobs/configs/tiny_t5.yaml)")
     _add_dataclass_flags(p, TinyConfig)
     p.set_defaults(func=model_init_tiny)
     p = model_verbs.add_parser("info", help="load a model folder and print what it is (JSON)")

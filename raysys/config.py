@@ -24,6 +24,7 @@ from raysys.errors import ConfigError
 FAMILIES = ("unrestricted", "repeated", "periodic", "mirror")
 VERBOSITIES = ("terse", "verbose")
 TEMPLATES = ("tk", "alpaca")
+ARCHS = ("llama", "t5")
 
 
 def _check(cond: bool, msg: str) -> None:
@@ -110,13 +111,33 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class TinyConfig:
+    """Shape of the built-in tiny model (about 0.9M parameters by default)."""
+
+    arch: str = "llama"  # llama (causal) | t5 (seq2seq)
+    hidden_size: int = 128
+    layers: int = 4
+    heads: int = 4
+    intermediate_size: int = 384
+    max_positions: int = 2048
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.arch in ARCHS, f"arch must be one of {ARCHS}, got {self.arch!r}")
+        _check(min(self.hidden_size, self.layers, self.heads, self.intermediate_size, self.max_positions) >= 1,
+               "tiny model sizes must be positive")
+        _check(self.hidden_size % self.heads == 0, "hidden_size must be a multiple of heads")
+
+
+@dataclass(frozen=True)
 class DemoConfig:
     """The README's demo: everything it runs, on an embedded default."""
 
     work_dir: str = "raysys-demo"
     synth: SynthConfig = field(default_factory=lambda: SynthConfig(rules=2000, examples_per_rule=4, unseen_rules=200, seed=0))
     prompt: PromptConfig = field(default_factory=lambda: PromptConfig(template="tk", demonstrations=2))
-    model: ModelConfig = field(default_factory=ModelConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)  # path "" = build the tiny model
+    tiny: TinyConfig = field(default_factory=TinyConfig)
     show_prompts: int = 2
 
     def __post_init__(self) -> None:
@@ -125,6 +146,17 @@ class DemoConfig:
 
 
 T = TypeVar("T")
+
+# Which dataclass a shipped YAML file holds: jobs/configs/<kind>.yaml or <kind>_<name>.yaml.
+KINDS: dict[str, type] = {"demo": DemoConfig, "synth": SynthConfig, "tiny": TinyConfig}
+
+
+def kind_of(path: str | Path) -> type:
+    stem = Path(path).stem
+    kind = stem.split("_", 1)[0]
+    if kind not in KINDS:
+        raise ConfigError(f"{path}: file name must start with one of {sorted(KINDS)} (then _name.yaml)")
+    return KINDS[kind]
 
 
 def from_mapping(cls: type[T], data: Mapping[str, Any], where: str = "config") -> T:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Callable
 
 from raysys.config import DemoConfig
-from raysys.models import TinyConfig, count_parameters, init_tiny, load_model
+from raysys.models import count_parameters, init_tiny, load_model
 from raysys.pools import load_pool
 from raysys.pools.summary import render, summarize
 from raysys.prompts import format_prompt
@@ -26,7 +26,7 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> dict:
 
     model_path = cfg.model.path or str(work / "tiny-model")
     if not cfg.model.path and not (Path(model_path) / "config.json").exists():
-        init_tiny(model_path, TinyConfig(seed=cfg.synth.seed))
+        init_tiny(model_path, cfg.tiny)
         say(f"[2/3] built the tiny model in {model_path}")
     else:
         say(f"[2/3] using the model in {model_path}")

@@ -18,33 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from raysys.errors import ConfigError, InvalidFile, RaysysError
+from raysys.config import TinyConfig
+from raysys.errors import InvalidFile, RaysysError
 
 SPECIALS = ("<pad>", "<s>", "</s>", "<unk>")
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = range(4)
 CHARS = tuple(c for c in string.printable if c not in "\x0b\x0c\r")
-ARCHS = ("llama", "t5")
-
-
-@dataclass(frozen=True)
-class TinyConfig:
-    """Shape of the built-in tiny model (about 0.9M parameters by default)."""
-
-    arch: str = "llama"  # llama (causal) | t5 (seq2seq)
-    hidden_size: int = 128
-    layers: int = 4
-    heads: int = 4
-    intermediate_size: int = 384
-    max_positions: int = 2048
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.arch not in ARCHS:
-            raise ConfigError(f"arch must be one of {ARCHS}, got {self.arch!r}")
-        if self.hidden_size % self.heads:
-            raise ConfigError("hidden_size must be a multiple of heads")
-        if min(self.hidden_size, self.layers, self.heads, self.intermediate_size, self.max_positions) < 1:
-            raise ConfigError("tiny model sizes must be positive")
 
 
 @dataclass

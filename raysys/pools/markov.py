@@ -36,16 +36,17 @@ TERSE_TEMPLATES = (
 
 VERBOSE_TEMPLATES = (
     'In this task you are given a string of letters. Your job is to find the leftmost occurrence '
-    'of the substring "{x}" and replace it with "{y}", changing nothing else at all. If the substring '
-    '"{x}" does not appear anywhere in the string, simply return the original string exactly as it was given.',
+    'of the substring "{x}" and replace it with "{y}", changing nothing else. The text "{y}" is '
+    'written only once. If the substring "{x}" does not appear anywhere in the string, simply '
+    'return the original string exactly as it was given.',
     'You will receive an input string. Apply the rewriting rule "{x}" -> "{y}": locate the first, '
     'leftmost place where "{x}" occurs and substitute "{y}" for it. Only this first occurrence is '
     'rewritten; all other characters are copied unchanged. When "{x}" is not found in the input, '
     'the output is identical to the input.',
-    'Consider the string provided as the input. The task is a single string rewrite: the first time '
-    'the pattern "{x}" appears, reading from left to right, it must be replaced by the text "{y}". '
-    'Everything else stays exactly the same. If the pattern "{x}" never appears in the input string, '
-    'copy the input to the output without any change.',
+    'Consider the input string. The task is a single string rewrite: the first time the pattern '
+    '"{x}" appears, reading from left to right, it is replaced by "{y}". Everything else stays the '
+    'same, so "{y}" appears in place of that one "{x}" only. If "{x}" never appears in the input, '
+    'copy the input to the output unchanged.',
 )
 
 

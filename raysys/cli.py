@@ -89,12 +89,14 @@ def pool_inspect(args: argparse.Namespace) -> int:
 
 
 def pool_convert(args: argparse.Namespace) -> int:
-    from raysys.pools import write_parquet_tasks
+    from raysys.pools.canonical import write_tasks
 
+    if not str(args.out).endswith((".parquet", ".jsonl")):
+        raise RaysysError(f"{args.out}: output must end in .parquet or .jsonl")
     pool = _load_for_cli(args)
     if args.skip_invalid:
         _report_skips(pool, args.skip_report or f"{args.out}.skipped.jsonl")
-    write_parquet_tasks(list(pool.tasks), args.out)
+    write_tasks(list(pool.tasks), args.out)
     print(f"wrote {len(pool.tasks)} tasks ({pool.format}) to {args.out}")
     return 0
 
@@ -171,9 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-report", help="where skipped records go (default: raysys-skipped.jsonl)")
     p.set_defaults(func=pool_inspect)
 
-    p = pool_verbs.add_parser("convert", help="convert a pool to canonical Parquet")
+    p = pool_verbs.add_parser("convert", help="convert a pool to canonical Parquet (or JSONL)")
     _pool_args(p)
-    p.add_argument("--out", required=True, help="output .parquet file (written atomically)")
+    p.add_argument("--out", required=True, help="output .parquet or .jsonl file (written atomically)")
     p.add_argument("--skip-report", help="where skipped records go (default: OUT.skipped.jsonl)")
     p.set_defaults(func=pool_convert)
 

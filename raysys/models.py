@@ -34,6 +34,16 @@ class LoadedModel:
     name: str  # the path or hub name it came from
 
 
+def _quiet_deepspeed() -> None:
+    """transformers imports DeepSpeed when it is installed, and DeepSpeed warns on every
+    CPU-only machine that it found no GPU; name the CPU accelerator there so it stays quiet."""
+    if "DS_ACCELERATOR" not in os.environ:
+        import torch
+
+        if not torch.cuda.is_available():
+            os.environ["DS_ACCELERATOR"] = "cpu"
+
+
 def char_tokenizer(arch: str = "llama", max_length: int = 2048):
     """A character-level PreTrainedTokenizerFast built in-process (no download)."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
@@ -59,6 +69,7 @@ def char_tokenizer(arch: str = "llama", max_length: int = 2048):
 
 def tiny_model(cfg: TinyConfig):
     """A randomly initialised model of `cfg`'s shape (deterministic in cfg.seed)."""
+    _quiet_deepspeed()
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM, T5Config, T5ForConditionalGeneration
 
@@ -117,6 +128,7 @@ def load_model(
     device: str = "cpu",
 ) -> LoadedModel:
     """Model, tokenizer and kind ("causal" or "seq2seq") from a folder or hub name."""
+    _quiet_deepspeed()
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 

@@ -208,19 +208,15 @@ def test_derived_rule_agrees_with_self_instruct_seed_flags():
     assert agree >= 0.95 * decided, f"agrees on only {agree}/{decided}"
 
 
-def test_derived_rule_fills_missing_flags_only():
+def test_derived_rule_fills_missing_flags_only(tmp_path):
     # Rule 2 (label set named in the definition) vs a source flag that says otherwise.
     labels = {"instruction": "Answer yes or no.", "instances": [{"input": "Is ice cold?", "output": "Yes"}]}
     records = [
         {"id": "derived", **labels},
         {"id": "flagged", **labels, "is_classification": False},
     ]
-    pool = load_pool(write_jsonl(Path(os.environ.get("TMPDIR", "/tmp")) / f"rule-{os.getpid()}.jsonl", records))
-    try:
-        flags = {t.task_id: t.is_classification for t in pool.tasks}
-        assert flags == {"derived": True, "flagged": False}
-    finally:
-        Path(pool.path).unlink()
+    pool = load_pool(write_jsonl(tmp_path / "rule.jsonl", records))
+    assert {t.task_id: t.is_classification for t in pool.tasks} == {"derived": True, "flagged": False}
 
 
 # ---------------------------------------------------------------- Alpaca and Self-Instruct (real data)

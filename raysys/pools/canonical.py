@@ -11,10 +11,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from raysys.errors import InvalidFile, InvalidRecord
-from raysys.io import write_parquet
+from raysys.io import write_jsonl, write_parquet
 from raysys.pools.jsonio import iter_jsonl
 from raysys.pools.record import Item, Record
-from raysys.schema import REQUIRED_FIELDS, Task, from_row, to_table
+from raysys.schema import REQUIRED_FIELDS, Task, from_row, to_row, to_table
 
 
 def record_from_row(row: Any, source: Path, where: str) -> Item:
@@ -58,6 +58,22 @@ def write_parquet_tasks(tasks: list[Task], path: str | Path, metadata: dict[str,
     if metadata:
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
     write_parquet(path, table)
+
+
+def write_jsonl_tasks(tasks: list[Task], path: str | Path) -> None:
+    """Write tasks as canonical JSONL (metadata as an object), atomically."""
+    write_jsonl(path, ({**to_row(t), "metadata": dict(t.metadata)} for t in tasks))
+
+
+def write_tasks(tasks: list[Task], path: str | Path) -> None:
+    """Canonical Parquet or JSONL, chosen by the extension of `path`."""
+    suffix = Path(path).suffix
+    if suffix == ".parquet":
+        write_parquet_tasks(tasks, path)
+    elif suffix == ".jsonl":
+        write_jsonl_tasks(tasks, path)
+    else:
+        raise InvalidFile(path, "output must end in .parquet or .jsonl")
 
 
 def file_metadata(path: str | Path) -> dict[str, str]:

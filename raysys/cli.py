@@ -161,7 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     from raysys.config import SynthConfig
     from raysys.config import TinyConfig
 
-    parser = argparse.ArgumentParser(prog="raysys", description="Choose the instruction-tuning tasks worth training on.")
+    parser = argparse.ArgumentParser(
+        prog="raysys", description="Choose the instruction-tuning tasks worth training on.")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
     pool = verbs.add_parser("pool", help="read, check, convert and synthesise task pools")

@@ -81,7 +81,8 @@ class SynthConfig:
             parse_family(spec)
         _check(self.skew >= 0, "skew must be >= 0")
         _check(0.0 <= self.noop_share <= 1.0, "noop_share must be in [0, 1]")
-        _check(self.unseen_rules >= 0 and self.unseen_examples_per_rule >= 1, "unseen_rules >= 0, unseen_examples_per_rule >= 1")
+        _check(self.unseen_rules >= 0, "unseen_rules must be >= 0")
+        _check(self.unseen_examples_per_rule >= 1, "unseen_examples_per_rule must be >= 1")
         _check(self.verbosity in VERBOSITIES, f"verbosity must be one of {VERBOSITIES}")
         _check(self.demonstrations >= 0, "demonstrations must be >= 0")
 
@@ -134,7 +135,8 @@ class DemoConfig:
     """The README's demo: everything it runs, on an embedded default."""
 
     work_dir: str = "raysys-demo"
-    synth: SynthConfig = field(default_factory=lambda: SynthConfig(rules=2000, examples_per_rule=4, unseen_rules=200, seed=0))
+    synth: SynthConfig = field(
+        default_factory=lambda: SynthConfig(rules=2000, examples_per_rule=4, unseen_rules=200, seed=0))
     prompt: PromptConfig = field(default_factory=lambda: PromptConfig(template="tk", demonstrations=2))
     model: ModelConfig = field(default_factory=ModelConfig)  # path "" = build the tiny model
     tiny: TinyConfig = field(default_factory=TinyConfig)

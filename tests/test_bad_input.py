@@ -127,7 +127,8 @@ def duplicate_task_id(tmp: Path) -> Built:
 
 
 def non_utf8_json_file(tmp: Path) -> Built:
-    data = b'[\n  {"instruction": "Add.", "input": "1 2", "output": "3"},\n  {"instruction": "Caf\xff", "input": "", "output": "x"}\n]\n'
+    data = (b'[\n  {"instruction": "Add.", "input": "1 2", "output": "3"},\n'
+            b'  {"instruction": "Caf\xff", "input": "", "output": "x"}\n]\n')
     p = tmp / "alpaca.json"
     p.write_bytes(data)
     return Built(p, p, "line 3", "not valid UTF-8", None)
@@ -255,9 +256,6 @@ def test_bad_first_jsonl_line_is_skippable_with_explicit_format(tmp_path):
     assert [s.where for s in pool.skipped] == ["line 1"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "detect_format -> _first_jsonl_record (raysys/pools/load.py:77-88) raises InvalidFile on a bad first "
-    "line, so --skip-invalid cannot skip it unless --format is given"))
 def test_bad_first_jsonl_line_is_skippable_with_detection(tmp_path):
     p = write_lines(tmp_path / "si.jsonl", [b"{oops", dump(si("b")), dump(si("c"))])
     pool = load_pool(p, skip_invalid=True)
@@ -265,9 +263,6 @@ def test_bad_first_jsonl_line_is_skippable_with_detection(tmp_path):
     assert [s.where for s in pool.skipped] == ["line 1"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "_first_jsonl_record (raysys/pools/load.py:82) calls jsonio.decode on one line's bytes, so the "
-    "UTF-8 error always says 'line 1' whatever line it is on"))
 def test_detection_names_true_line_of_non_utf8_first_record(tmp_path):
     p = tmp_path / "si.jsonl"
     p.write_bytes(b"\n\n" + b'{"instruction": "Caf\xff", "instances": []}\n')
@@ -400,9 +395,6 @@ def test_cli_convert_all_bad_with_skip_invalid_writes_nothing(tmp_path):
     assert not out.parent.exists() or _tmp_leftovers(out.parent) == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "an --out that cannot be written (here an existing folder) escapes as IsADirectoryError from "
-    "raysys/io.py:28 (os.replace) with a traceback and exit 1; raysys.cli.main only catches RaysysError"))
 def test_cli_convert_out_is_a_folder_is_a_clean_error(tmp_path):
     src = write_lines(tmp_path / "si.jsonl", [dump(si("a"))])
     out = tmp_path / "out.parquet"

@@ -2,41 +2,29 @@
 
 Real data: ../shared/data (see its SOURCES.md) -- NIV2 (60 task files, split lists,
 index.tsv), the Alpaca 5,000-task subset, and Self-Instruct's seed and user-oriented
-files. Set RAYSYS_DATA to use another copy; the real-data tests skip when none is found.
+files. Set RAYSYS_SHARED_DATA to use another copy (see conftest.needs_data).
 """
 from __future__ import annotations
 
 import csv
 import dataclasses
 import json
-import os
 from pathlib import Path
 
 import pytest
 
+from conftest import SHARED_DATA, needs_data
 from raysys.errors import InvalidFile
 from raysys.pools import detect_format, load_pool, write_parquet_tasks
 from raysys.pools.classify import derive_is_classification
 from raysys.schema import Demonstration, Instance, Task
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _find_data() -> Path:
-    candidates = [os.environ.get("RAYSYS_DATA"), REPO.parent / "shared" / "data", REPO / "shared" / "data"]
-    for c in candidates:
-        if c and (Path(c) / "niv2").is_dir():
-            return Path(c)
-    return REPO.parent / "shared" / "data"
-
-
-DATA = _find_data()
+DATA = SHARED_DATA
 NIV2 = DATA / "niv2"
 ALPACA = DATA / "alpaca" / "alpaca_random5000_subset.json"
 SEED = DATA / "self_instruct" / "seed_tasks.jsonl"
 USER = DATA / "self_instruct" / "user_oriented_instructions.jsonl"
 
-needs_data = pytest.mark.skipif(not (NIV2 / "tasks").is_dir(), reason=f"shared data not found at {DATA}")
 
 NIV2_TEST_TASKS = {
     "task1393_superglue_copa_text_completion",
@@ -217,6 +205,27 @@ def test_derived_rule_fills_missing_flags_only(tmp_path):
     ]
     pool = load_pool(write_jsonl(tmp_path / "rule.jsonl", records))
     assert {t.task_id: t.is_classification for t in pool.tasks} == {"derived": True, "flagged": False}
+
+
+def _rule_task(instruction: str, outputs: list[str]) -> Task:
+    return Task(task_id="r", instruction=instruction,
+                instances=tuple(Instance(f"r-{k}", f"in {k}", (o,)) for k, o in enumerate(outputs)))
+
+
+@pytest.mark.parametrize(
+    "instruction, outputs, want",
+    [
+        ("Label it.", ["pos", "neg"] * 5, True),  # rule 1: 2 labels over 10 instances
+        ("Label it.", ["a", "b", "c", "d", "e", "f", "a", "b", "c", "d"], False),  # 6 distinct > n/2
+        ("Label it.", [f"label {k % 11}" for k in range(30)], False),  # 11 distinct > MAX_LABELS
+        ("Answer True or False.", ["true", "False."], True),  # rule 2: labels named in the definition
+        ("Explain.", ["It is a long free text answer with many words."], False),  # rule 3
+        ("Explain.", ["Paris"], None),  # rule 4: one short answer decides nothing
+    ],
+    ids=["rule1-few-labels", "rule1-half-distinct", "rule1-too-many-labels", "rule2", "rule3", "rule4"],
+)
+def test_derived_rule_cases(instruction, outputs, want):
+    assert derive_is_classification(_rule_task(instruction, outputs)) is want
 
 
 # ---------------------------------------------------------------- Alpaca and Self-Instruct (real data)
@@ -453,6 +462,14 @@ def test_hf_alpaca_columns(tmp_path):
     assert list(load_pool(_tiny_alpaca_json(tmp_path)).tasks) == list(pool.tasks)
 
 
+def test_hf_split_on_a_dataset_without_splits_is_an_error(tmp_path):
+    import datasets
+
+    path = hf_save(datasets.Dataset.from_list(alpaca_entries()), tmp_path / "alp")
+    with pytest.raises(InvalidFile, match="no splits"):
+        load_pool(path, split="test")
+
+
 def test_hf_canonical_columns(tmp_path):
     import datasets
 
@@ -482,8 +499,10 @@ def test_hf_dataset_dict_splits(tmp_path):
 
     train = [{"instruction": f"Train task {i}.", "input": "", "output": f"answer number {i}"} for i in range(3)]
     test = [{"instruction": "Test task.", "input": "x", "output": "y"}]
-    path = hf_save(datasets.DatasetDict(train=datasets.Dataset.from_list(train),
-                                         test=datasets.Dataset.from_list(test)), tmp_path / "dd")
+    # test first, so "no split" must really look for train rather than take the first split
+    path = hf_save(datasets.DatasetDict(test=datasets.Dataset.from_list(test),
+                                         train=datasets.Dataset.from_list(train)), tmp_path / "dd")
+    assert list(datasets.load_from_disk(str(path))) == ["test", "train"]
     assert [t.instruction for t in load_pool(path).tasks] == [e["instruction"] for e in train]
     assert [t.instruction for t in load_pool(path, split="train").tasks] == [e["instruction"] for e in train]
     assert [t.instruction for t in load_pool(path, split="test").tasks] == ["Test task."]

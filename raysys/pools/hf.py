@@ -38,6 +38,8 @@ def _open(path: str, split: str | None):
         if split not in ds:
             raise InvalidFile(path, f"choose a split with --split; splits: {sorted(ds)}")
         ds = ds[split]
+    elif split is not None and Path(name).exists():
+        raise InvalidFile(path, f"this saved dataset has no splits; drop --split {split}")
     return ds
 
 
@@ -65,7 +67,8 @@ def read(path: str | Path, split: str | None = None) -> Iterator[Item]:
     elif NIV2_HUB_COLUMNS <= cols:
         yield from _grouped_niv2(ds, path)
     else:
-        raise InvalidFile(path, f"unrecognised columns {sorted(cols)}: expected canonical, Alpaca, Self-Instruct or NIV2 columns")
+        raise InvalidFile(path, f"unrecognised columns {sorted(cols)}: "
+                                "expected canonical, Alpaca, Self-Instruct or NIV2 columns")
 
 
 def _grouped_niv2(ds, path: str) -> Iterator[Item]:

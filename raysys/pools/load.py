@@ -16,7 +16,6 @@ from raysys.errors import InvalidFile, InvalidRecord
 from raysys.io import write_jsonl
 from raysys.pools import alpaca, canonical, hf, niv2, self_instruct
 from raysys.pools.classify import with_flag
-from raysys.pools.jsonio import decode
 from raysys.pools.record import Record
 from raysys.schema import Task, problems
 
@@ -75,16 +74,26 @@ def detect_format(path: str | Path) -> str:
 
 
 def _first_jsonl_record(p: Path) -> dict:
+    """The first line that parses as a JSON object: a bad line before it is left for the
+    reader to report (or skip), so detection never blocks --skip-invalid."""
+    first_bad = None
     with open(p, "rb") as f:
         for lineno, raw in enumerate(f, start=1):
-            if raw.strip():
-                try:
-                    rec = json.loads(decode(raw, p))
-                except json.JSONDecodeError:
-                    raise InvalidFile(p, f"line {lineno} is not JSON: cannot detect the format; pass --format") from None
-                if not isinstance(rec, dict):
-                    raise InvalidFile(p, f"line {lineno} is not a JSON object")
+            if not raw.strip():
+                continue
+            try:
+                rec = json.loads(raw.decode("utf-8-sig"))
+            except UnicodeDecodeError:
+                first_bad = first_bad or f"line {lineno} is not valid UTF-8"
+                continue
+            except json.JSONDecodeError:
+                first_bad = first_bad or f"line {lineno} is not JSON"
+                continue
+            if isinstance(rec, dict):
                 return rec
+            first_bad = first_bad or f"line {lineno} is not a JSON object"
+    if first_bad:
+        raise InvalidFile(p, f"no line is a JSON object ({first_bad}): cannot detect the format")
     raise InvalidFile(p, "empty file")
 
 

@@ -73,7 +73,8 @@ def _pattern(rng: random.Random, cfg: SynthConfig, family: str, k: int) -> str:
     return w + w if family == "periodic" else w + w[::-1]
 
 
-def _rules(rng: random.Random, cfg: SynthConfig, families: tuple[str, ...], n: int, taken: set) -> list[tuple[str, str, str, int]]:
+def _rules(rng: random.Random, cfg: SynthConfig, families: tuple[str, ...], n: int,
+           taken: set) -> list[tuple[str, str, str, int]]:
     """n distinct (x, y, family, k) rules, families assigned round-robin."""
     parsed = [parse_family(f) for f in families]
     out = []

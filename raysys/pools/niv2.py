@@ -51,7 +51,8 @@ def read(path: Path, split: str | None = None) -> Iterator[Item]:
         if split is not None and split_of.get(name) != split:
             continue
         try:
-            yield Record(str(f), f"task {name}", task_from_dict(parse_json(decode(read_bytes(f), f), f), name, split_of.get(name), f))
+            raw = parse_json(decode(read_bytes(f), f), f)
+            yield Record(str(f), f"task {name}", task_from_dict(raw, name, split_of.get(name), f))
         except InvalidFile as e:  # a bad file is one bad record of the pool
             yield InvalidRecord(f, f"task {name}", e.reason)
         except InvalidRecord as e:
@@ -68,7 +69,9 @@ def task_from_dict(raw: dict, name: str, split: str | None, source) -> Task:
     for k, ex in enumerate(raw.get("Positive Examples") or []):
         w = f"{where} Positive Examples[{k}]"
         out = require(ex, "output", source, w, (str, list))
-        demos.append(Demonstration(require(ex, "input", source, w), out if isinstance(out, str) else (out[0] if out else "")))
+        if isinstance(out, list):  # a few tasks list several acceptable outputs: show the first
+            out = str(out[0]) if out else ""
+        demos.append(Demonstration(require(ex, "input", source, w), out))
     insts = []
     for k, inst in enumerate(instances):
         w = f"{where} Instances[{k}]"

@@ -130,6 +130,43 @@ class TinyConfig:
         _check(self.hidden_size % self.heads == 0, "hidden_size must be a multiple of heads")
 
 
+PERTURBATIONS = ("dropout", "mask", "repeat", "extraneous")
+
+
+@dataclass(frozen=True)
+class ScoringConfig:
+    """Prompt-uncertainty scoring (raysys.scoring). Defaults follow the method."""
+
+    instances: int = 10  # n instances sampled per task (all of them when a task has fewer)
+    perturbations: int = 20  # k perturbed instructions per task, shared by its instances
+    drop_rate: float = 0.2  # probability that a word is perturbed
+    perturbation: str = "dropout"  # dropout | mask | repeat | extraneous
+    perturb_demonstrations: bool = False  # also perturb demonstration inputs (never outputs)
+    mask_token: str = "<mask>"
+    seed: int = 0  # instance sampling and perturbations derive from (seed, task_id, j)
+    max_new_tokens: int = 128  # greedy answer length cap
+    template: str = "tk"  # prompt template (raysys.prompts)
+    demonstrations: int = 2  # demonstrations shown in the prompt
+    entropy: bool = True  # classification entropy over the task's label set
+    max_labels: int = 10  # label sets larger than this are not scored for entropy
+    ifd: bool = True  # IFD = PPL(y | prompt) / PPL(y alone)
+    max_prompt_tokens: int = 0  # longer prompts keep their last tokens; 0 = model limit - max_new_tokens
+    token_budget: int = 8192  # padded tokens per forward pass
+    generation_batch: int = 32  # prompts per greedy-generation batch
+    tasks_per_batch: int = 16  # tasks handed to a scorer actor at a time
+
+    def __post_init__(self) -> None:
+        _check(self.instances >= 1, "instances must be >= 1")
+        _check(self.perturbations >= 0, "perturbations must be >= 0")
+        _check(0.0 <= self.drop_rate <= 1.0, "drop_rate must be in [0, 1]")
+        _check(self.perturbation in PERTURBATIONS, f"perturbation must be one of {PERTURBATIONS}")
+        _check(self.max_new_tokens >= 1, "max_new_tokens must be >= 1")
+        _check(self.template in TEMPLATES, f"template must be one of {TEMPLATES}")
+        _check(self.demonstrations >= 0 and self.max_labels >= 2, "demonstrations >= 0, max_labels >= 2")
+        _check(self.max_prompt_tokens >= 0, "max_prompt_tokens must be >= 0")
+        _check(min(self.token_budget, self.generation_batch, self.tasks_per_batch) >= 1, "batch sizes must be >= 1")
+
+
 @dataclass(frozen=True)
 class DemoConfig:
     """The README's demo: everything it runs, on an embedded default."""
@@ -150,7 +187,7 @@ class DemoConfig:
 T = TypeVar("T")
 
 # Which dataclass a shipped YAML file holds: jobs/configs/<kind>.yaml or <kind>_<name>.yaml.
-KINDS: dict[str, type] = {"demo": DemoConfig, "synth": SynthConfig, "tiny": TinyConfig}
+KINDS: dict[str, type] = {"demo": DemoConfig, "synth": SynthConfig, "tiny": TinyConfig, "score": ScoringConfig}
 
 
 def kind_of(path: str | Path) -> type:

@@ -1,0 +1,78 @@
+"""Instruction perturbations, pure and deterministic from (seed, task_id, j).
+
+All perturbations split the text on whitespace and re-join with single spaces; each word
+is treated independently with probability `rate`:
+
+- dropout    : the word is dropped (kept when uniform(0, 1) > rate): the method's choice;
+- mask       : the word is replaced by `mask_token`;
+- repeat     : the word is written twice;
+- extraneous : a word drawn from EXTRANEOUS_WORDS is inserted after the word.
+
+`perturb_prompt_parts` perturbs a task's definition, and optionally its demonstration
+inputs (never their outputs), once per j = 1..k; the same k perturbations are shared by
+every instance of the task. j = 0 is the original text.
+"""
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import replace
+from typing import Sequence
+
+from raysys.schema import Demonstration
+
+KINDS = ("dropout", "mask", "repeat", "extraneous")
+EXTRANEOUS_WORDS = ("the", "of", "and", "a", "to", "in", "is", "it", "that", "for", "on", "with", "as", "very",
+                    "also", "just", "really", "then")
+
+
+def rng_for(seed: int, task_id: str, j: int) -> random.Random:
+    """An RNG that depends only on (seed, task_id, j), on every machine and process."""
+    digest = hashlib.sha256(f"{seed}\x1f{task_id}\x1f{j}".encode()).digest()
+    return random.Random(int.from_bytes(digest[:8], "big"))
+
+
+def perturb_text(text: str, kind: str, rate: float, rng: random.Random, mask_token: str = "<mask>") -> str:
+    words = text.split()
+    out: list[str] = []
+    for w in words:
+        hit = not (rng.random() > rate)  # the method keeps a word when uniform(0,1) > rate
+        if kind == "dropout":
+            if not hit:
+                out.append(w)
+        elif kind == "mask":
+            out.append(mask_token if hit else w)
+        elif kind == "repeat":
+            out.extend((w, w) if hit else (w,))
+        elif kind == "extraneous":
+            out.append(w)
+            if hit:
+                out.append(rng.choice(EXTRANEOUS_WORDS))
+        else:
+            raise ValueError(f"unknown perturbation {kind!r}; one of {KINDS}")
+    return " ".join(out)
+
+
+def perturb_prompt_parts(
+    task_id: str,
+    definition: str,
+    demonstrations: Sequence[Demonstration],
+    k: int,
+    *,
+    kind: str = "dropout",
+    rate: float = 0.2,
+    seed: int = 0,
+    demonstration_inputs: bool = False,
+    mask_token: str = "<mask>",
+) -> list[tuple[str, tuple[Demonstration, ...]]]:
+    """[(definition_j, demonstrations_j) for j = 0..k]; j = 0 is the original."""
+    out = [(definition, tuple(demonstrations))]
+    for j in range(1, k + 1):
+        rng = rng_for(seed, task_id, j)
+        d = perturb_text(definition, kind, rate, rng, mask_token)
+        demos = tuple(
+            replace(demo, input=perturb_text(demo.input, kind, rate, rng, mask_token)) if demonstration_inputs else demo
+            for demo in demonstrations
+        )
+        out.append((d, demos))
+    return out

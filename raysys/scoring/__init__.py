@@ -1,0 +1,1 @@
+"""Scoring: likelihoods, task metrics, the per-actor scorer and the Ray Data pipeline."""

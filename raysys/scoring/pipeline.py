@@ -1,0 +1,254 @@
+"""Scoring a whole pool on Ray Data actors: the only place that calls `map_batches`.
+
+The pool (canonical Parquet) becomes a Ray Dataset read block by block; tasks already
+scored are filtered out; a pool of scorer actors (one GPU each on GPU clusters, one CPU
+each otherwise) loads the model once and scores batches of tasks. Each actor writes every
+finished batch atomically to `<out>.parts/<run>/scores-<uuid>.parquet` (and
+`details-<uuid>.parquet` first, when asked): those part files are the record of what is
+done. The driver only counts progress; at the end it merges the parts into `out` (one row
+per task, first part wins if a batch was ever retried after it was written) and writes it
+atomically. A rerun of the same command after Ctrl-C, a killed driver or a dead actor reads
+the finished task ids from the parts and scores the rest only. Ray restarts a dead actor
+and retries its batch (Ray Data's defaults for actor pools).
+
+`<run>` is a hash of the scoring config, the model and the pool path, so a rerun with
+other settings never mixes with old parts.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from raysys.config import ScoringConfig, to_dict
+from raysys.errors import RaysysError
+from raysys.io import atomic_path, write_parquet
+
+RUN_KEY = "raysys_scoring_run"
+
+
+@dataclass(frozen=True)
+class ScoreRun:
+    out: str
+    n_tasks: int
+    n_scored_now: int
+    n_resumed: int
+    seconds: float
+    details: str | None
+
+
+def run_id(cfg: ScoringConfig, model: str, pool: str, details: bool) -> str:
+    """Hash of everything that changes the numbers (and whether details are kept)."""
+    blob = {"cfg": to_dict(cfg), "model": os.path.abspath(model) if os.path.exists(model) else model,
+            "pool": os.path.abspath(pool), "details": details}
+    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class ScoreBatch:
+    """Ray Data UDF: loads the model once per actor, scores a pyarrow batch of tasks,
+    writes the batch's rows as part files, returns (task_id, prompt_uncertainty)."""
+
+    def __init__(self, model: str, cfg: ScoringConfig, parts_dir: str, details: bool, trust_remote_code: bool,
+                 torch_threads: int = 0):
+        import torch
+
+        from raysys.scoring.scorer import TaskScorer
+
+        if torch_threads:  # CPU actors share the machine's cores instead of each taking all
+            torch.set_num_threads(torch_threads)
+
+        self.scorer = TaskScorer(model, cfg, trust_remote_code=trust_remote_code)
+        self.parts_dir, self.details = Path(parts_dir), details
+
+    def __call__(self, batch: pa.Table) -> dict[str, Any]:
+        from raysys.schema import from_row
+
+        tasks = [from_row(r) for r in batch.to_pylist()]
+        rows, detail_rows = self.scorer.score(tasks, details=self.details)
+        name = uuid.uuid4().hex
+        if self.details:  # details first: a scores part is the commit record of its batch
+            write_parquet(self.parts_dir / f"details-{name}.parquet",
+                          pa.Table.from_pylist(detail_rows, schema=_detail_schema()))
+        write_parquet(self.parts_dir / f"scores-{name}.parquet", pa.Table.from_pylist(rows))
+        return {"task_id": [r["task_id"] for r in rows],
+                "prompt_uncertainty": [r["prompt_uncertainty"] for r in rows]}
+
+
+def _detail_schema() -> pa.Schema:
+    return pa.schema([("task_id", pa.string()), ("instance_id", pa.string()), ("perturbation", pa.int32()),
+                      ("prompt", pa.string()), ("target", pa.string()), ("p", pa.float64())])
+
+
+def _score_parts(parts_dir: Path) -> list[Path]:
+    return sorted(parts_dir.glob("scores-*.parquet"))
+
+
+def done_task_ids(parts_dir: Path) -> set[str]:
+    done: set[str] = set()
+    for part in _score_parts(parts_dir):
+        done.update(pq.read_table(part, columns=["task_id"]).column("task_id").to_pylist())
+    return done
+
+
+def _pool_parquet(pool: str, parts_root: Path) -> tuple[str, int]:
+    """A canonical Parquet path for the pool (converted once if needed) and its task count."""
+    if pool.endswith(".parquet") and Path(pool).is_file():
+        return pool, pq.ParquetFile(pool).metadata.num_rows
+    from raysys.pools import load_pool, write_parquet_tasks
+
+    converted = parts_root / "pool.parquet"
+    if not converted.exists():
+        write_parquet_tasks(list(load_pool(pool).tasks), converted)
+    return str(converted), pq.ParquetFile(converted).metadata.num_rows
+
+
+def _ray_init(num_cpus: int | None) -> None:
+    import ray
+
+    if not ray.is_initialized():
+        # RAY_ADDRESS (a cluster, or `ray job submit`) wins; otherwise a local cluster starts.
+        ray.init(include_dashboard=False, logging_level=logging.ERROR, num_cpus=num_cpus,
+                 configure_logging=True, log_to_driver=True)
+    from ray.data import DataContext
+
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+
+
+def _actor_resources(actors: int, gpus_per_actor: float) -> tuple[dict[str, float], int]:
+    """Ray resources per scorer actor and torch threads per actor; fails fast when the
+    cluster cannot host the actors (instead of hanging on a resource request)."""
+    import ray
+
+    have = ray.cluster_resources()
+    cpus = have.get("CPU", 0)
+    if gpus_per_actor:
+        need = actors * gpus_per_actor
+        if have.get("GPU", 0) < need:
+            raise RaysysError(f"{actors} scorer actor(s) x {gpus_per_actor:g} GPU need {need:g} GPUs; "
+                              f"the cluster has {have.get('GPU', 0):g}")
+        return {"num_gpus": gpus_per_actor, "num_cpus": min(1.0, max(cpus - 1, 0.25) / actors)}, 0
+    # CPU actors: leave one CPU for Ray Data's file listing and read tasks (each asks for a
+    # whole CPU), or the pipeline would wait on them forever.
+    per_actor = min(1.0, (cpus - 1) / actors)
+    if per_actor < 0.25:
+        raise RaysysError(f"{actors} scorer actor(s) need at least {actors * 0.25 + 1:g} CPUs; "
+                          f"the cluster has {cpus:g}")
+    return {"num_cpus": per_actor}, max(1, int(cpus // actors))
+
+
+def score_pool(
+    pool: str,
+    model: str,
+    out: str,
+    cfg: ScoringConfig = ScoringConfig(),
+    *,
+    actors: int = 1,
+    gpus_per_actor: float | None = None,
+    details: str | None = None,
+    trust_remote_code: bool = False,
+    num_cpus: int | None = None,
+    progress: bool = True,
+) -> ScoreRun:
+    """Score every task of `pool` with `model` into `out` (Parquet); see the module docstring."""
+    import ray
+    import ray.data
+    from ray.data import ActorPoolStrategy
+
+    start = time.perf_counter()
+    run = run_id(cfg, model, pool, details is not None)
+    parts_root = Path(f"{out}.parts")
+    parts_dir = parts_root / run
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    pool_path, n_tasks = _pool_parquet(pool, parts_root)
+    done = done_task_ids(parts_dir)
+    n_resumed = len(done)
+    _ray_init(num_cpus)
+    import torch
+
+    if gpus_per_actor is None:
+        gpus_per_actor = 1.0 if torch.cuda.is_available() and ray.cluster_resources().get("GPU", 0) else 0.0
+    resources, torch_threads = _actor_resources(actors, gpus_per_actor)
+    remaining = n_tasks - len(done & set(pq.read_table(pool_path, columns=["task_id"]).column("task_id").to_pylist()))
+    if progress:
+        print(f"scoring {remaining} of {n_tasks} tasks ({n_resumed} already done) with {actors} actor(s)",
+              file=sys.stderr)
+    scored_now = 0
+    if remaining:
+        ds = ray.data.read_parquet(pool_path, num_cpus=0.25)
+        if done:
+            done_arr = pa.array(sorted(done))
+            ds = ds.map_batches(lambda t: t.filter(pc.invert(pc.is_in(t["task_id"], value_set=done_arr))),
+                                batch_format="pyarrow", num_cpus=0.25)
+        # blocks of one actor batch each, so that every actor gets work even from a single-file pool
+        ds = ds.repartition(target_num_rows_per_block=cfg.tasks_per_batch)
+        scored = ds.map_batches(
+            ScoreBatch,
+            fn_constructor_kwargs={"model": model, "cfg": cfg, "parts_dir": str(parts_dir),
+                                   "details": details is not None, "trust_remote_code": trust_remote_code,
+                                   "torch_threads": torch_threads},
+            compute=ActorPoolStrategy(size=actors),
+            batch_size=cfg.tasks_per_batch,
+            batch_format="pyarrow",
+            **resources,
+        )
+        t0 = time.perf_counter()
+        for batch in scored.iter_batches(batch_size=None, batch_format="pyarrow"):
+            scored_now += batch.num_rows
+            if progress:
+                rate = scored_now / max(time.perf_counter() - t0, 1e-9)
+                print(f"  scored {n_resumed + scored_now}/{n_tasks} tasks ({rate:.1f} tasks/s)", file=sys.stderr)
+    _merge(parts_dir, pool_path, n_tasks, out, details, cfg, model, run)
+    return ScoreRun(out=out, n_tasks=n_tasks, n_scored_now=scored_now, n_resumed=n_resumed,
+                    seconds=time.perf_counter() - start, details=details)
+
+
+def _merge(parts_dir: Path, pool_path: str, n_tasks: int, out: str, details: str | None,
+           cfg: ScoringConfig, model: str, run: str) -> None:
+    """One row per task from the score parts (first part wins), checked complete."""
+    order = pq.read_table(pool_path, columns=["task_id"]).column("task_id").to_pylist()
+    chosen: dict[str, str] = {}  # task_id -> part uuid
+    tables = []
+    for part in _score_parts(parts_dir):
+        t = pq.read_table(part)
+        name = part.stem.removeprefix("scores-")
+        keep = [tid not in chosen for tid in t.column("task_id").to_pylist()]
+        for tid, k in zip(t.column("task_id").to_pylist(), keep):
+            if k:
+                chosen[tid] = name
+        tables.append(t.filter(pa.array(keep)))
+    missing = [tid for tid in order if tid not in chosen]
+    if missing:
+        raise RaysysError(f"{len(missing)} task(s) were not scored (e.g. {missing[0]}); rerun the same command "
+                          f"to finish them (finished work is kept in {parts_dir})")
+    table = pa.concat_tables(tables, promote_options="permissive") if tables else pa.table({})
+    rank = {tid: i for i, tid in enumerate(order)}
+    ids = table.column("task_id").to_pylist()
+    table = table.take(pa.array(sorted(range(table.num_rows), key=lambda i: rank[ids[i]])))  # pool order
+    table = table.append_column("model", pa.array([model] * table.num_rows))
+    table = table.append_column("config_hash", pa.array([run] * table.num_rows))
+    meta = {RUN_KEY: run, "raysys_scoring_config": json.dumps(to_dict(cfg), sort_keys=True), "raysys_model": model}
+    write_parquet(out, table.replace_schema_metadata(meta))
+    if details:
+        parts = []
+        for part in sorted(parts_dir.glob("details-*.parquet")):
+            name = part.stem.removeprefix("details-")
+            t = pq.read_table(part)
+            keep = [chosen.get(tid) == name for tid in t.column("task_id").to_pylist()]
+            parts.append(t.filter(pa.array(keep, type=pa.bool_())))
+        merged = pa.concat_tables(parts) if parts else pa.Table.from_pylist([], schema=_detail_schema())
+        with atomic_path(details) as tmp:
+            pq.write_table(merged, tmp)

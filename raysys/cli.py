@@ -124,6 +124,18 @@ def pool_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def score(args: argparse.Namespace) -> int:
+    from raysys.config import ScoringConfig, load_config
+    from raysys.scoring.pipeline import score_pool
+    from raysys.scoring.summary import render_score_summary
+
+    cfg = load_config(ScoringConfig, args.config, list(args.set) + _flag_values(args, ScoringConfig))
+    run = score_pool(args.pool, args.model, args.out, cfg, actors=args.actors, gpus_per_actor=args.gpus_per_actor,
+                     details=args.details, trust_remote_code=args.trust_remote_code)
+    print(render_score_summary(run, top=args.top))
+    return 0
+
+
 def model_init_tiny(args: argparse.Namespace) -> int:
     from raysys.config import TinyConfig, load_config
     from raysys.models import init_tiny
@@ -158,8 +170,7 @@ def demo(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
-    from raysys.config import SynthConfig
-    from raysys.config import TinyConfig
+    from raysys.config import ScoringConfig, SynthConfig, TinyConfig
 
     parser = argparse.ArgumentParser(
         prog="raysys", description="Choose the instruction-tuning tasks worth training on.")
@@ -193,6 +204,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--template", choices=("tk", "alpaca"), default="tk")
     p.add_argument("--demonstrations", type=int, default=2, help="positive examples shown (tk)")
     p.set_defaults(func=pool_show)
+
+    p = verbs.add_parser("score", help="score every task of a pool (prompt uncertainty and baselines) on Ray")
+    p.add_argument("--pool", required=True, help="pool file or folder (any format raysys reads)")
+    p.add_argument("--model", required=True, help="model folder (or hub name where reachable)")
+    p.add_argument("--out", required=True, help="scores .parquet (one row per task, written atomically)")
+    p.add_argument("--details", help="also write one row per scored prompt to this .parquet")
+    p.add_argument("--actors", type=int, default=1, help="scorer actors (one GPU each on GPU clusters)")
+    p.add_argument("--gpus-per-actor", type=float, help="default: 1 when the cluster has GPUs, else 0")
+    p.add_argument("--trust-remote-code", action="store_true", help="run code shipped with the model")
+    p.add_argument("--top", type=int, default=5, help="tasks shown at each end of the summary")
+    p.add_argument("--config", help="YAML file of ScoringConfig fields")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    _add_dataclass_flags(p, ScoringConfig)
+    p.set_defaults(func=score)
 
     model = verbs.add_parser("model", help="build and check models")
     model_verbs = model.add_subparsers(dest="model_verb", required=True, metavar="VERB")

@@ -177,11 +177,16 @@ class DemoConfig:
     prompt: PromptConfig = field(default_factory=lambda: PromptConfig(template="tk", demonstrations=2))
     model: ModelConfig = field(default_factory=ModelConfig)  # path "" = build the tiny model
     tiny: TinyConfig = field(default_factory=TinyConfig)
+    scoring: ScoringConfig = field(default_factory=lambda: ScoringConfig(
+        instances=2, perturbations=4, max_new_tokens=24, tasks_per_batch=32))
+    actors: int = 2  # scorer actors on the local Ray cluster
     show_prompts: int = 2
+    show_tasks: int = 5  # most and least prompt-uncertain tasks printed
 
     def __post_init__(self) -> None:
         _check(self.work_dir != "", "work_dir must not be empty")
-        _check(self.show_prompts >= 0, "show_prompts must be >= 0")
+        _check(self.show_prompts >= 0 and self.show_tasks >= 0, "show_prompts and show_tasks must be >= 0")
+        _check(self.actors >= 1, "actors must be >= 1")
 
 
 T = TypeVar("T")

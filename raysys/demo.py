@@ -1,6 +1,8 @@
 """The README's demo on the embedded default (`DemoConfig`): what raysys does, end to end,
 as far as it is built. Now: a synthetic rewriting pool, the built-in tiny model, a summary
-of the pool and a few formatted prompts. Rerunning reuses the pool and model it made.
+of the pool and a few formatted prompts, then prompt-uncertainty scoring of the whole pool
+on local Ray actors with the most and least uncertain tasks. Rerunning reuses the pool,
+the model and the finished scores.
 """
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ from raysys.models import count_parameters, init_tiny, load_model
 from raysys.pools import load_pool
 from raysys.pools.summary import render, summarize
 from raysys.prompts import format_prompt
+from raysys.scoring.pipeline import score_pool
+from raysys.scoring.summary import render_score_summary
 from raysys.synth import write_synthetic_pool
 
 
@@ -19,7 +23,7 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> dict:
     work = Path(cfg.work_dir)
     pool_path = work / "pool.parquet"
     made = write_synthetic_pool(cfg.synth, pool_path)
-    say(f"[1/3] synthetic pool {'written to' if made else 'up to date at'} {pool_path}")
+    say(f"[1/4] synthetic pool {'written to' if made else 'up to date at'} {pool_path}")
     pool = load_pool(pool_path)
     summary = summarize(pool)
     say(render(summary))
@@ -27,13 +31,13 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> dict:
     model_path = cfg.model.path or str(work / "tiny-model")
     if not cfg.model.path and not (Path(model_path) / "config.json").exists():
         init_tiny(model_path, cfg.tiny)
-        say(f"[2/3] built the tiny model in {model_path}")
+        say(f"[2/4] built the tiny model in {model_path}")
     else:
-        say(f"[2/3] using the model in {model_path}")
+        say(f"[2/4] using the model in {model_path}")
     lm = load_model(model_path, trust_remote_code=cfg.model.trust_remote_code, dtype=cfg.model.dtype)
     say(f"      {lm.kind} model, {count_parameters(lm.model):,} parameters, vocabulary {len(lm.tokenizer)}")
 
-    say(f"[3/3] {cfg.show_prompts} prompt(s) in the {cfg.prompt.template!r} template:")
+    say(f"[3/4] {cfg.show_prompts} prompt(s) in the {cfg.prompt.template!r} template:")
     for task in pool.tasks[: cfg.show_prompts]:
         inst = task.instances[0]
         prompt = format_prompt(cfg.prompt.template, task.instruction, inst.input,
@@ -41,4 +45,12 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> dict:
         n_tokens = len(lm.tokenizer(prompt).input_ids)
         say(f"--- {task.task_id} ({n_tokens} tokens; reference output {inst.outputs[0]!r})")
         say(prompt)
-    return {"summary": summary, "pool": str(pool_path), "model": model_path}
+
+    s = cfg.scoring
+    say(f"[4/4] scoring {len(pool.tasks)} tasks (n={s.instances}, k={s.perturbations}, drop rate {s.drop_rate}) "
+        f"on {cfg.actors} local Ray actor(s)")
+    scores = work / "scores.parquet"
+    run = score_pool(str(pool_path), model_path, str(scores), s, actors=cfg.actors,
+                     trust_remote_code=cfg.model.trust_remote_code)
+    say(render_score_summary(run, top=cfg.show_tasks))
+    return {"summary": summary, "pool": str(pool_path), "model": model_path, "scores": str(scores)}

@@ -120,6 +120,16 @@ def _is_local(name: str) -> bool:
     return Path(name).exists() or name.startswith((".", "/", "~")) or os.sep + os.sep in name
 
 
+def check_model_path(name: str) -> None:
+    """Clear errors for a local model folder that is missing or not an HF folder."""
+    path = os.path.expanduser(name)
+    if _is_local(name):
+        if not Path(path).is_dir():
+            raise InvalidFile(name, "model folder not found")
+        if not (Path(path) / "config.json").exists():
+            raise InvalidFile(name, "not a Hugging Face model folder (no config.json)")
+
+
 def load_model(
     name: str,
     *,
@@ -132,12 +142,8 @@ def load_model(
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
+    check_model_path(name)
     path = os.path.expanduser(name)
-    if _is_local(name):
-        if not Path(path).is_dir():
-            raise InvalidFile(name, "model folder not found")
-        if not (Path(path) / "config.json").exists():
-            raise InvalidFile(name, "not a Hugging Face model folder (no config.json)")
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
         kind = "seq2seq" if getattr(config, "is_encoder_decoder", False) else "causal"

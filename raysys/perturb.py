@@ -1,7 +1,7 @@
 """Instruction perturbations, pure and deterministic from (seed, task_id, j).
 
 All perturbations split the text on whitespace and re-join with single spaces; each word
-is treated independently with probability `rate`:
+is hit independently unless uniform(0, 1) > `rate`:
 
 - dropout    : the word is dropped (kept when uniform(0, 1) > rate): the method's choice;
 - mask       : the word is replaced by `mask_token`;
@@ -33,10 +33,16 @@ def rng_for(seed: int, task_id: str, j: int) -> random.Random:
 
 
 def perturb_text(text: str, kind: str, rate: float, rng: random.Random, mask_token: str = "<mask>") -> str:
+    """`text` perturbed word by word; when no word is hit, `text` itself (spacing kept), so
+    that a perturbation that changes nothing gives exactly the original prompt."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown perturbation {kind!r}; one of {KINDS}")
     words = text.split()
     out: list[str] = []
+    hits = 0
     for w in words:
         hit = not (rng.random() > rate)  # the method keeps a word when uniform(0,1) > rate
+        hits += hit
         if kind == "dropout":
             if not hit:
                 out.append(w)
@@ -48,9 +54,7 @@ def perturb_text(text: str, kind: str, rate: float, rng: random.Random, mask_tok
             out.append(w)
             if hit:
                 out.append(rng.choice(EXTRANEOUS_WORDS))
-        else:
-            raise ValueError(f"unknown perturbation {kind!r}; one of {KINDS}")
-    return " ".join(out)
+    return " ".join(out) if hits else text
 
 
 def perturb_prompt_parts(

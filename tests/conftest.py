@@ -44,3 +44,25 @@ def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
         [sys.executable, "-m", "raysys.cli", *map(str, args)],
         capture_output=True, text=True, cwd=cwd, timeout=300,
     )
+
+
+@pytest.fixture(scope="session")
+def tiny_t5_dir(tmp_path_factory) -> Path:
+    from raysys.config import TinyConfig
+    from raysys.models import init_tiny
+
+    return init_tiny(tmp_path_factory.mktemp("models") / "tiny-t5", TinyConfig(arch="t5", layers=2))
+
+
+@pytest.fixture(scope="session")
+def tiny_lm(tiny_model_dir):
+    from raysys.models import load_model
+
+    return load_model(str(tiny_model_dir))
+
+
+@pytest.fixture(scope="session")
+def tiny_t5(tiny_t5_dir):
+    from raysys.models import load_model
+
+    return load_model(str(tiny_t5_dir))

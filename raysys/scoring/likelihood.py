@@ -282,6 +282,29 @@ class Seq2SeqScorer:
             out[i] = m
 
 
+class Deduplicated:
+    """Scores each distinct (prompt, target) pair once: identical items get identical
+    numbers (a perturbation that changed nothing gives exactly p_i0) and no repeated work."""
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def score(self, prompts: Sequence[str], targets: Sequence[str], groups: Sequence[int] | None = None) -> np.ndarray:
+        first: dict[tuple[str, str], int] = {}
+        keep: list[int] = []  # index of the first occurrence of each distinct pair
+        where: list[int] = []  # distinct-pair number of every item
+        for i, key in enumerate(zip(prompts, targets)):
+            u = first.get(key)
+            if u is None:
+                u = first[key] = len(keep)
+                keep.append(i)
+            where.append(u)
+        uniq_p = [prompts[i] for i in keep]
+        uniq_t = [targets[i] for i in keep]
+        uniq_g = None if groups is None else [groups[i] for i in keep]
+        return self.inner.score(uniq_p, uniq_t, uniq_g)[np.array(where, dtype=np.int64)]
+
+
 def make_scorer(model, tokenizer, kind: str, budget: Budget = Budget(), max_prompt_tokens: int | None = None):
     cls = Seq2SeqScorer if kind == "seq2seq" else CausalScorer
-    return cls(model, tokenizer, budget, max_prompt_tokens)
+    return Deduplicated(cls(model, tokenizer, budget, max_prompt_tokens))

@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 from raysys.config import ScoringConfig, to_dict
 from raysys.errors import RaysysError
 from raysys.io import atomic_path, write_parquet
+from raysys.models import check_model_path
 
 RUN_KEY = "raysys_scoring_run"
 
@@ -128,6 +129,28 @@ def _ray_init(num_cpus: int | None) -> None:
     logging.getLogger("ray.data").setLevel(logging.WARNING)
 
 
+class _Progress:
+    """One self-rewriting line on a terminal; a line every 10 s otherwise (logs, CI)."""
+
+    def __init__(self, total: int, done: int):
+        self.total, self.done, self.t0, self.last = total, done, time.perf_counter(), 0.0
+        self.tty = sys.stderr.isatty()
+
+    def update(self, now: int) -> None:
+        t = time.perf_counter() - self.t0
+        if not self.tty and t - self.last < 10:
+            return
+        self.last = t
+        rate = now / max(t, 1e-9)
+        left = (self.total - self.done - now) / rate if rate else float("inf")
+        line = f"  {self.done + now}/{self.total} tasks scored, {rate:.1f} tasks/s, ~{left:.0f} s left"
+        print(("\r" + line) if self.tty else line, end="" if self.tty else "\n", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.tty:
+            print(file=sys.stderr)
+
+
 def _actor_resources(actors: int, gpus_per_actor: float) -> tuple[dict[str, float], int]:
     """Ray resources per scorer actor and torch threads per actor; fails fast when the
     cluster cannot host the actors (instead of hanging on a resource request)."""
@@ -169,25 +192,25 @@ def score_pool(
     from ray.data import ActorPoolStrategy
 
     start = time.perf_counter()
+    check_model_path(model)  # fail here, not inside every actor
     run = run_id(cfg, model, pool, details is not None)
     parts_root = Path(f"{out}.parts")
     parts_dir = parts_root / run
     parts_dir.mkdir(parents=True, exist_ok=True)
     pool_path, n_tasks = _pool_parquet(pool, parts_root)
     done = done_task_ids(parts_dir)
-    n_resumed = len(done)
-    _ray_init(num_cpus)
-    import torch
-
-    if gpus_per_actor is None:
-        gpus_per_actor = 1.0 if torch.cuda.is_available() and ray.cluster_resources().get("GPU", 0) else 0.0
-    resources, torch_threads = _actor_resources(actors, gpus_per_actor)
-    remaining = n_tasks - len(done & set(pq.read_table(pool_path, columns=["task_id"]).column("task_id").to_pylist()))
+    pool_ids = set(pq.read_table(pool_path, columns=["task_id"]).column("task_id").to_pylist())
+    n_resumed = len(pool_ids & done)
+    remaining = n_tasks - n_resumed
     if progress:
-        print(f"scoring {remaining} of {n_tasks} tasks ({n_resumed} already done) with {actors} actor(s)",
+        print(f"scoring {remaining} of {n_tasks} tasks ({n_tasks - remaining} already done) with {actors} actor(s)",
               file=sys.stderr)
     scored_now = 0
     if remaining:
+        _ray_init(num_cpus)
+        if gpus_per_actor is None:
+            gpus_per_actor = 1.0 if ray.cluster_resources().get("GPU", 0) else 0.0
+        resources, torch_threads = _actor_resources(actors, gpus_per_actor)
         ds = ray.data.read_parquet(pool_path, num_cpus=0.25)
         if done:
             done_arr = pa.array(sorted(done))
@@ -205,12 +228,13 @@ def score_pool(
             batch_format="pyarrow",
             **resources,
         )
-        t0 = time.perf_counter()
+        bar = _Progress(n_tasks, n_resumed) if progress else None
         for batch in scored.iter_batches(batch_size=None, batch_format="pyarrow"):
             scored_now += batch.num_rows
-            if progress:
-                rate = scored_now / max(time.perf_counter() - t0, 1e-9)
-                print(f"  scored {n_resumed + scored_now}/{n_tasks} tasks ({rate:.1f} tasks/s)", file=sys.stderr)
+            if bar:
+                bar.update(scored_now)
+        if bar:
+            bar.close()
     _merge(parts_dir, pool_path, n_tasks, out, details, cfg, model, run)
     return ScoreRun(out=out, n_tasks=n_tasks, n_scored_now=scored_now, n_resumed=n_resumed,
                     seconds=time.perf_counter() - start, details=details)
@@ -220,12 +244,13 @@ def _merge(parts_dir: Path, pool_path: str, n_tasks: int, out: str, details: str
            cfg: ScoringConfig, model: str, run: str) -> None:
     """One row per task from the score parts (first part wins), checked complete."""
     order = pq.read_table(pool_path, columns=["task_id"]).column("task_id").to_pylist()
+    rank = {tid: i for i, tid in enumerate(order)}
     chosen: dict[str, str] = {}  # task_id -> part uuid
     tables = []
     for part in _score_parts(parts_dir):
         t = pq.read_table(part)
         name = part.stem.removeprefix("scores-")
-        keep = [tid not in chosen for tid in t.column("task_id").to_pylist()]
+        keep = [tid not in chosen and tid in rank for tid in t.column("task_id").to_pylist()]
         for tid, k in zip(t.column("task_id").to_pylist(), keep):
             if k:
                 chosen[tid] = name
@@ -235,7 +260,6 @@ def _merge(parts_dir: Path, pool_path: str, n_tasks: int, out: str, details: str
         raise RaysysError(f"{len(missing)} task(s) were not scored (e.g. {missing[0]}); rerun the same command "
                           f"to finish them (finished work is kept in {parts_dir})")
     table = pa.concat_tables(tables, promote_options="permissive") if tables else pa.table({})
-    rank = {tid: i for i, tid in enumerate(order)}
     ids = table.column("task_id").to_pylist()
     table = table.take(pa.array(sorted(range(table.num_rows), key=lambda i: rank[ids[i]])))  # pool order
     table = table.append_column("model", pa.array([model] * table.num_rows))

@@ -11,7 +11,8 @@ import torch
 
 
 @torch.inference_mode()
-def reference_mean_logprobs(model, tokenizer, kind: str, prompts: Sequence[str], targets: Sequence[str]) -> np.ndarray:
+def reference_mean_logprobs(model, tokenizer, kind: str, prompts: Sequence[str],
+                            targets: Sequence[str]) -> np.ndarray:
     device = next(model.parameters()).device
     out = []
     for prompt, target in zip(prompts, targets):

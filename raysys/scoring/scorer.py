@@ -174,5 +174,6 @@ class TaskScorer:
                     for j in range(cfg.perturbations + 1):
                         k = ix["pert"][r, j]
                         detail_rows.append({"task_id": task.task_id, "instance_id": inst.id, "perturbation": j,
-                                            "prompt": items.prompts[k], "target": items.targets[k], "p": float(p[r, j])})
+                                            "prompt": items.prompts[k], "target": items.targets[k],
+                                            "p": float(p[r, j])})
         return rows, detail_rows

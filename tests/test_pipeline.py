@@ -1,0 +1,126 @@
+"""The Ray Data scoring pipeline on a local Ray cluster: complete output equal to the
+in-process scorer, resume, a killed actor, a killed driver, and the CLI."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import psutil
+import pyarrow.parquet as pq
+import pytest
+
+from raysys.config import ScoringConfig, SynthConfig
+from raysys.pools import write_parquet_tasks
+from raysys.pools.markov import generate
+from raysys.scoring.pipeline import score_pool
+from raysys.scoring.scorer import TaskScorer
+
+pytestmark = pytest.mark.ray
+CFG = ScoringConfig(instances=2, perturbations=2, max_new_tokens=6, tasks_per_batch=3)
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory):
+    tasks = generate(SynthConfig(rules=30, examples_per_rule=3, seed=11, unseen_rules=3))
+    path = tmp_path_factory.mktemp("pool") / "pool.parquet"
+    write_parquet_tasks(tasks, path)
+    return path, tasks
+
+
+def check_complete(out, tasks):
+    table = pq.read_table(out)
+    ids = table.column("task_id").to_pylist()
+    assert ids == [t.task_id for t in tasks]  # every task once, in pool order
+    return table
+
+
+def test_pipeline_matches_in_process_and_resumes(ray_local, pool, tiny_model_dir, tiny_lm, tmp_path):
+    path, tasks = pool
+    out, details = tmp_path / "scores.parquet", tmp_path / "details.parquet"
+    run = score_pool(str(path), str(tiny_model_dir), str(out), CFG, actors=2, details=str(details), progress=False)
+    assert (run.n_tasks, run.n_scored_now, run.n_resumed) == (33, 33, 0)
+    table = check_complete(out, tasks)
+    rows, _ = TaskScorer("", CFG, loaded=tiny_lm).score(tasks)
+    for got, want in zip(table.to_pylist(), rows):
+        assert abs(got["prompt_uncertainty"] - want["prompt_uncertainty"]) < 1e-7
+        assert abs(got["prediction_probability"] - want["prediction_probability"]) < 1e-7
+        assert got["model"] == str(tiny_model_dir) and got["n_perturbations"] == CFG.perturbations
+    d = pq.read_table(details)
+    assert d.num_rows == sum(min(2, len(t.instances)) for t in tasks) * (CFG.perturbations + 1)
+    assert set(d.column("perturbation").to_pylist()) == {0, 1, 2}
+    before = out.read_bytes()
+    again = score_pool(str(path), str(tiny_model_dir), str(out), CFG, actors=2, details=str(details), progress=False)
+    assert (again.n_scored_now, again.n_resumed) == (0, 33)  # nothing redone
+    assert out.read_bytes() == before  # the same merge, byte for byte
+
+
+def _score_workers() -> list[psutil.Process]:
+    out = []
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            if any("ScoreBatch" in part for part in (p.info["cmdline"] or [])):
+                out.append(p)
+        except psutil.Error:
+            pass
+    return out
+
+
+def test_killed_actor_is_restarted_and_output_is_complete(ray_local, pool, tiny_model_dir, tmp_path):
+    path, tasks = pool
+    out = tmp_path / "scores.parquet"
+    cfg = ScoringConfig(instances=3, perturbations=3, max_new_tokens=24, tasks_per_batch=2, seed=5)
+    result: dict = {}
+    worker = threading.Thread(target=lambda: result.update(run=score_pool(
+        str(path), str(tiny_model_dir), str(out), cfg, actors=2, progress=False)))
+    worker.start()
+    parts = out.parent / "scores.parquet.parts"
+    killed = None
+    deadline = time.time() + 240
+    while time.time() < deadline and killed is None:
+        if list(parts.glob("*/scores-*.parquet")) and _score_workers():
+            killed = _score_workers()[0]
+            killed.send_signal(signal.SIGKILL)
+        time.sleep(0.2)
+    worker.join(timeout=300)
+    assert killed is not None and "run" in result
+    check_complete(out, tasks)
+    n_rows = sum(pq.read_metadata(p).num_rows for p in parts.glob("*/scores-*.parquet"))
+    assert n_rows >= len(tasks)  # a batch may be redone after the kill; the output has each task once
+
+
+def test_killed_driver_then_rerun_finishes_the_rest(pool, tiny_model_dir, tmp_path):
+    path, tasks = pool
+    out = tmp_path / "scores.parquet"
+    cmd = [sys.executable, "-m", "raysys.cli", "score", "--pool", str(path), "--model", str(tiny_model_dir),
+           "--out", str(out), "--instances", "3", "--perturbations", "3", "--max-new-tokens", "24",
+           "--tasks-per-batch", "2", "--actors", "1", "--seed", "9"]
+    env = {**os.environ, "RAY_ADDRESS": ""}
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    parts = out.parent / "scores.parquet.parts"
+    deadline = time.time() + 240
+    while time.time() < deadline and len(list(parts.glob("*/scores-*.parquet"))) < 2 and proc.poll() is None:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray processes it started
+    proc.wait()
+    done_before = sum(pq.read_metadata(p).num_rows for p in parts.glob("*/scores-*.parquet"))
+    assert 0 < done_before < len(tasks) and not out.exists()
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert f"({done_before} already done)" in r.stderr
+    check_complete(out, tasks)
+    n_rows = sum(pq.read_metadata(p).num_rows for p in parts.glob("*/scores-*.parquet"))
+    assert n_rows == len(tasks)  # finished tasks were not scored again
+    assert "most prompt-uncertain" in r.stdout

@@ -1,0 +1,119 @@
+"""The task scorer against a straightforward reference: one example at a time, plain
+forward passes with full logits, greedy decoding by argmax, the formulas written out."""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from raysys.config import ScoringConfig, SynthConfig
+from raysys.perturb import perturb_prompt_parts
+from raysys.pools import load_pool
+from raysys.pools.markov import generate
+from raysys.prompts import format_prompt
+from raysys.schema import Instance, Task
+from raysys.scoring.reference import reference_mean_logprobs
+from raysys.scoring.scorer import TaskScorer, label_set, sample_instances
+
+CFG = ScoringConfig(instances=3, perturbations=3, max_new_tokens=6, seed=1)
+
+
+@torch.inference_mode()
+def greedy(lm, prompt: str, max_new: int) -> str:
+    tok = lm.tokenizer
+    ids = tok(prompt).input_ids
+    out: list[int] = []
+    if lm.kind == "seq2seq":
+        dec = [lm.model.config.decoder_start_token_id]
+        for _ in range(max_new):
+            nxt = int(lm.model(input_ids=torch.tensor([ids]), decoder_input_ids=torch.tensor([dec])).logits[0, -1].argmax())
+            if nxt == tok.eos_token_id:
+                break
+            dec.append(nxt)
+            out.append(nxt)
+    else:
+        for _ in range(max_new):
+            nxt = int(lm.model(input_ids=torch.tensor([ids + out])).logits[0, -1].argmax())
+            if nxt == tok.eos_token_id:
+                break
+            out.append(nxt)
+    return tok.decode(out, skip_special_tokens=True)
+
+
+def reference_scores(lm, task: Task, cfg: ScoringConfig) -> dict:
+    insts = sample_instances(task, cfg.instances, cfg.seed)
+    parts = perturb_prompt_parts(task.task_id, task.instruction, task.demonstrations, cfg.perturbations,
+                                 rate=cfg.drop_rate, seed=cfg.seed)
+    ys, p = [], np.zeros((len(insts), cfg.perturbations + 1))
+    for i, inst in enumerate(insts):
+        prompts = [format_prompt(cfg.template, d, inst.input, demos, cfg.demonstrations) for d, demos in parts]
+        y = greedy(lm, prompts[0], cfg.max_new_tokens)
+        ys.append(y)
+        p[i] = np.exp(reference_mean_logprobs(lm.model, lm.tokenizer, lm.kind, prompts, [y] * len(prompts)))
+    u = sum(abs(p[i, j] - p[i, 0]) for i in range(len(insts)) for j in range(1, cfg.perturbations + 1))
+    return {"answers": ys, "p": p, "U": u / (len(insts) * cfg.perturbations), "PP": p[:, 0].mean(),
+            "PPL": np.mean(1.0 / p[:, 0])}
+
+
+@pytest.fixture(scope="module")
+def tasks(shared_data):
+    niv2 = [t for t in load_pool(shared_data / "niv2").tasks if t.task_id in {
+        "task1393_superglue_copa_text_completion", "task648_answer_generation"}]
+    synth = generate(SynthConfig(rules=2, examples_per_rule=5, seed=3, demonstrations=2))
+    return niv2 + synth
+
+
+@pytest.mark.parametrize("model", ["tiny_lm", "tiny_t5"])
+def test_scorer_matches_reference(model, tasks, request):
+    lm = request.getfixturevalue(model)
+    scorer = TaskScorer("", CFG, loaded=lm, device="cpu")
+    rows, details = scorer.score(tasks, details=True)
+    for task, row in zip(tasks, rows):
+        ref = reference_scores(lm, task, CFG)
+        assert row["task_id"] == task.task_id
+        assert abs(row["prompt_uncertainty"] - ref["U"]) < 1e-7
+        assert abs(row["prediction_probability"] - ref["PP"]) < 1e-7
+        assert math.isclose(row["perplexity"], ref["PPL"], rel_tol=1e-5)
+        assert row["n_instances"] == min(CFG.instances, len(task.instances))
+        mine = [d for d in details if d["task_id"] == task.task_id]
+        assert [d["target"] for d in mine if d["perturbation"] == 0] == ref["answers"]
+        got_p = np.array([d["p"] for d in mine]).reshape(len(ref["answers"]), CFG.perturbations + 1)
+        assert np.max(np.abs(got_p - ref["p"])) < 1e-6
+    assert rows[0]["is_classification"] is True and rows[0]["n_labels"] == 2
+
+
+def test_drop_rate_zero_gives_zero_uncertainty(tasks, tiny_lm):
+    rows, _ = TaskScorer("", dataclasses.replace(CFG, drop_rate=0.0), loaded=tiny_lm).score(tasks)
+    assert all(r["prompt_uncertainty"] == 0.0 for r in rows)
+    rows, _ = TaskScorer("", CFG, loaded=tiny_lm).score(tasks)
+    assert all(r["prompt_uncertainty"] > 0.0 for r in rows)
+
+
+def test_entropy_and_ifd_against_reference(tasks, tiny_lm):
+    task = tasks[0]  # COPA: labels "1"/"2"
+    cfg = dataclasses.replace(CFG, perturbations=0)
+    row = TaskScorer("", cfg, loaded=tiny_lm).score([task])[0][0]
+    labels = label_set(task, cfg.max_labels)
+    assert sorted(labels) == sorted({o for i in task.instances for o in i.outputs})
+    ents, ifds = [], []
+    for inst in sample_instances(task, cfg.instances, cfg.seed):
+        prompt = format_prompt(cfg.template, task.instruction, inst.input, task.demonstrations, cfg.demonstrations)
+        lab = reference_mean_logprobs(tiny_lm.model, tiny_lm.tokenizer, "causal", [prompt] * len(labels), labels)
+        q = np.exp(lab) / np.exp(lab).sum()
+        ents.append(-(q * np.log(q)).sum())
+        y = greedy(tiny_lm, prompt, cfg.max_new_tokens)
+        cond, alone = reference_mean_logprobs(tiny_lm.model, tiny_lm.tokenizer, "causal", [prompt, ""], [y, y])
+        ifds.append(math.exp(alone - cond))  # PPL(y|x) / PPL(y) = exp(-cond) / exp(-alone)
+    assert math.isclose(row["classification_entropy"], np.mean(ents), rel_tol=1e-5)
+    assert math.isclose(row["ifd"], np.mean(ifds), rel_tol=1e-5)
+
+
+def test_instance_sampling():
+    task = Task("t", "Do.", tuple(Instance(str(i), str(i), ("o",)) for i in range(30)))
+    a = sample_instances(task, 10, 0)
+    assert a == sample_instances(task, 10, 0) and a != sample_instances(task, 10, 1)
+    assert len({i.id for i in a}) == 10 and [int(i.id) for i in a] == sorted(int(i.id) for i in a)
+    assert sample_instances(task, 50, 0) == list(task.instances)

@@ -10,7 +10,7 @@ from conftest import run_cli
 from raysys.pools import load_pool
 
 VERBS = [[], ["pool"], ["pool", "inspect"], ["pool", "convert"], ["pool", "synth"], ["pool", "show"],
-         ["model"], ["model", "init-tiny"], ["model", "info"], ["demo"]]
+         ["score"], ["model"], ["model", "init-tiny"], ["model", "info"], ["demo"]]
 
 
 @pytest.mark.parametrize("verb", VERBS, ids=lambda v: " ".join(v) or "raysys")
@@ -77,6 +77,15 @@ def test_synth_bad_option_is_a_clear_error(tmp_path):
     assert not (tmp_path / "p.parquet").exists()
 
 
+def test_score_bad_input_is_a_clear_error(tmp_path, tiny_model_dir):
+    r = run_cli("score", "--pool", tmp_path / "missing.jsonl", "--model", tiny_model_dir, "--out", tmp_path / "s.parquet")
+    assert r.returncode == 2 and "missing.jsonl" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli("score", "--pool", tmp_path / "missing.jsonl", "--model", tmp_path / "nomodel", "--out", "s.parquet")
+    assert r.returncode == 2 and "model folder not found" in r.stderr
+    r = run_cli("score", "--pool", "p.jsonl", "--model", "m", "--out", "s.parquet", "--drop-rate", "2")
+    assert r.returncode == 2 and "drop_rate" in r.stderr
+
+
 def test_model_init_tiny_and_info(tmp_path):
     out = tmp_path / "tiny"
     r = run_cli("model", "init-tiny", "--out", out, "--layers", "2")
@@ -90,13 +99,17 @@ def test_model_init_tiny_and_info(tmp_path):
     assert r.returncode == 2 and "not empty" in r.stderr
 
 
+@pytest.mark.ray
 def test_demo_runs_and_reuses_its_work(tmp_path):
-    args = ["demo", f"work_dir={tmp_path / 'demo'}", "synth.rules=50", "synth.unseen_rules=5", "tiny.layers=1"]
+    args = ["demo", f"work_dir={tmp_path / 'demo'}", "synth.rules=20", "synth.unseen_rules=4", "tiny.layers=1",
+            "scoring.max_new_tokens=4", "show_tasks=3"]
     r = run_cli(*args)
     assert r.returncode == 0, r.stderr
-    assert "synthetic pool written" in r.stdout and "num_tasks                55" in r.stdout
+    assert "synthetic pool written" in r.stdout and "num_tasks                24" in r.stdout
     assert "built the tiny model" in r.stdout and r.stdout.count("Now complete the following example") == 2
+    assert "scored 24 tasks" in r.stdout and "most prompt-uncertain:" in r.stdout
     r = run_cli(*args)
     assert "synthetic pool up to date" in r.stdout and "using the model" in r.stdout
+    assert "(0 now, 24 resumed)" in r.stdout
     r = run_cli("demo", "synth.rulez=3")
     assert r.returncode == 2 and "unknown key" in r.stderr and "Traceback" not in r.stderr

@@ -35,6 +35,7 @@ from raysys.config import ScoringConfig, to_dict
 from raysys.errors import RaysysError
 from raysys.io import atomic_path, write_parquet
 from raysys.models import check_model_path
+from raysys.pools import detect_format
 
 RUN_KEY = "raysys_scoring_run"
 
@@ -193,6 +194,7 @@ def score_pool(
 
     start = time.perf_counter()
     check_model_path(model)  # fail here, not inside every actor
+    detect_format(pool)  # a missing or unreadable pool fails before anything is created
     run = run_id(cfg, model, pool, details is not None)
     parts_root = Path(f"{out}.parts")
     parts_dir = parts_root / run

@@ -388,7 +388,6 @@ class PhaseTimer:
 
 def profile_engine(engine, lm: LoadedModel, items: Items, st: dict) -> str:
     """Run the engine once under PhaseTimer and once under torch.profiler; a text report."""
-    import torch
 
     inner = engine.inner
     pt = PhaseTimer()

@@ -11,11 +11,14 @@ Doing less work for the same numbers:
 - **Shared prefixes (causal LMs).** Items carry a group id; within a group the longest
   common prefix of the prompt *token ids* is encoded once and its key/value cache reused
   for every member's remaining prompt tokens and target, so the result equals encoding each
-  prompt whole. Several groups share one prefix pass (right-padded, masked; positions
-  are passed explicitly so each member sees exactly its own positions).
+  prompt whole. Groups are processed in chunks; the prefix common to the whole chunk
+  (a template header, "Definition: ...") is encoded once for all of them, and each group's
+  longer prefix continues from it (right-padded, masked; positions are passed explicitly
+  so each member sees exactly its own positions).
 - **Target-only log-softmax.** Only positions that predict a target token are projected on
   the vocabulary (`logits_to_keep` with a boolean mask), never every prompt token.
-- **Length bucketing.** Members are sorted by length before batching, to minimise padding.
+- **Length bucketing.** Members are sorted by length before batching, and a batch is cut
+  when its padding would exceed 10% of its real tokens.
 - **Seq2seq.** Identical prompts in a batch are encoded once and their encoder states
   reused (e.g. the label candidates of a classification instance).
 
@@ -139,28 +142,54 @@ class CausalScorer:
             yield chunk
 
     def _prefix_cache(self, chunk, p_ids):
-        """Right-padded prefix pass over the chunk's groups with a shared prefix; returns
-        (per-layer (keys, values) tensors, prefix attention mask (G, Lmax), row of each group)."""
-        with_prefix = [(lcp, idx) for lcp, idx in chunk if lcp > 0]
-        if not with_prefix:
+        """The chunk's prefix caches, in two levels: the prefix common to *every* prompt of
+        the chunk (e.g. a template header) is encoded once; each group's longer prefix
+        continues from it (right-padded, masked). Returns (per-layer (keys, values) of shape
+        (G, H, Lmax, D), prefix attention mask (G, Lmax), cache row of each group), or
+        (None, None, {}) when nothing is shared."""
+        from transformers import DynamicCache
+
+        dev = self.device
+        groups = [(lcp, idx) for lcp, idx in chunk if lcp > 0]
+        if not groups:
             return None, None, {}
-        lmax = max(lcp for lcp, _ in with_prefix)
-        ids = torch.full((len(with_prefix), lmax), self.pad, dtype=torch.long)
-        mask = torch.zeros((len(with_prefix), lmax), dtype=torch.long)
+        c = common_prefix_len([p_ids[idx[0]][:lcp] for lcp, idx in groups])
+        level1 = None
+        if c > 0:  # one row for the prefix every group shares
+            ids = torch.tensor([p_ids[groups[0][1][0]][:c]], device=dev)
+            out = self.model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True, logits_to_keep=1)
+            level1 = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+        lmax = max(lcp for lcp, _ in groups)
+        g, width = len(groups), lmax - c
+        ids = torch.full((g, width), self.pad, dtype=torch.long)
+        mask = torch.zeros((g, lmax), dtype=torch.long)
         row_of = {}
-        for r, (lcp, idx) in enumerate(with_prefix):
-            ids[r, :lcp] = torch.tensor(p_ids[idx[0]][:lcp])
+        for r, (lcp, idx) in enumerate(groups):
+            ids[r, : lcp - c] = torch.tensor(p_ids[idx[0]][c:lcp])
             mask[r, :lcp] = 1
             row_of[idx[0]] = r
-        pos = torch.arange(lmax).expand(len(with_prefix), lmax)
-        out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                         position_ids=pos.to(self.device), use_cache=True, logits_to_keep=1)
+        mask = mask.to(dev)
+        if width == 0:
+            layers = [(k.expand(g, -1, -1, -1), v.expand(g, -1, -1, -1)) for k, v in level1]
+            return layers, mask, row_of
+        kwargs = {}
+        if level1 is not None:
+            kwargs["past_key_values"] = DynamicCache(
+                ddp_cache_data=[(k.expand(g, -1, -1, -1).contiguous(), v.expand(g, -1, -1, -1).contiguous())
+                                for k, v in level1])
+        pos = (c + torch.arange(width)).expand(g, width)
+        out = self.model(input_ids=ids.to(dev), attention_mask=mask, position_ids=pos.to(dev), use_cache=True,
+                         logits_to_keep=1, **kwargs)
         layers = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
-        return layers, mask.to(self.device), row_of
+        return layers, mask, row_of
 
     def _run_chunk(self, chunk, p_ids, t_ids, out) -> None:
         from transformers import DynamicCache
 
+        # every group shares at least the chunk-wide common prefix (a group of one included)
+        c = common_prefix_len([p_ids[i] for _, idx in chunk for i in idx])
+        c = min([c] + [len(p_ids[i]) - 1 for _, idx in chunk for i in idx])
+        chunk = [(max(lcp, c), idx) for lcp, idx in chunk]
         layers, pmask, row_of = self._prefix_cache(chunk, p_ids)
         rows = []  # (item, lcp, cache row or -1)
         for lcp, idx in chunk:
@@ -172,18 +201,22 @@ class CausalScorer:
             self._run_rows(batch, p_ids, t_ids, layers, pmask, out, DynamicCache)
 
     def _row_batches(self, rows, p_ids, t_ids, lmax):
-        batch, smax, n_tgt = [], 0, 0
+        """Rows (sorted by suffix length) in batches within the budget, cut early when
+        padding would exceed 10% of the real suffix tokens: on a CPU batching buys little
+        and padding costs time almost one for one."""
+        batch, smax, n_tgt, real = [], 0, 0, 0
         for r in rows:
             i, lcp, _ = r
             s = len(p_ids[i]) - lcp + len(t_ids[i])
-            new_s, new_t = max(smax, s), n_tgt + len(t_ids[i])
+            new_s, new_t, new_real = max(smax, s), n_tgt + len(t_ids[i]), real + s
             fits = ((len(batch) + 1) * (lmax + new_s) <= self.budget.tokens and len(batch) < self.budget.max_rows
-                    and new_t * self.vocab <= self.budget.logit_elements)
+                    and new_t * self.vocab <= self.budget.logit_elements
+                    and (len(batch) + 1) * new_s <= 1.1 * new_real)
             if batch and not fits:
                 yield batch
-                batch, new_s, new_t = [], s, len(t_ids[i])
+                batch, new_s, new_t, new_real = [], s, len(t_ids[i]), s
             batch.append(r)
-            smax, n_tgt = new_s, new_t
+            smax, n_tgt, real = new_s, new_t, new_real
         if batch:
             yield batch
 

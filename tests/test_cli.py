@@ -78,7 +78,8 @@ def test_synth_bad_option_is_a_clear_error(tmp_path):
 
 
 def test_score_bad_input_is_a_clear_error(tmp_path, tiny_model_dir):
-    r = run_cli("score", "--pool", tmp_path / "missing.jsonl", "--model", tiny_model_dir, "--out", tmp_path / "s.parquet")
+    out = tmp_path / "s.parquet"
+    r = run_cli("score", "--pool", tmp_path / "missing.jsonl", "--model", tiny_model_dir, "--out", out)
     assert r.returncode == 2 and "missing.jsonl" in r.stderr and "Traceback" not in r.stderr
     r = run_cli("score", "--pool", tmp_path / "missing.jsonl", "--model", tmp_path / "nomodel", "--out", "s.parquet")
     assert r.returncode == 2 and "model folder not found" in r.stderr

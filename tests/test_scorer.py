@@ -29,7 +29,8 @@ def greedy(lm, prompt: str, max_new: int) -> str:
     if lm.kind == "seq2seq":
         dec = [lm.model.config.decoder_start_token_id]
         for _ in range(max_new):
-            nxt = int(lm.model(input_ids=torch.tensor([ids]), decoder_input_ids=torch.tensor([dec])).logits[0, -1].argmax())
+            logits = lm.model(input_ids=torch.tensor([ids]), decoder_input_ids=torch.tensor([dec])).logits
+            nxt = int(logits[0, -1].argmax())
             if nxt == tok.eos_token_id:
                 break
             dec.append(nxt)

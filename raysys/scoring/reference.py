@@ -19,7 +19,8 @@ def reference_mean_logprobs(model, tokenizer, kind: str, prompts: Sequence[str],
         p = tokenizer(prompt).input_ids
         t = tokenizer(target, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
         if kind == "seq2seq":
-            logits = model(input_ids=torch.tensor([p], device=device), labels=torch.tensor([t], device=device)).logits[0]
+            x, labels = torch.tensor([p], device=device), torch.tensor([t], device=device)
+            logits = model(input_ids=x, labels=labels).logits[0]
             logprobs = torch.log_softmax(logits.float(), dim=-1)
             token_lp = [logprobs[k, t[k]].item() for k in range(len(t))]
         else:

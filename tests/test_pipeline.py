@@ -127,3 +127,21 @@ def test_killed_driver_then_rerun_finishes_the_rest(pool, tiny_model_dir, tmp_pa
     n_rows = sum(pq.read_metadata(p).num_rows for p in parts.glob("*/scores-*.parquet"))
     assert n_rows == len(tasks)  # finished tasks were not scored again
     assert "most prompt-uncertain" in r.stdout
+
+
+def test_non_parquet_pool_is_converted_and_an_edited_pool_is_a_new_run(ray_local, tiny_model_dir, tmp_path):
+    from raysys.pools.canonical import write_jsonl_tasks
+
+    tasks = generate(SynthConfig(rules=4, examples_per_rule=2, seed=2))
+    pool = tmp_path / "pool.jsonl"
+    write_jsonl_tasks(tasks, pool)
+    cfg = ScoringConfig(instances=1, perturbations=1, max_new_tokens=3, tasks_per_batch=2)
+    out = tmp_path / "s.parquet"
+    score_pool(str(pool), str(tiny_model_dir), str(out), cfg, actors=1, progress=False)
+    check_complete(out, tasks)
+    other = generate(SynthConfig(rules=3, examples_per_rule=2, seed=7))
+    time.sleep(0.01)
+    write_jsonl_tasks(other, pool)  # same path and settings, new content: a new run, not stale scores
+    run = score_pool(str(pool), str(tiny_model_dir), str(out), cfg, actors=1, progress=False)
+    assert (run.n_resumed, run.n_scored_now) == (0, 3)
+    check_complete(out, other)

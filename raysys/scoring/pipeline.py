@@ -11,8 +11,9 @@ atomically. A rerun of the same command after Ctrl-C, a killed driver or a dead 
 the finished task ids from the parts and scores the rest only. Ray restarts a dead actor
 and retries its batch (Ray Data's defaults for actor pools).
 
-`<run>` is a hash of the scoring config, the model and the pool path, so a rerun with
-other settings never mixes with old parts.
+`<run>` is a hash of the scoring config, the model, the pool path and its files' sizes and
+modification times, so a rerun with other settings or an edited pool never mixes with old
+parts.
 """
 from __future__ import annotations
 
@@ -50,10 +51,18 @@ class ScoreRun:
     details: str | None
 
 
+def pool_fingerprint(pool: str) -> list:
+    """(name, size, mtime) of the pool's file(s): an edited pool starts a new run."""
+    path = Path(pool)
+    files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
+    return [(str(f.relative_to(path)) if path.is_dir() else f.name, f.stat().st_size, f.stat().st_mtime_ns)
+            for f in files if f.exists()]
+
+
 def run_id(cfg: ScoringConfig, model: str, pool: str, details: bool) -> str:
     """Hash of everything that changes the numbers (and whether details are kept)."""
     blob = {"cfg": to_dict(cfg), "model": os.path.abspath(model) if os.path.exists(model) else model,
-            "pool": os.path.abspath(pool), "details": details}
+            "pool": os.path.abspath(pool), "pool_files": pool_fingerprint(pool), "details": details}
     return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -103,13 +112,14 @@ def done_task_ids(parts_dir: Path) -> set[str]:
     return done
 
 
-def _pool_parquet(pool: str, parts_root: Path) -> tuple[str, int]:
-    """A canonical Parquet path for the pool (converted once if needed) and its task count."""
+def _pool_parquet(pool: str, run_dir: Path) -> tuple[str, int]:
+    """A canonical Parquet path for the pool and its task count; other formats are
+    converted once into the run's folder (the run id changes when the pool does)."""
     if pool.endswith(".parquet") and Path(pool).is_file():
         return pool, pq.ParquetFile(pool).metadata.num_rows
     from raysys.pools import load_pool, write_parquet_tasks
 
-    converted = parts_root / "pool.parquet"
+    converted = run_dir / "pool.parquet"
     if not converted.exists():
         write_parquet_tasks(list(load_pool(pool).tasks), converted)
     return str(converted), pq.ParquetFile(converted).metadata.num_rows
@@ -199,7 +209,7 @@ def score_pool(
     parts_root = Path(f"{out}.parts")
     parts_dir = parts_root / run
     parts_dir.mkdir(parents=True, exist_ok=True)
-    pool_path, n_tasks = _pool_parquet(pool, parts_root)
+    pool_path, n_tasks = _pool_parquet(pool, parts_dir)
     done = done_task_ids(parts_dir)
     pool_ids = set(pq.read_table(pool_path, columns=["task_id"]).column("task_id").to_pylist())
     n_resumed = len(pool_ids & done)

@@ -86,3 +86,22 @@ def test_common_prefix_len():
     assert common_prefix_len([[1, 2, 3], [1, 2, 4], [1, 2]]) == 2
     assert common_prefix_len([[5], [6]]) == 0
     assert common_prefix_len([[1, 2], [1, 2]]) == 2
+
+
+def test_long_prompts_keep_their_last_tokens(tiny_lm):
+    """A prompt over max_prompt_tokens is scored on its last tokens, exactly."""
+    import torch
+
+    tok, model = tiny_lm.tokenizer, tiny_lm.model
+    prompts = ["Definition: " + "abc " * 40 + f"Input: {i}\nOutput: " for i in range(3)]
+    targets = ["xy", "z", ""]
+    m = 50
+    engine = make_scorer(model, tok, "causal", max_prompt_tokens=m)
+    got = engine.score(prompts, targets, [0, 0, 0])
+    for k, (p, t) in enumerate(zip(prompts, targets)):
+        ids = tok(p).input_ids[-m:]
+        tgt = tok(t, add_special_tokens=False).input_ids + [tok.eos_token_id]
+        with torch.no_grad():
+            lp = torch.log_softmax(model(input_ids=torch.tensor([ids + tgt])).logits[0].float(), -1)
+        want = np.mean([lp[len(ids) - 1 + j, tgt[j]].item() for j in range(len(tgt))])
+        assert abs(got[k] - want) < 1e-5

@@ -118,3 +118,19 @@ def test_instance_sampling():
     assert a == sample_instances(task, 10, 0) and a != sample_instances(task, 10, 1)
     assert len({i.id for i in a}) == 10 and [int(i.id) for i in a] == sorted(int(i.id) for i in a)
     assert sample_instances(task, 50, 0) == list(task.instances)
+
+
+def test_long_prompts_drop_demonstrations_first(tiny_lm):
+    from raysys.schema import Demonstration
+
+    cfg = dataclasses.replace(CFG, max_prompt_tokens=300, instances=2)
+    long_demo = Demonstration("x" * 200, "y")
+    fits_with_one = Task("demos", "Copy the input.", tuple(Instance(str(i), "ab", ("ab",)) for i in range(2)),
+                         demonstrations=(Demonstration("short", "s"), long_demo))
+    too_long = Task("definition", "Copy the input. " + "very " * 100, (Instance("0", "ab", ("ab",)),))
+    rows, details = TaskScorer("", cfg, loaded=tiny_lm).score([fits_with_one, too_long], details=True)
+    shown = [d["prompt"] for d in details if d["task_id"] == "demos"]
+    assert all("Positive Example 1" in p and "Positive Example 2" not in p for p in shown)
+    assert all(len(tiny_lm.tokenizer(p).input_ids) <= 300 for p in shown)
+    assert rows[0]["n_truncated"] == 0 and rows[0]["prompt_uncertainty"] > 0
+    assert rows[1]["n_truncated"] == 1

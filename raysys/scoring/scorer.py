@@ -25,8 +25,8 @@ from raysys.scoring import metrics
 from raysys.scoring.likelihood import Budget, make_scorer, prompt_ids
 
 SCORE_COLUMNS = ("task_id", "prompt_uncertainty", "prediction_probability", "perplexity", "classification_entropy",
-                 "ifd", "n_instances", "n_instances_total", "n_perturbations", "n_labels", "is_classification",
-                 "mean_answer_chars")
+                 "ifd", "n_instances", "n_instances_total", "n_perturbations", "n_labels", "n_truncated",
+                 "is_classification", "mean_answer_chars")
 DETAIL_COLUMNS = ("task_id", "instance_id", "perturbation", "prompt", "target", "p")
 
 
@@ -81,6 +81,13 @@ class TaskScorer:
         tok = self.lm.tokenizer
         self.alone_prompt = "" if alone else (tok.bos_token or tok.eos_token)  # "y alone" needs >= 1 token
 
+    def _fitting_demos(self, make) -> int:
+        """The most demonstrations (<= cfg.demonstrations) whose prompt `make(n)` fits."""
+        n = self.cfg.demonstrations
+        while n > 0 and len(self.lm.tokenizer(make(n)).input_ids) > self.max_prompt:
+            n -= 1
+        return n
+
     # ------------------------------------------------------------ generation
     @torch.inference_mode()
     def generate(self, prompts: Sequence[str]) -> list[str]:
@@ -122,11 +129,18 @@ class TaskScorer:
                                       demonstration_inputs=cfg.perturb_demonstrations, mask_token=cfg.mask_token)
                  for t in tasks]
 
-        def prompt(ti: int, j: int, inst: Instance) -> str:
+        def prompt(ti: int, j: int, inst: Instance, n_demos: int) -> str:
             definition, demos = parts[ti][j]
-            return format_prompt(cfg.template, definition, inst.input, demos, cfg.demonstrations)
+            return format_prompt(cfg.template, definition, inst.input, demos, n_demos)
 
-        originals = [prompt(ti, 0, inst) for ti in range(len(tasks)) for inst in sampled[ti]]
+        # Fit long prompts as TK-Instruct does: show fewer demonstrations until the original
+        # prompt fits; its perturbed prompts use the same number. A prompt too long even
+        # without demonstrations is scored on its last tokens and counted as truncated.
+        demos_for = [[self._fitting_demos(lambda nd, ti=ti, inst=inst: prompt(ti, 0, inst, nd)) for inst in sampled[ti]]
+                     for ti in range(len(tasks))]
+        originals = [prompt(ti, 0, inst, demos_for[ti][r]) for ti in range(len(tasks))
+                     for r, inst in enumerate(sampled[ti])]
+        truncated = iter([len(ids) > self.max_prompt for ids in prompt_ids(self.lm.tokenizer, originals)])
         answers = iter(self.generate(originals))
         items = _Items([], [], [])
         index: list[dict[str, Any]] = []
@@ -139,7 +153,7 @@ class TaskScorer:
             alone = np.empty(len(ys), dtype=np.int64)
             for j in range(cfg.perturbations + 1):
                 for r, (inst, y) in enumerate(zip(sampled[ti], ys)):
-                    pert[r, j] = items.add(prompt(ti, j, inst), y, group)
+                    pert[r, j] = items.add(prompt(ti, j, inst, demos_for[ti][r]), y, group)
                     if j == 0:
                         for c, label in enumerate(labels):  # same prompt: shares the j = 0 prefix
                             lab[r, c] = items.add(items.prompts[pert[r, 0]], label, group)
@@ -148,7 +162,8 @@ class TaskScorer:
                 if cfg.ifd:
                     alone[r] = items.add(self.alone_prompt, y, group)
                     group += 1
-            index.append({"ys": ys, "pert": pert, "lab": lab, "alone": alone, "labels": labels})
+            index.append({"ys": ys, "pert": pert, "lab": lab, "alone": alone, "labels": labels,
+                          "truncated": sum(next(truncated) for _ in ys)})
         lp = self.engine.score(items.prompts, items.targets, items.groups)
         rows, detail_rows = [], []
         for ti, task in enumerate(tasks):
@@ -166,6 +181,7 @@ class TaskScorer:
                 "n_instances_total": len(task.instances),
                 "n_perturbations": cfg.perturbations,
                 "n_labels": len(ix["labels"]),
+                "n_truncated": ix["truncated"],
                 "is_classification": task.is_classification,
                 "mean_answer_chars": float(np.mean([len(y) for y in ix["ys"]])),
             })

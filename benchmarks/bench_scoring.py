@@ -5,7 +5,11 @@
         [--repeats 1] [--token-budget 8192] [--models tiny,bpe32k] [--cache-dir ...]
 
 A default run takes about 4 minutes on 2 CPU cores (the first one a few seconds more, to
-train the tokenizer), --quick under a minute.
+train the tokenizer), --quick under a minute. On a GPU machine, e.g. a ~1B-parameter model:
+    python benchmarks/bench_scoring.py --device cuda --dtype bfloat16 --models bpe32k \
+        --hidden 2048 --layers 16 --heads 16 --intermediate 5632 --token-budget 65536 --no-reference
+The MFU column is the engine's unavoidable matmul FLOPs (no padding, attention ignored)
+per second over the measured peak of a large matmul in the same dtype on the same device.
 
 Scores the same pools, in one process, with
   - the reference: raysys.scoring.reference.reference_mean_logprobs (one item at a time,
@@ -173,11 +177,12 @@ def bpe_model_folder(args) -> Path:
 
 def load_models(args, tmp: Path) -> list[tuple[str, LoadedModel]]:
     out = []
+    kw = {"dtype": args.dtype, "device": args.device}
     for name in args.models:
         if name == "tiny":
-            out.append(("tiny", load_model(str(init_tiny(tmp / "tiny")))))
+            out.append(("tiny", load_model(str(init_tiny(tmp / "tiny")), **kw)))
         elif name == "bpe32k":
-            out.append(("bpe32k", load_model(str(bpe_model_folder(args)))))
+            out.append(("bpe32k", load_model(str(bpe_model_folder(args)), **kw)))
         else:
             raise SystemExit(f"unknown model {name!r}: tiny or bpe32k")
     return out
@@ -253,7 +258,7 @@ def make_targets(pool: PoolSpec, lm: LoadedModel, mode: str, max_tokens: int) ->
                 continue
             ids = tok(pool.prompt(ti, 0, inst)).input_ids
             with torch.inference_mode():
-                x = torch.tensor([ids])
+                x = torch.tensor([ids], device=model.device)
                 out = model.generate(input_ids=x, attention_mask=torch.ones_like(x), do_sample=False,
                                      max_new_tokens=max_tokens, pad_token_id=tok.pad_token_id,
                                      eos_token_id=tok.eos_token_id)
@@ -316,6 +321,35 @@ def token_stats(items: Items, tok) -> dict:
             "prefix_share": shared / sum(len(p_ids[i]) for i in first.values()),
             "engine_prefix_tokens": prefix_tokens, "engine_suffix_tokens": suffix_tokens,
             "engine_target_tokens": distinct_targets}
+
+
+def engine_flops(lm: LoadedModel, st: dict) -> float:
+    """Matmul FLOPs the engine cannot avoid (no padding, attention ignored): 2 x body
+    parameters per token run, 2 x hidden x vocab per projected target position."""
+    cfg = lm.model.config
+    head = cfg.hidden_size * cfg.vocab_size
+    body = count_parameters(lm.model) - head * (1 if cfg.tie_word_embeddings else 2)
+    return 2.0 * ((st["engine_prefix_tokens"] + st["engine_suffix_tokens"]) * body
+                  + (st["engine_target_tokens"] + st["groups"]) * head)
+
+
+def matmul_peak(device: str, dtype) -> float:
+    """Measured FLOP/s of a large square matmul in `dtype` on `device` (the MFU denominator)."""
+    import torch
+
+    n = 8192 if device.startswith("cuda") else 1024
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    reps, t0 = 20, time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    return 2.0 * n ** 3 * reps / (time.perf_counter() - t0)
 
 
 def ideal_ratio(lm: LoadedModel, st: dict, suffix_tokens: int | None = None, prefix_tokens: int | None = None):
@@ -468,6 +502,15 @@ def profile_reference(lm: LoadedModel, items: Items, limit: int) -> str:
 
 
 # --------------------------------------------------------------------------- main
+def _sync(out, args):
+    """Wait for the device before the clock stops."""
+    if args.device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+    return out
+
+
 def timed(fn):
     t0 = time.perf_counter()
     out = fn()
@@ -492,6 +535,9 @@ def parse_args(argv=None):
     ap.add_argument("--max-target-tokens", type=int, default=32, help="cap on y's tokens (EOS not counted)")
     ap.add_argument("--token-budget", type=int, default=8192, help="engine Budget.tokens (ScoringConfig default)")
     ap.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (e.g. on a GPU machine)")
+    ap.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"), help="model dtype")
+    ap.add_argument("--no-reference", action="store_true", help="time the engine only (large models)")
     ap.add_argument("--repeats", type=int, default=1, help="time each scorer this many times, keep the best")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--vocab", type=int, default=32000)
@@ -527,6 +573,8 @@ def main(argv=None) -> None:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    peak = matmul_peak(args.device, getattr(torch, args.dtype))
+    print(f"device {args.device} {args.dtype}: measured matmul peak {peak / 1e12:.2f} TFLOP/s")
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; targets: {args.targets} "
           f"(<= {args.max_target_tokens} tokens + EOS); engine Budget(tokens={args.token_budget})")
     for name, lm in models:
@@ -555,16 +603,20 @@ def main(argv=None) -> None:
                 f"compute-bound ratio with no padding {ideal_ratio(lm, st):.2f}x")
             print(stats_lines[-1], flush=True)
             # warm-up (excluded): a few reference items, one group through the engine
-            reference_mean_logprobs(lm.model, lm.tokenizer, lm.kind, items.prompts[:2], items.targets[:2])
+            if not args.no_reference:
+                reference_mean_logprobs(lm.model, lm.tokenizer, lm.kind, items.prompts[:2], items.targets[:2])
             g0 = [i for i, g in enumerate(items.groups) if g == items.groups[0]]
             engine.score([items.prompts[i] for i in g0], [items.targets[i] for i in g0], [0] * len(g0))
             t_ref = t_eng = float("inf")
             for _ in range(args.repeats):  # best of --repeats, reference and engine alternating
+                eng, t = timed(lambda: _sync(engine.score(items.prompts, items.targets, items.groups), args))
+                t_eng = min(t_eng, t)
+                if args.no_reference:
+                    ref, t_ref = eng, float("nan")
+                    continue
                 ref, t = timed(lambda: reference_mean_logprobs(lm.model, lm.tokenizer, lm.kind, items.prompts,
                                                                items.targets))
                 t_ref = min(t_ref, t)
-                eng, t = timed(lambda: engine.score(items.prompts, items.targets, items.groups))
-                t_eng = min(t_eng, t)
             p_ref, p_eng = np.exp(ref), np.exp(eng)
             u_ref = np.array([prompt_uncertainty(p_ref[ix][:, 0], p_ref[ix][:, 1:]) for ix in items.pert])
             u_eng = np.array([prompt_uncertainty(p_eng[ix][:, 0], p_eng[ix][:, 1:]) for ix in items.pert])
@@ -573,7 +625,8 @@ def main(argv=None) -> None:
                    "ref_s": t_ref, "ref_ps": n / t_ref, "ref_ts": ntok / t_ref, "eng_s": t_eng, "eng_ps": n / t_eng,
                    "eng_ts": ntok / t_eng, "ratio": t_ref / t_eng, "dlogp": float(np.max(np.abs(ref - eng))),
                    "dp": float(np.max(np.abs(p_ref - p_eng))), "dU": float(np.max(np.abs(u_ref - u_eng))),
-                   "U": float(np.max(u_ref)), "max_p": float(np.max(p_ref))}
+                   "U": float(np.max(u_ref)), "max_p": float(np.max(p_ref)),
+                   "mfu": engine_flops(lm, st) / t_eng / peak}
             rows.append(row)
             print(f"  reference {t_ref:.2f}s, engine {t_eng:.2f}s -> {row['ratio']:.2f}x", flush=True)
             if args.profile == "always" or (args.profile == "auto" and row["ratio"] < args.target):
@@ -584,7 +637,7 @@ def main(argv=None) -> None:
 
     head = (f"{'model':<7} {'pool':<6} {'tasks':>5} {'prompts':>7} {'tgt tok':>7} | {'ref s':>7} {'ref p/s':>7} "
             f"{'ref tok/s':>9} | {'eng s':>6} {'eng p/s':>7} {'eng tok/s':>9} | {'eng/ref':>7} | {'max|dlogp|':>10} "
-            f"{'max|dp|':>9} {'max|dU|':>9} {'max U':>9} {'max p':>9}")
+            f"{'max|dp|':>9} {'max|dU|':>9} {'max U':>9} {'max p':>9} {'MFU':>6}")
     print()
     print(head)
     print("-" * len(head))
@@ -592,7 +645,7 @@ def main(argv=None) -> None:
         print(f"{r['model']:<7} {r['pool']:<6} {r['tasks']:>5} {r['prompts']:>7} {r['tgt_tok']:>7} | "
               f"{r['ref_s']:>7.2f} {r['ref_ps']:>7.2f} {r['ref_ts']:>9.1f} | {r['eng_s']:>6.2f} {r['eng_ps']:>7.2f} "
               f"{r['eng_ts']:>9.1f} | {r['ratio']:>6.2f}x | {r['dlogp']:>10.2e} {r['dp']:>9.2e} {r['dU']:>9.2e} "
-              f"{r['U']:>9.2e} {r['max_p']:>9.2e}")
+              f"{r['U']:>9.2e} {r['max_p']:>9.2e} {100 * r['mfu']:>5.1f}%")
     goal = [r for r in rows if r["model"] == "bpe32k" and r["pool"] == "niv2"]
     for r in goal:
         verdict = "meets" if r["ratio"] >= args.target else "is BELOW"

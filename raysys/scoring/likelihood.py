@@ -118,7 +118,7 @@ class CausalScorer:
             lcp = common_prefix_len([p_ids[i] for i in idx]) if len(idx) > 1 else 0
             lcp = min(lcp, min(len(p_ids[i]) for i in idx) - 1)
             plan.append((lcp, idx))
-        plan.sort(key=lambda x: x[0])
+        plan.sort(key=lambda x: p_ids[x[1][0]])  # neighbours share prefixes: longer chunk-wide prefix
         out = np.empty(n)
         for chunk in self._group_chunks(plan, p_ids, t_ids):
             self._run_chunk(chunk, p_ids, t_ids, out)

@@ -211,8 +211,8 @@ def score_pool(
     parts_dir.mkdir(parents=True, exist_ok=True)
     pool_path, n_tasks = _pool_parquet(pool, parts_dir)
     done = done_task_ids(parts_dir)
-    pool_ids = set(pq.read_table(pool_path, columns=["task_id"]).column("task_id").to_pylist())
-    n_resumed = len(pool_ids & done)
+    order = pq.read_table(pool_path, columns=["task_id"]).column("task_id").to_pylist()
+    n_resumed = len(set(order) & done)
     remaining = n_tasks - n_resumed
     if progress:
         print(f"scoring {remaining} of {n_tasks} tasks ({n_tasks - remaining} already done) with {actors} actor(s)",
@@ -247,15 +247,15 @@ def score_pool(
                 bar.update(scored_now)
         if bar:
             bar.close()
-    _merge(parts_dir, pool_path, n_tasks, out, details, cfg, model, run)
+    _merge(parts_dir, order, out, details, cfg, model, run)
     return ScoreRun(out=out, n_tasks=n_tasks, n_scored_now=scored_now, n_resumed=n_resumed,
                     seconds=time.perf_counter() - start, details=details)
 
 
-def _merge(parts_dir: Path, pool_path: str, n_tasks: int, out: str, details: str | None,
+def _merge(parts_dir: Path, order: list[str], out: str, details: str | None,
            cfg: ScoringConfig, model: str, run: str) -> None:
-    """One row per task from the score parts (first part wins), checked complete."""
-    order = pq.read_table(pool_path, columns=["task_id"]).column("task_id").to_pylist()
+    """One row per task of `order` (the pool's task ids) from the score parts (first part
+    wins), checked complete, in pool order."""
     rank = {tid: i for i, tid in enumerate(order)}
     chosen: dict[str, str] = {}  # task_id -> part uuid
     tables = []

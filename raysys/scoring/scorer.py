@@ -81,21 +81,27 @@ class TaskScorer:
         tok = self.lm.tokenizer
         self.alone_prompt = "" if alone else (tok.bos_token or tok.eos_token)  # "y alone" needs >= 1 token
 
-    def _fitting_demos(self, make) -> int:
-        """The most demonstrations (<= cfg.demonstrations) whose prompt `make(n)` fits."""
+    def _fit(self, make) -> tuple[int, str, list[int]]:
+        """The most demonstrations n (<= cfg.demonstrations) whose prompt `make(n)` fits,
+        with that prompt and its token ids (untruncated)."""
         n = self.cfg.demonstrations
-        while n > 0 and len(self.lm.tokenizer(make(n)).input_ids) > self.max_prompt:
+        while True:
+            text = make(n)
+            ids = self.lm.tokenizer(text).input_ids
+            if n == 0 or len(ids) <= self.max_prompt:
+                return n, text, ids
             n -= 1
-        return n
 
     # ------------------------------------------------------------ generation
     @torch.inference_mode()
     def generate(self, prompts: Sequence[str]) -> list[str]:
         """Greedy answers, batched by prompt length (left-padded for causal LMs)."""
+        return self._generate_ids(prompt_ids(self.lm.tokenizer, prompts, self.max_prompt))
+
+    def _generate_ids(self, ids: Sequence[Sequence[int]]) -> list[str]:
         tok, model = self.lm.tokenizer, self.lm.model
-        ids = prompt_ids(tok, prompts, self.max_prompt)
-        order = sorted(range(len(prompts)), key=lambda i: len(ids[i]))
-        answers = [""] * len(prompts)
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        answers = [""] * len(ids)
         pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         for s in range(0, len(order), self.cfg.generation_batch):
             batch = order[s: s + self.cfg.generation_batch]
@@ -136,12 +142,12 @@ class TaskScorer:
         # Fit long prompts as TK-Instruct does: show fewer demonstrations until the original
         # prompt fits; its perturbed prompts use the same number. A prompt too long even
         # without demonstrations is scored on its last tokens and counted as truncated.
-        demos_for = [[self._fitting_demos(lambda nd, ti=ti, inst=inst: prompt(ti, 0, inst, nd)) for inst in sampled[ti]]
-                     for ti in range(len(tasks))]
-        originals = [prompt(ti, 0, inst, demos_for[ti][r]) for ti in range(len(tasks))
-                     for r, inst in enumerate(sampled[ti])]
-        truncated = iter([len(ids) > self.max_prompt for ids in prompt_ids(self.lm.tokenizer, originals)])
-        answers = iter(self.generate(originals))
+        fitted = [[self._fit(lambda nd, ti=ti, inst=inst: prompt(ti, 0, inst, nd)) for inst in sampled[ti]]
+                  for ti in range(len(tasks))]
+        demos_for = [[n for n, _, _ in row] for row in fitted]
+        orig_ids = [ids for row in fitted for _, _, ids in row]
+        truncated = iter([len(ids) > self.max_prompt for ids in orig_ids])
+        answers = iter(self._generate_ids([ids[-self.max_prompt:] for ids in orig_ids]))
         items = _Items([], [], [])
         index: list[dict[str, Any]] = []
         group = 0

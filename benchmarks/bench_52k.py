@@ -5,12 +5,16 @@ peak memory (the driver reads task ids only, never the pool's prompts).
     python benchmarks/bench_52k.py [--tasks 52000] [--actors 2] [--max-new-tokens 32] [--work DIR]
 
 Resumable like `raysys score`: rerunning with the same --work continues an interrupted run
-(the table then reports the time of the last invocation only).
+(Ctrl-C or SIGINT stops it). Every invocation's wall time, interrupted ones included, is
+logged in WORK/timing.jsonl and the table reports their sum: the end-to-end time of the
+whole pool, wasted in-flight work included.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import resource
+import signal
 import time
 from pathlib import Path
 
@@ -36,14 +40,29 @@ def main() -> None:
         init_tiny(model, TinyConfig())
     cfg = ScoringConfig(instances=1, perturbations=args.perturbations, max_new_tokens=args.max_new_tokens,
                         tasks_per_batch=64, generation_batch=64)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started in the background
+    log = work / "timing.jsonl"
     t = time.perf_counter()
-    run = score_pool(str(pool), str(model), str(work / "scores.parquet"), cfg, actors=args.actors)
+    try:
+        run = score_pool(str(pool), str(model), str(work / "scores.parquet"), cfg, actors=args.actors)
+    except KeyboardInterrupt:
+        _log(log, time.perf_counter() - t, None)
+        raise
     seconds = time.perf_counter() - t
+    _log(log, seconds, run.n_scored_now)
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    total = sum(c["seconds"] for c in calls)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"{'tasks':>7} {'n':>3} {'k':>3} {'actors':>6} {'scored now':>10} {'seconds':>8} {'tasks/s':>8} "
-          f"{'driver peak MiB':>15}")
+    print(f"{'tasks':>7} {'n':>3} {'k':>3} {'actors':>6} {'scored now':>10} {'seconds now':>11} "
+          f"{'invocations':>11} {'total s':>8} {'tasks/s':>8} {'driver peak MiB':>15}")
     print(f"{run.n_tasks:>7} {1:>3} {args.perturbations:>3} {args.actors:>6} {run.n_scored_now:>10} "
-          f"{seconds:>8.0f} {run.n_scored_now / seconds:>8.1f} {peak_mib:>15.0f}")
+          f"{seconds:>11.0f} {len(calls):>11} {total:>8.0f} {run.n_tasks / total:>8.1f} {peak_mib:>15.0f}")
+
+
+def _log(path: Path, seconds: float, scored: int | None) -> None:
+    with path.open("a") as f:
+        f.write(json.dumps({"seconds": round(seconds, 1), "scored_now": scored,
+                            "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}) + "\n")
 
 
 if __name__ == "__main__":

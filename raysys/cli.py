@@ -10,6 +10,7 @@ import dataclasses
 import json
 import os
 import sys
+import types
 import typing
 
 from raysys.errors import RaysysError
@@ -25,6 +26,8 @@ def _add_dataclass_flags(parser: argparse.ArgumentParser, cls, skip: tuple[str, 
             continue
         flag = "--" + f.name.replace("_", "-")
         hint = hints[f.name]
+        if typing.get_origin(hint) in (typing.Union, types.UnionType):  # X | None: a flag of type X
+            hint = next(a for a in typing.get_args(hint) if a is not type(None))
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         help_ = f"(default: {default!r})"
         if typing.get_origin(hint) is tuple:
@@ -136,6 +139,47 @@ def score(args: argparse.Namespace) -> int:
     return 0
 
 
+def select(args: argparse.Namespace) -> int:
+    from raysys.config import SelectConfig, load_config
+    from raysys.selection.run import render_selection, run_select
+
+    cfg = load_config(SelectConfig, args.config, list(args.set) + _flag_values(args, SelectConfig))
+    sel = run_select(cfg, args.out, scores=args.scores, pool=args.pool, exclude=args.exclude, targets=args.targets)
+    print(render_selection(sel, show=args.show))
+    print(f"wrote {args.out}")
+    return 0
+
+
+def taskmap(args: argparse.Namespace) -> int:
+    from raysys.config import TaskMapConfig, load_config
+    from raysys.selection.run import run_taskmap
+
+    cfg = load_config(TaskMapConfig, args.config, _flag_values(args, TaskMapConfig))
+    result = run_taskmap(args.scores, args.out, cfg, table=args.table, before=args.before, groups=args.groups)
+    for row in result["counts"]:
+        print(f"{row['category']:<10} {row['tasks']:>7} tasks  mean uncertainty {row['mean_prompt_uncertainty']:.4g}  "
+              f"mean probability {row['mean_prediction_probability']:.4g}")
+    written = [result["map"]] + [result[k] for k in ("table", "shift", "shift_table") if k in result]
+    for row in result.get("shift_summary", []):
+        print(f"shift {row['group']:<12} {row['tasks']:>6} tasks  uncertainty {row['mean_uncertainty_before']:.4g} -> "
+              f"{row['mean_uncertainty_after']:.4g} ({row['relative_change']:+.1%})")
+    print("wrote " + ", ".join(written))
+    return 0
+
+
+def align(args: argparse.Namespace) -> int:
+    from raysys.config import AlignConfig, load_config
+    from raysys.selection.run import run_align
+
+    cfg = load_config(AlignConfig, args.config, list(args.set) + _flag_values(args, AlignConfig))
+    report = run_align(args.pool, args.out, cfg)
+    state = "up to date" if report.get("resumed") else f"trained on {report['n_train']} tasks in {report['seconds']} s"
+    print(f"aligned encoder in {args.out} ({state}); same-task retrieval on {report['n_heldout']} held-out tasks "
+          f"({report['view']} -> definition): {report['retrieval_before']:.1%} before, "
+          f"{report['retrieval_after']:.1%} after")
+    return 0
+
+
 def model_init_tiny(args: argparse.Namespace) -> int:
     from raysys.config import TinyConfig, load_config
     from raysys.models import init_tiny
@@ -170,7 +214,7 @@ def demo(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
-    from raysys.config import ScoringConfig, SynthConfig, TinyConfig
+    from raysys.config import AlignConfig, ScoringConfig, SelectConfig, SynthConfig, TaskMapConfig, TinyConfig
 
     parser = argparse.ArgumentParser(
         prog="raysys", description="Choose the instruction-tuning tasks worth training on.")
@@ -218,6 +262,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
     _add_dataclass_flags(p, ScoringConfig)
     p.set_defaults(func=score)
+
+    p = verbs.add_parser("select", help="choose tasks with a strategy (writes selected.json)")
+    p.add_argument("--scores", help="scores .parquet from `raysys score` (not needed for random/similarity)")
+    p.add_argument("--pool", help="the pool (instructions, classification flags, reference answers)")
+    p.add_argument("--out", required=True, help="selected.json (written atomically)")
+    p.add_argument("--exclude", action="append", default=[], metavar="T.json",
+                   help="task ids never selected: a selected.json or a JSON list (repeatable)")
+    p.add_argument("--targets", help="target tasks for the similarity strategy: a pool or a .txt of instructions")
+    p.add_argument("--show", type=int, default=10, help="selected tasks printed (default: 10)")
+    p.add_argument("--config", help="YAML file of SelectConfig fields")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    _add_dataclass_flags(p, SelectConfig)
+    p.set_defaults(func=select)
+
+    p = verbs.add_parser("taskmap", help="draw the Task Map of a scores file (and its shift from an earlier one)")
+    p.add_argument("--scores", required=True, help="scores .parquet")
+    p.add_argument("--out", required=True, help="Task Map .png")
+    p.add_argument("--table", help="also write the category counts to this .csv")
+    p.add_argument("--before", help="scores of the same pool before training: also draw OUT.shift.png/.csv")
+    p.add_argument("--groups", help='with --before: JSON {"group": [task ids]} (default: group by category before)')
+    p.add_argument("--config", help="YAML file of TaskMapConfig fields")
+    _add_dataclass_flags(p, TaskMapConfig)
+    p.set_defaults(func=taskmap)
+
+    p = verbs.add_parser("align", help="align the sentence encoder to a pool's instruction style (for INSTA)")
+    p.add_argument("--pool", required=True, help="pool whose instructions the encoder learns")
+    p.add_argument("--out", required=True, help="output encoder folder (sentence-transformers format)")
+    p.add_argument("--config", help="YAML file of AlignConfig fields")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    _add_dataclass_flags(p, AlignConfig)
+    p.set_defaults(func=align)
 
     model = verbs.add_parser("model", help="build and check models")
     model_verbs = model.add_subparsers(dest="model_verb", required=True, metavar="VERB")

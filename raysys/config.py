@@ -167,6 +167,76 @@ class ScoringConfig:
         _check(min(self.token_budget, self.generation_batch, self.tasks_per_batch) >= 1, "batch sizes must be >= 1")
 
 
+SIMILARITY_MODES = ("overall", "per-target")
+SIMILARITY_REDUCE = ("max", "mean")
+ALIGN_VIEWS = ("examples", "demonstrations", "perturbed")
+
+
+@dataclass(frozen=True)
+class TaskMapConfig:
+    """Task Map categories (raysys.taskmap): a rank rule with configurable shares."""
+
+    ambiguous_share: float = 1 / 3  # the most prompt-uncertain share of tasks is Ambiguous
+    easy_share: float = 0.5  # of the rest, this share with the highest prediction probability is Easy
+
+    def __post_init__(self) -> None:
+        _check(0.0 <= self.ambiguous_share <= 1.0, "ambiguous_share must be in [0, 1]")
+        _check(0.0 <= self.easy_share <= 1.0, "easy_share must be in [0, 1]")
+
+
+@dataclass(frozen=True)
+class SelectConfig:
+    """Task selection (raysys.selection): one strategy, a budget, optional stratification."""
+
+    strategy: str = "prompt-uncertainty"  # a name of raysys.selection.STRATEGIES
+    budget: int = 68  # tasks selected this round
+    seed: int = 0  # random strategy and tie-breaking
+    cls_ratio: float | None = None  # classification share of the budget (the method: 24/68 = 0.353)
+    length_strata: bool = False  # stratify by mean reference answer length (words) in bins
+    length_bin: int = 10  # width of an answer-length stratum, in words
+    ambiguous_share: float = 1 / 3  # Task Map rule for the ambiguous / easy / difficult strategies
+    easy_share: float = 0.5
+    diversity_threshold: float = 0.9  # uncertainty-diverse: skip a task this similar to one taken
+    candidate_factor: int = 3  # uncertainty-kcenter: k-center over the budget x this most uncertain
+    encoder: str = ""  # sentence encoder folder for similarity strategies; "" = bundled all-MiniLM-L6-v2
+    similarity_mode: str = "overall"  # overall: best pool tasks overall; per-target: top tasks per target in turn
+    similarity_reduce: str = "max"  # overall score of a pool task: max or mean similarity over targets
+
+    def __post_init__(self) -> None:
+        _check(self.budget >= 1, "budget must be >= 1")
+        _check(self.cls_ratio is None or 0.0 <= self.cls_ratio <= 1.0, "cls_ratio must be in [0, 1]")
+        _check(self.length_bin >= 1 and self.candidate_factor >= 1, "length_bin and candidate_factor must be >= 1")
+        _check(-1.0 <= self.diversity_threshold <= 1.0, "diversity_threshold must be in [-1, 1]")
+        TaskMapConfig(self.ambiguous_share, self.easy_share)
+        _check(self.similarity_mode in SIMILARITY_MODES, f"similarity_mode must be one of {SIMILARITY_MODES}")
+        _check(self.similarity_reduce in SIMILARITY_REDUCE, f"similarity_reduce must be one of {SIMILARITY_REDUCE}")
+
+
+@dataclass(frozen=True)
+class AlignConfig:
+    """Contrastive alignment of the sentence encoder to a pool's instruction style."""
+
+    encoder: str = ""  # starting encoder folder; "" = bundled all-MiniLM-L6-v2
+    view: str = "examples"  # positive of a definition: examples (k input/output pairs), demonstrations, perturbed
+    examples: int = 2  # instances shown in an 'examples' view
+    heldout_fraction: float = 0.33  # tasks kept out of training to measure same-task retrieval
+    queries_per_task: int = 3  # retrieval queries per held-out task
+    epochs: int = 2
+    batch_size: int = 16  # in-batch negatives
+    learning_rate: float = 2e-5
+    temperature: float = 0.05  # contrastive softmax temperature (scale 20)
+    max_seq_length: int = 128
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.view in ALIGN_VIEWS, f"view must be one of {ALIGN_VIEWS}")
+        _check(0.0 < self.heldout_fraction < 1.0, "heldout_fraction must be in (0, 1)")
+        _check(min(self.examples, self.queries_per_task, self.epochs, self.max_seq_length) >= 1,
+               "examples, queries_per_task, epochs and max_seq_length must be >= 1")
+        _check(self.batch_size >= 2, "batch_size must be >= 2 (in-batch negatives)")
+        _check(self.learning_rate > 0 and self.temperature > 0, "learning_rate and temperature must be > 0")
+
+
 @dataclass(frozen=True)
 class DemoConfig:
     """The README's demo: everything it runs, on an embedded default."""
@@ -182,9 +252,13 @@ class DemoConfig:
     actors: int = 2  # scorer actors on the local Ray cluster
     show_prompts: int = 2
     show_tasks: int = 5  # most and least prompt-uncertain tasks printed
+    strategies: tuple[str, ...] = ("prompt-uncertainty", "random")  # selections made from the scores
+    select_budget: int = 100  # tasks each strategy selects
+    taskmap: TaskMapConfig = field(default_factory=TaskMapConfig)
 
     def __post_init__(self) -> None:
         _check(self.work_dir != "", "work_dir must not be empty")
+        _check(self.select_budget >= 1, "select_budget must be >= 1")
         _check(self.show_prompts >= 0 and self.show_tasks >= 0, "show_prompts and show_tasks must be >= 0")
         _check(self.actors >= 1, "actors must be >= 1")
 
@@ -192,7 +266,8 @@ class DemoConfig:
 T = TypeVar("T")
 
 # Which dataclass a shipped YAML file holds: jobs/configs/<kind>.yaml or <kind>_<name>.yaml.
-KINDS: dict[str, type] = {"demo": DemoConfig, "synth": SynthConfig, "tiny": TinyConfig, "score": ScoringConfig}
+KINDS: dict[str, type] = {"demo": DemoConfig, "synth": SynthConfig, "tiny": TinyConfig, "score": ScoringConfig,
+                          "select": SelectConfig, "align": AlignConfig, "taskmap": TaskMapConfig}
 
 
 def kind_of(path: str | Path) -> type:

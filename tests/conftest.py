@@ -66,3 +66,25 @@ def tiny_t5(tiny_t5_dir):
     from raysys.models import load_model
 
     return load_model(str(tiny_t5_dir))
+
+
+@pytest.fixture(scope="session")
+def niv2_scored(tmp_path_factory, tiny_lm, shared_data):
+    """16 real NIV2 tasks as a canonical pool and their scores by the tiny model (the
+    scorer run in-process; the same rows `raysys score` writes): (pool, scores) paths.
+    Kept small (1 instance, 2 perturbations, prompts cut to 384 tokens): it runs on 2 cores."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from raysys.config import ScoringConfig
+    from raysys.pools import load_pool
+    from raysys.pools.canonical import write_tasks
+    from raysys.scoring.scorer import TaskScorer
+
+    tasks = list(load_pool(str(shared_data / "niv2")).tasks)[:16]
+    out = tmp_path_factory.mktemp("niv2-scored")
+    write_tasks(tasks, out / "pool.parquet")
+    cfg = ScoringConfig(instances=1, perturbations=2, max_new_tokens=4, demonstrations=0, max_prompt_tokens=384)
+    rows, _ = TaskScorer("", cfg, loaded=tiny_lm, device="cpu").score(tasks)
+    pq.write_table(pa.Table.from_pylist(rows), out / "scores.parquet")
+    return out / "pool.parquet", out / "scores.parquet"

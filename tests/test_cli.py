@@ -10,7 +10,7 @@ from conftest import run_cli
 from raysys.pools import load_pool
 
 VERBS = [[], ["pool"], ["pool", "inspect"], ["pool", "convert"], ["pool", "synth"], ["pool", "show"],
-         ["score"], ["model"], ["model", "init-tiny"], ["model", "info"], ["demo"]]
+         ["score"], ["select"], ["taskmap"], ["align"], ["model"], ["model", "init-tiny"], ["model", "info"], ["demo"]]
 
 
 @pytest.mark.parametrize("verb", VERBS, ids=lambda v: " ".join(v) or "raysys")
@@ -103,12 +103,17 @@ def test_model_init_tiny_and_info(tmp_path):
 @pytest.mark.ray
 def test_demo_runs_and_reuses_its_work(tmp_path):
     args = ["demo", f"work_dir={tmp_path / 'demo'}", "synth.rules=20", "synth.unseen_rules=4", "tiny.layers=1",
-            "scoring.max_new_tokens=4", "show_tasks=3"]
+            "scoring.max_new_tokens=4", "show_tasks=3", "select_budget=5"]
     r = run_cli(*args)
     assert r.returncode == 0, r.stderr
     assert "synthetic pool written" in r.stdout and "num_tasks                24" in r.stdout
     assert "built the tiny model" in r.stdout and r.stdout.count("Now complete the following example") == 2
     assert "scored 24 tasks" in r.stdout and "most prompt-uncertain:" in r.stdout
+    for name in ("prompt-uncertainty", "random"):
+        sel = json.loads((tmp_path / "demo" / f"selected-{name}.json").read_text())
+        assert sel["strategy"] == name and len(sel["task_ids"]) == 5
+    assert "Task Map: Ambiguous 8, Easy 8, Difficult 8" in r.stdout
+    assert (tmp_path / "demo" / "taskmap.png").stat().st_size > 10_000
     r = run_cli(*args)
     assert "synthetic pool up to date" in r.stdout and "using the model" in r.stdout
     assert "(0 now, 24 resumed)" in r.stdout

@@ -1,0 +1,157 @@
+"""What `raysys select`, `raysys taskmap` and `raysys align` do, file to file.
+
+Reads the inputs (scores, pools, exclusions, targets), attaches instruction embeddings
+when the strategy needs them, and writes the outputs atomically. The ranking itself is
+in raysys.selection.select / strategies and raysys.taskmap.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from raysys.config import AlignConfig, SelectConfig, TaskMapConfig
+from raysys.errors import InvalidFile, RaysysError
+from raysys.selection.candidates import build_candidates, read_scores
+from raysys.selection.select import Selection, read_task_ids, select_tasks, write_selection
+from raysys.selection.strategies import NEEDS_EMBEDDINGS, NEEDS_SCORES, STRATEGIES
+
+
+def _load_tasks(path: str, skip_invalid: bool = False):
+    from raysys.pools import load_pool
+
+    pool = load_pool(path, skip_invalid=skip_invalid)
+    if pool.skipped:
+        print(f"raysys: {path}: skipped {len(pool.skipped)} invalid record(s)", file=sys.stderr)
+    return list(pool.tasks)
+
+
+def target_instructions(path: str) -> list[str]:
+    """Instructions of the target tasks: a .txt file (one per line) or any pool raysys reads."""
+    p = Path(path)
+    if p.suffix == ".txt":
+        if not p.is_file():
+            raise InvalidFile(p, "no such file")
+        lines = [line.strip() for line in p.read_text(encoding="utf-8").splitlines()]
+        found = [line for line in lines if line]
+    else:
+        found = [t.instruction for t in _load_tasks(path)]
+    if not found:
+        raise InvalidFile(p, "no target instructions")
+    return found
+
+
+def run_select(cfg: SelectConfig, out: str, scores: str | None = None, pool: str | None = None,
+               exclude: Sequence[str] = (), targets: str | None = None) -> Selection:
+    if cfg.strategy not in STRATEGIES:
+        raise RaysysError(f"unknown strategy {cfg.strategy!r}; one of {', '.join(STRATEGIES)}")
+    if cfg.strategy in NEEDS_SCORES and scores is None:
+        raise RaysysError(f"the {cfg.strategy} strategy ranks by scores: give --scores")
+    needs_embeddings = cfg.strategy in NEEDS_EMBEDDINGS
+    if (needs_embeddings or cfg.length_strata) and pool is None:
+        raise RaysysError(f"the {cfg.strategy} strategy{' with --length-strata' if cfg.length_strata else ''} "
+                          "reads the pool's tasks: give --pool")
+    if cfg.strategy == "similarity" and targets is None:
+        raise RaysysError("the similarity strategy needs --targets (a pool or a .txt of instructions)")
+    tasks = _load_tasks(pool) if pool else None
+    cands, notes = build_candidates(scores, tasks, TaskMapConfig(cfg.ambiguous_share, cfg.easy_share))
+    excluded: set[str] = set()
+    for f in exclude:
+        excluded.update(read_task_ids(f))
+    unknown = len(excluded - set(cands.task_ids))
+    if unknown:
+        notes.append(f"{unknown} excluded task id(s) are not candidates anyway")
+    if needs_embeddings:
+        from raysys.selection.embed import embed, load_encoder
+
+        encoder = load_encoder(cfg.encoder)
+        cands = replace(cands, embeddings=embed(encoder, cands.instructions))
+        if targets is not None:
+            cands = replace(cands, target_embeddings=embed(encoder, target_instructions(targets)))
+    sel = select_tasks(cands, cfg, excluded, notes)
+    write_selection(sel, out)
+    return sel
+
+
+def render_selection(sel: Selection, show: int = 10) -> str:
+    lines = [f"selected {len(sel.task_ids)} of {sel.n_candidates} candidate task(s) with {sel.strategy} "
+             f"(seed {sel.seed}; {sel.n_excluded} excluded)"]
+    if len(sel.strata) > 1:
+        lines.append("strata: " + ", ".join(f"{s['name']} {s['quota']}/{s['candidates']}" for s in sel.strata))
+    lines += [f"note: {n}" for n in sel.notes]
+    for row in sel.tasks[:show]:
+        facts = ", ".join(f"{k}={v:.4g}" for k, v in row.items()
+                          if k in ("prompt_uncertainty", "prediction_probability") and v is not None)
+        lines.append(f"  {row['rank'] + 1:>4}. {row['task_id']}" + (f"  ({facts})" if facts else ""))
+    if len(sel.tasks) > show:
+        lines.append(f"  ... {len(sel.tasks) - show} more")
+    return "\n".join(lines)
+
+
+def run_taskmap(scores: str, out: str, cfg: TaskMapConfig = TaskMapConfig(), table: str | None = None,
+                before: str | None = None, groups: str | None = None) -> dict:
+    """Write the Task Map PNG (and the counts CSV); with `before`, also the shift view
+    (OUT stem + .shift.png / .shift.csv). Returns what was written and the tables."""
+    from raysys.taskmap import (align_scores, categorize, counts_table, plot_shift, plot_taskmap, shift_summary,
+                                write_csv)
+
+    cols = read_scores(scores)
+    u = np.asarray(cols["prompt_uncertainty"], dtype=np.float64)
+    p = np.asarray(cols["prediction_probability"], dtype=np.float64)
+    category = categorize(u, p, cfg)
+    plot_taskmap(u, p, category, out, title=f"Task Map of {Path(scores).name}")
+    counts = counts_table(u, p, category)
+    result: dict = {"map": out, "counts": counts}
+    if table:
+        write_csv(counts, table)
+        result["table"] = table
+    if before:
+        prev = read_scores(before)
+        pairs = align_scores(prev, cols)
+        u0 = np.asarray(prev["prompt_uncertainty"], dtype=np.float64)[pairs[:, 0]]
+        p0 = np.asarray(prev["prediction_probability"], dtype=np.float64)[pairs[:, 0]]
+        u1, p1 = u[pairs[:, 1]], p[pairs[:, 1]]
+        ids = [cols["task_id"][j] for j in pairs[:, 1]]
+        if groups:
+            labels = _group_labels(groups, ids)
+        else:  # the category each task had before training
+            labels = categorize(np.asarray(prev["prompt_uncertainty"]), np.asarray(prev["prediction_probability"]),
+                                cfg)[pairs[:, 0]].astype(str)
+        stem = str(Path(out).with_suffix(""))
+        plot_shift((u0, p0), (u1, p1), labels, stem + ".shift.png")
+        summary = shift_summary(u0, u1, labels)
+        write_csv(summary, stem + ".shift.csv")
+        result.update({"shift": stem + ".shift.png", "shift_table": stem + ".shift.csv", "shift_summary": summary,
+                       "n_common": len(pairs)})
+    return result
+
+
+def _group_labels(path: str, ids: list[str]) -> np.ndarray:
+    """Group of each task id from a JSON {group: [task ids]}; tasks in no group are 'other'."""
+    import json
+
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InvalidFile(p, "no such file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InvalidFile(p, f"not valid JSON ({e})") from None
+    if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):
+        raise InvalidFile(p, 'expected {"group name": ["task id", ...], ...}')
+    group_of: dict[str, str] = {}
+    for g, members in data.items():
+        for t in members:
+            if t in group_of and group_of[t] != g:
+                raise InvalidFile(p, f"task {t!r} is in two groups ({group_of[t]!r} and {g!r})")
+            group_of[t] = g
+    return np.array([group_of.get(t, "other") for t in ids], dtype=object).astype(str)
+
+
+def run_align(pool: str, out: str, cfg: AlignConfig = AlignConfig()) -> dict:
+    from raysys.selection.align import align_encoder
+
+    return align_encoder(_load_tasks(pool), out, cfg, pool=pool)

@@ -1,0 +1,109 @@
+"""One selection: exclusions, strata, the strategy, and the selected.json it writes.
+
+`select_tasks` is pure given the candidates (with embeddings already attached when the
+strategy needs them; see raysys.selection.embed). The output JSON holds the strategy, its
+parameters, the seed, the ordered task ids and their scores; `read_task_ids` reads it
+back (or a plain JSON list of ids) so that a selection becomes the next round's
+training set and is excluded from later rounds.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from raysys.config import SelectConfig, to_dict
+from raysys.errors import InvalidFile, RaysysError
+from raysys.io import write_json
+from raysys.selection.candidates import Candidates
+from raysys.selection.rank import interleave
+from raysys.selection.strategies import STRATEGIES
+from raysys.selection.stratify import strata
+
+
+@dataclass(frozen=True)
+class Selection:
+    strategy: str
+    params: dict[str, Any]
+    seed: int
+    budget: int
+    task_ids: tuple[str, ...]
+    tasks: tuple[dict[str, Any], ...]  # per selected task: rank, stratum, scores, category
+    strata: tuple[dict[str, Any], ...]
+    n_candidates: int
+    n_excluded: int
+    notes: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"raysys_selection": 1, "strategy": self.strategy, "params": self.params, "seed": self.seed,
+                "budget": self.budget, "n_selected": len(self.task_ids), "n_candidates": self.n_candidates,
+                "n_excluded": self.n_excluded, "notes": list(self.notes), "strata": list(self.strata),
+                "task_ids": list(self.task_ids), "tasks": list(self.tasks)}
+
+
+def _num(v: float) -> float | None:
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+
+def select_tasks(c: Candidates, cfg: SelectConfig, exclude: Iterable[str] = (),
+                 notes: Iterable[str] = ()) -> Selection:
+    """Up to cfg.budget task ids chosen by cfg.strategy among the non-excluded candidates."""
+    if cfg.strategy not in STRATEGIES:
+        raise RaysysError(f"unknown strategy {cfg.strategy!r}; one of {', '.join(STRATEGIES)}")
+    notes = list(notes)
+    excluded = set(exclude)
+    keep = np.array([t not in excluded for t in c.task_ids], dtype=bool)
+    left = c.subset(np.flatnonzero(keep))
+    n_excluded = len(c) - len(left)
+    if cfg.budget > len(left):
+        notes.append(f"budget {cfg.budget} exceeds the {len(left)} candidate(s) left; all of them are selected")
+    groups, strata_notes = strata(left, cfg.budget, cfg)
+    notes += strata_notes
+    rng = np.random.default_rng(cfg.seed)
+    picked, names = [], {}
+    for g in groups:
+        local = STRATEGIES[cfg.strategy](left.subset(g.indices), g.quota, cfg, rng) if g.quota else np.zeros(0, int)
+        if len(local) != g.quota or len(set(local.tolist())) != len(local):
+            raise AssertionError(f"strategy {cfg.strategy} returned {len(local)} of {g.quota} or repeats")
+        chosen = g.indices[local]
+        picked.append(chosen)
+        names.update({int(i): g.name for i in chosen})
+    order = interleave(picked)
+    rows = []
+    for rank, i in enumerate(order.tolist()):
+        row: dict[str, Any] = {"task_id": left.task_ids[i], "rank": rank, "stratum": names[i]}
+        row.update({k: _num(v[i]) for k, v in left.signals.items()})
+        if left.category is not None:
+            row["category"] = str(left.category[i])
+        rows.append(row)
+    return Selection(
+        strategy=cfg.strategy, params=to_dict(cfg), seed=cfg.seed, budget=cfg.budget,
+        task_ids=tuple(left.task_ids[i] for i in order.tolist()), tasks=tuple(rows),
+        strata=tuple({"name": g.name, "candidates": len(g.indices), "quota": g.quota} for g in groups),
+        n_candidates=len(left), n_excluded=n_excluded, notes=tuple(notes))
+
+
+def write_selection(sel: Selection, path: str | Path) -> None:
+    write_json(path, sel.to_json())
+
+
+def read_task_ids(path: str | Path) -> list[str]:
+    """Task ids of a selected.json (its `task_ids`) or of a JSON list of ids."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InvalidFile(p, "no such file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InvalidFile(p, f"not valid JSON ({e})") from None
+    ids = data.get("task_ids") if isinstance(data, dict) else data
+    if not isinstance(ids, list):
+        raise InvalidFile(p, "expected a selected.json (with task_ids) or a JSON list of task ids")
+    for i, t in enumerate(ids):
+        if not isinstance(t, str) or not t:
+            raise InvalidFile(p, f"task_ids[{i}]: expected a non-empty string, got {t!r}")
+    return ids

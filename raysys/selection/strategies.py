@@ -1,0 +1,145 @@
+"""Selection strategies: plain functions with one signature, in the dict STRATEGIES.
+
+    strategy(c: Candidates, budget: int, cfg: SelectConfig, rng: np.random.Generator)
+        -> np.ndarray of at most `budget` indices into c, best first, no repeats
+
+A strategy sees only the candidates it may pick (exclusions and strata are applied by
+raysys.selection.select before it is called). Orders are deterministic for a given
+generator: ties are broken by a permutation drawn from it (raysys.selection.rank).
+
+- random: a uniform random order.
+- prompt-uncertainty: highest prompt uncertainty first (the method).
+- perplexity-high / perplexity-low, probability-high / probability-low: the baselines.
+- ambiguous / easy / difficult: the Task Map categories (raysys.taskmap, computed over
+  the whole scores file): tasks of the category first, ranked by its own key (uncertainty
+  high; probability high; probability low), then the other tasks by the same key.
+- entropy: highest classification entropy first; tasks without one (generative tasks,
+  label sets too large) follow in random order.
+- ifd: highest IFD = PPL(y | prompt) / PPL(y) first; missing values last.
+- similarity (INSTA): cosine similarity of the instruction embeddings to the target tasks'
+  instructions; `overall` ranks by the max (or mean) over targets, `per-target` takes
+  each target's next most similar task in turn.
+- uncertainty-diverse: the most uncertain tasks in order, skipping any whose instruction
+  embedding has cosine similarity >= diversity_threshold with one already taken; when too
+  few remain, the skipped ones fill the budget in the same order.
+- uncertainty-kcenter: greedy k-center (farthest point, cosine distance) over the
+  candidate_factor x budget most uncertain tasks, starting from the most uncertain.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from raysys.config import SelectConfig
+from raysys.errors import RaysysError
+from raysys.selection.candidates import Candidates
+from raysys.selection.rank import order_by
+
+Strategy = Callable[[Candidates, int, SelectConfig, np.random.Generator], np.ndarray]
+
+
+def random_order(c: Candidates, budget: int, cfg: SelectConfig, rng: np.random.Generator) -> np.ndarray:
+    return rng.permutation(len(c))[:budget]
+
+
+def _ranked(column: str, descending: bool) -> Strategy:
+    def strategy(c: Candidates, budget: int, cfg: SelectConfig, rng: np.random.Generator) -> np.ndarray:
+        return order_by(c.signal(column), rng, descending)[:budget]
+
+    strategy.__name__ = f"{column}_{'high' if descending else 'low'}"
+    return strategy
+
+
+def _category(name: str, column: str, descending: bool) -> Strategy:
+    def strategy(c: Candidates, budget: int, cfg: SelectConfig, rng: np.random.Generator) -> np.ndarray:
+        if c.category is None:
+            raise RaysysError(f"the {name.lower()} strategy needs a scores file (--scores)")
+        order = order_by(c.signal(column), rng, descending)
+        inside = c.category[order] == name
+        return np.concatenate([order[inside], order[~inside]])[:budget]
+
+    strategy.__name__ = name.lower()
+    return strategy
+
+
+def _need_embeddings(c: Candidates, what: str) -> np.ndarray:
+    if c.embeddings is None:
+        raise RaysysError(f"the {what} strategy needs instruction embeddings (give --pool)")
+    return c.embeddings
+
+
+def similarity(c: Candidates, budget: int, cfg: SelectConfig, rng: np.random.Generator) -> np.ndarray:
+    emb = _need_embeddings(c, "similarity")
+    if c.target_embeddings is None or len(c.target_embeddings) == 0:
+        raise RaysysError("the similarity strategy needs target tasks (--targets)")
+    sim = emb @ c.target_embeddings.T  # (tasks, targets), cosine: rows are unit-norm
+    if cfg.similarity_mode == "overall":
+        key = sim.max(axis=1) if cfg.similarity_reduce == "max" else sim.mean(axis=1)
+        return order_by(key, rng)[:budget]
+    per_target = [order_by(sim[:, t], rng) for t in range(sim.shape[1])]
+    taken: list[int] = []
+    seen = np.zeros(len(c), dtype=bool)
+    cursor = [0] * len(per_target)
+    while len(taken) < min(budget, len(c)):
+        for t, order in enumerate(per_target):  # round robin: each target's next best unseen task
+            while cursor[t] < len(order) and seen[order[cursor[t]]]:
+                cursor[t] += 1
+            if cursor[t] < len(order) and len(taken) < budget:
+                i = int(order[cursor[t]])
+                seen[i] = True
+                taken.append(i)
+    return np.array(taken, dtype=np.int64)
+
+
+def uncertainty_diverse(c: Candidates, budget: int, cfg: SelectConfig, rng: np.random.Generator) -> np.ndarray:
+    emb = _need_embeddings(c, "uncertainty-diverse")
+    order = order_by(c.signal("prompt_uncertainty"), rng)
+    taken: list[int] = []
+    skipped: list[int] = []
+    for i in order:
+        if len(taken) == budget:
+            break
+        if taken and float((emb[taken] @ emb[i]).max()) >= cfg.diversity_threshold:
+            skipped.append(int(i))
+        else:
+            taken.append(int(i))
+    taken += skipped[: budget - len(taken)]
+    return np.array(taken, dtype=np.int64)
+
+
+def uncertainty_kcenter(c: Candidates, budget: int, cfg: SelectConfig, rng: np.random.Generator) -> np.ndarray:
+    emb = _need_embeddings(c, "uncertainty-kcenter")
+    pool = order_by(c.signal("prompt_uncertainty"), rng)[: budget * cfg.candidate_factor]
+    if len(pool) == 0:
+        return pool
+    e = emb[pool]
+    taken = [0]  # the most uncertain task
+    dist = 1.0 - e @ e[0]  # cosine distance of each candidate to its nearest taken task
+    dist[0] = -np.inf
+    while len(taken) < min(budget, len(pool)):
+        nxt = int(np.argmax(dist))  # first maximum = the more uncertain on ties
+        taken.append(nxt)
+        dist = np.minimum(dist, 1.0 - e @ e[nxt])
+        dist[taken] = -np.inf
+    return pool[np.array(taken, dtype=np.int64)]
+
+
+STRATEGIES: dict[str, Strategy] = {
+    "random": random_order,
+    "prompt-uncertainty": _ranked("prompt_uncertainty", True),
+    "perplexity-high": _ranked("perplexity", True),
+    "perplexity-low": _ranked("perplexity", False),
+    "probability-high": _ranked("prediction_probability", True),
+    "probability-low": _ranked("prediction_probability", False),
+    "ambiguous": _category("Ambiguous", "prompt_uncertainty", True),
+    "easy": _category("Easy", "prediction_probability", True),
+    "difficult": _category("Difficult", "prediction_probability", False),
+    "entropy": _ranked("classification_entropy", True),
+    "ifd": _ranked("ifd", True),
+    "similarity": similarity,
+    "uncertainty-diverse": uncertainty_diverse,
+    "uncertainty-kcenter": uncertainty_kcenter,
+}
+NEEDS_EMBEDDINGS = frozenset({"similarity", "uncertainty-diverse", "uncertainty-kcenter"})
+NEEDS_SCORES = frozenset(STRATEGIES) - {"random", "similarity"}

@@ -180,6 +180,44 @@ def align(args: argparse.Namespace) -> int:
     return 0
 
 
+def train(args: argparse.Namespace) -> int:
+    from raysys.config import TrainConfig, load_config
+
+    overrides = list(args.set) + _flag_values(args, TrainConfig)
+    if args.deepspeed_stage is not None:
+        overrides += ["backend=deepspeed", f"zero_stage={args.deepspeed_stage}"]
+    cfg = load_config(TrainConfig, args.config, overrides)
+    if args.plan:
+        from raysys.training.plan import count_parameters_from_config, memory_plan, render_plan, trainable_parameters
+
+        n, config = count_parameters_from_config(args.model, args.trust_remote_code)
+        plan = memory_plan(n, config, cfg, args.gpus or cfg.workers, args.gpu_memory_gib,
+                           trainable=trainable_parameters(args.model, cfg, args.trust_remote_code), bf16=cfg.bf16)
+        print(render_plan(plan, cfg))
+        if not plan.fits:
+            raise RaysysError(f"the plan does not fit {args.gpu_memory_gib:g} GiB GPUs (see above)")
+        return 0
+    if not args.pool or not args.tasks or not args.out:
+        raise RaysysError("train needs --pool, --tasks and --out (or --plan)")
+    from raysys.pools import load_pool
+    from raysys.selection import read_task_ids
+    from raysys.training.trainer import train_model
+
+    pool = load_pool(args.pool)
+    val = read_task_ids(args.val_tasks) if args.val_tasks else []
+    run = train_model(list(pool.tasks), read_task_ids(args.tasks), args.model, args.out, cfg, val_ids=val,
+                      storage=args.storage, gpu_memory_gib=args.gpu_memory_gib,
+                      trust_remote_code=args.trust_remote_code)
+    if run.resumed:
+        print(f"up to date: {args.out} (run {run.name})")
+    for e in run.epochs:
+        val_txt = f", validation loss {e['val_loss']:.4f}" if "val_loss" in e else ""
+        print(f"epoch {e['epoch']}: train loss {e['train_loss']:.4f}{val_txt} "
+              f"({e['tokens_per_s_worker']:.0f} tokens/s per worker)")
+    print(f"wrote {args.out} (epoch {run.chosen_epoch}, {run.examples} examples)")
+    return 0
+
+
 def model_init_tiny(args: argparse.Namespace) -> int:
     from raysys.config import TinyConfig, load_config
     from raysys.models import init_tiny
@@ -214,7 +252,8 @@ def demo(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
-    from raysys.config import AlignConfig, ScoringConfig, SelectConfig, SynthConfig, TaskMapConfig, TinyConfig
+    from raysys.config import (AlignConfig, ScoringConfig, SelectConfig, SynthConfig, TaskMapConfig, TinyConfig,
+                               TrainConfig)
 
     parser = argparse.ArgumentParser(
         prog="raysys", description="Choose the instruction-tuning tasks worth training on.")
@@ -293,6 +332,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
     _add_dataclass_flags(p, AlignConfig)
     p.set_defaults(func=align)
+
+    p = verbs.add_parser("train", help="fine-tune a model on selected tasks with Ray Train (DeepSpeed/DDP, LoRA)")
+    p.add_argument("--pool", help="the pool the tasks come from")
+    p.add_argument("--tasks", help="selected.json (or a JSON list of task ids) to train on")
+    p.add_argument("--model", required=True, help="base model folder")
+    p.add_argument("--out", help="output model folder (an ordinary HF folder)")
+    p.add_argument("--val-tasks", help="validation tasks (selected.json or JSON list): validation loss per epoch")
+    p.add_argument("--storage", help="Ray Train storage for checkpoints (default: OUT.train; shared on clusters)")
+    p.add_argument("--deepspeed-stage", type=int, choices=(0, 1, 2, 3), help="DeepSpeed with this ZeRO stage")
+    p.add_argument("--plan", action="store_true", help="print the per-GPU memory plan and exit (no weights loaded)")
+    p.add_argument("--gpus", type=int, help="GPUs the plan assumes (default: --workers)")
+    p.add_argument("--gpu-memory-gib", type=float, default=80.0, help="memory of one GPU (default: 80)")
+    p.add_argument("--trust-remote-code", action="store_true", help="run code shipped with the model")
+    p.add_argument("--config", help="YAML file of TrainConfig fields (e.g. jobs/configs/train_tiny.yaml)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    _add_dataclass_flags(p, TrainConfig)
+    p.set_defaults(func=train)
 
     model = verbs.add_parser("model", help="build and check models")
     model_verbs = model.add_subparsers(dest="model_verb", required=True, metavar="VERB")

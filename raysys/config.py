@@ -237,6 +237,70 @@ class AlignConfig:
         _check(self.learning_rate > 0 and self.temperature > 0, "learning_rate and temperature must be > 0")
 
 
+BACKENDS = ("deepspeed", "ddp")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Fine-tuning on Ray Train (raysys.training). Defaults: the tiny CPU setting."""
+
+    template: str = "tk"  # prompt template of the training examples
+    demonstrations: int = 2  # demonstrations in each prompt (TK-Instruct: 2)
+    instances_per_task: int = 200  # up to this many instances per selected task (the method: 200)
+    max_source_tokens: int = 1024  # longer prompts keep their last tokens
+    max_target_tokens: int = 128  # longer targets keep their first tokens
+    epochs: int = 2
+    learning_rate: float = 5e-5
+    lr_schedule: str = "constant"  # constant | linear (decay to 0 after warmup)
+    warmup_ratio: float = 0.0
+    weight_decay: float = 0.0
+    batch_size: int = 128  # examples per optimizer step over all workers (via accumulation)
+    micro_batch_size: int = 8  # examples per worker per forward pass
+    workers: int = 2  # Ray Train workers (one GPU each on GPU clusters)
+    backend: str = "deepspeed"  # deepspeed | ddp
+    zero_stage: int = 2  # DeepSpeed ZeRO stage 0-3
+    offload_optimizer: bool = False  # ZeRO optimizer states in CPU memory
+    offload_params: bool = False  # ZeRO-3 parameters in CPU memory
+    bf16: bool = True  # bf16 mixed precision on GPU (CPU runs stay float32)
+    gradient_checkpointing: bool = False
+    lora: bool = False  # train LoRA adapters (peft) instead of all weights
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")  # module names ("q", "v" for T5)
+    lora_export: str = "merged"  # merged: an ordinary model folder; adapter: the peft adapter only
+    best_by: str = "last"  # last epoch, or "validation": the epoch with the lowest validation loss
+    num_to_keep: int = 2  # checkpoints kept in storage
+    max_failures: int = 0  # worker-group restarts Ray Train may attempt
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.template in TEMPLATES, f"template must be one of {TEMPLATES}")
+        _check(self.demonstrations >= 0 and self.instances_per_task >= 1,
+               "demonstrations must be >= 0 and instances_per_task >= 1")
+        _check(min(self.max_source_tokens, self.max_target_tokens, self.epochs) >= 1,
+               "max_source_tokens, max_target_tokens and epochs must be >= 1")
+        _check(self.learning_rate > 0 and self.weight_decay >= 0, "learning_rate > 0 and weight_decay >= 0")
+        _check(self.lr_schedule in ("constant", "linear"), "lr_schedule must be constant or linear")
+        _check(0.0 <= self.warmup_ratio < 1.0, "warmup_ratio must be in [0, 1)")
+        _check(min(self.micro_batch_size, self.workers) >= 1, "micro_batch_size and workers must be >= 1")
+        _check(self.batch_size % (self.micro_batch_size * self.workers) == 0,
+               f"batch_size ({self.batch_size}) must be a multiple of micro_batch_size x workers "
+               f"({self.micro_batch_size} x {self.workers})")
+        _check(self.backend in BACKENDS, f"backend must be one of {BACKENDS}")
+        _check(self.zero_stage in (0, 1, 2, 3), "zero_stage must be 0, 1, 2 or 3")
+        _check(not self.offload_params or self.zero_stage == 3, "offload_params needs zero_stage 3")
+        _check(not self.offload_optimizer or self.zero_stage >= 1, "offload_optimizer needs zero_stage >= 1")
+        _check(self.lora_r >= 1 and self.lora_alpha >= 1 and 0 <= self.lora_dropout < 1, "bad LoRA settings")
+        _check(self.lora_export in ("merged", "adapter"), "lora_export must be merged or adapter")
+        _check(self.best_by in ("last", "validation"), "best_by must be last or validation")
+        _check(self.num_to_keep >= 1 and self.max_failures >= -1, "num_to_keep >= 1, max_failures >= -1")
+
+    @property
+    def accumulation(self) -> int:
+        return self.batch_size // (self.micro_batch_size * self.workers)
+
+
 @dataclass(frozen=True)
 class DemoConfig:
     """The README's demo: everything it runs, on an embedded default."""
@@ -267,7 +331,8 @@ T = TypeVar("T")
 
 # Which dataclass a shipped YAML file holds: jobs/configs/<kind>.yaml or <kind>_<name>.yaml.
 KINDS: dict[str, type] = {"demo": DemoConfig, "synth": SynthConfig, "tiny": TinyConfig, "score": ScoringConfig,
-                          "select": SelectConfig, "align": AlignConfig, "taskmap": TaskMapConfig}
+                          "select": SelectConfig, "align": AlignConfig, "taskmap": TaskMapConfig,
+                          "train": TrainConfig}
 
 
 def kind_of(path: str | Path) -> type:

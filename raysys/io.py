@@ -35,12 +35,24 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield Path(tmp)
         try:
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
             os.replace(tmp, target)
         except OSError as e:
             raise InvalidFile(target, f"cannot write ({e.strerror or e})") from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def publish_dir(tmp: str | os.PathLike) -> None:
+    """Give a folder made by tempfile.mkdtemp (0700) the usual permissions before renaming it."""
+    os.chmod(tmp, 0o777 & ~_umask())
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 
 from raysys.config import TinyConfig
 from raysys.errors import InvalidFile, RaysysError
+from raysys.io import publish_dir
 
 SPECIALS = ("<pad>", "<s>", "</s>", "<unk>")
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = range(4)
@@ -107,6 +108,7 @@ def init_tiny(out: str | os.PathLike, cfg: TinyConfig = TinyConfig()) -> Path:
         model.generation_config.pad_token_id = PAD_ID
         model.save_pretrained(tmp)
         char_tokenizer(cfg.arch, cfg.max_positions).save_pretrained(tmp)
+        publish_dir(tmp)
         if out.exists():
             out.rmdir()
         os.replace(tmp, out)

@@ -277,6 +277,22 @@ def _tmp_leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.name.startswith(".") and p.name.endswith(".tmp"))
 
 
+def test_outputs_get_the_usual_permissions(tmp_path):
+    import os
+
+    from raysys.io import write_text
+    from raysys.models import init_tiny
+
+    mask = os.umask(0o022)
+    try:
+        write_text(tmp_path / "a.txt", "x")
+        init_tiny(tmp_path / "m")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "a.txt").stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
+    assert (tmp_path / "m").stat().st_mode & 0o777 == 0o755  # not mkdtemp's 0700
+
+
 def test_write_parquet_tasks_is_atomic(tmp_path, monkeypatch):
     import raysys.io
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import sys
 import time
@@ -37,6 +36,7 @@ from raysys.errors import RaysysError
 from raysys.io import atomic_path, write_parquet
 from raysys.models import check_model_path
 from raysys.pools import detect_format
+from raysys.rayinit import ray_init
 
 RUN_KEY = "raysys_scoring_run"
 
@@ -125,21 +125,6 @@ def _pool_parquet(pool: str, run_dir: Path) -> tuple[str, int]:
     return str(converted), pq.ParquetFile(converted).metadata.num_rows
 
 
-def _ray_init(num_cpus: int | None) -> None:
-    import ray
-
-    if not ray.is_initialized():
-        # RAY_ADDRESS (a cluster, or `ray job submit`) wins; otherwise a local cluster starts.
-        ray.init(include_dashboard=False, logging_level=logging.ERROR, num_cpus=num_cpus,
-                 configure_logging=True, log_to_driver=True)
-    from ray.data import DataContext
-
-    ctx = DataContext.get_current()
-    ctx.enable_progress_bars = False
-    ctx.print_on_execution_start = False
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
-
-
 class _Progress:
     """One self-rewriting line on a terminal; a line every 10 s otherwise (logs, CI)."""
 
@@ -219,7 +204,7 @@ def score_pool(
               file=sys.stderr)
     scored_now = 0
     if remaining:
-        _ray_init(num_cpus)
+        ray_init(num_cpus)
         if gpus_per_actor is None:
             gpus_per_actor = 1.0 if ray.cluster_resources().get("GPU", 0) else 0.0
         resources, torch_threads = _actor_resources(actors, gpus_per_actor)

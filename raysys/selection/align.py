@@ -32,6 +32,7 @@ import numpy as np
 
 from raysys.config import AlignConfig, config_hash, to_dict
 from raysys.errors import InvalidFile, RaysysError
+from raysys.io import publish_dir
 from raysys.perturb import perturb_text
 from raysys.schema import Task
 from raysys.selection.embed import default_encoder_path, embed, load_encoder
@@ -165,6 +166,7 @@ def align_encoder(tasks: Sequence[Task], out: str | Path, cfg: AlignConfig = Ali
     try:
         encoder.save(str(tmp), create_model_card=False)
         (tmp / REPORT).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        publish_dir(tmp)
         if out.exists():
             shutil.rmtree(out)  # an older alignment (other config or pool), replaced whole
         tmp.rename(out)

@@ -1,0 +1,156 @@
+"""Fine-tune a model on selected tasks with Ray Train: the only place that builds a
+TorchTrainer (Ray plumbing; the math is in worker.py, data.py, dsconfig.py, plan.py).
+
+`train_model` turns the pool's selected tasks into examples, checks the memory plan and
+the cluster's resources before launching, runs `workers` Ray Train workers (one GPU each
+on GPU clusters; CPUs locally) over the examples as a Ray Dataset, and exports the chosen
+checkpoint (the last epoch's, or the lowest validation loss) as an HF model folder.
+
+Resumption: the run's storage is `<out>.train/<name>` where `name` hashes the model, the
+config, the selected and validation tasks and the pool; rerunning the same command after
+an interruption lets Ray Train find the run's latest checkpoint, and training continues
+from the next epoch. A finished export with the same name is returned as is.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from raysys.config import TrainConfig, config_hash, to_dict
+from raysys.errors import RaysysError
+from raysys.models import check_model_path
+from raysys.schema import Task
+from raysys.training.data import training_examples
+from raysys.training.export import REPORT, export_model
+
+
+@dataclass(frozen=True)
+class TrainRun:
+    out: str
+    name: str
+    examples: int
+    epochs: list[dict[str, Any]]  # metrics reported per epoch (those of this invocation's run)
+    chosen_epoch: int
+    seconds: float
+    resumed: bool  # the export was already complete
+
+
+def model_kind(model: str, trust_remote_code: bool = False) -> str:
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code)
+    return "seq2seq" if getattr(config, "is_encoder_decoder", False) else "causal"
+
+
+def run_name(model: str, cfg: TrainConfig, task_ids: Sequence[str], val_ids: Sequence[str],
+             tasks: Sequence[Task]) -> str:
+    h = hashlib.sha256()
+    h.update(json.dumps([str(Path(model).resolve()) if Path(model).exists() else model, config_hash(cfg),
+                         list(task_ids), list(val_ids)]).encode())
+    wanted = set(task_ids) | set(val_ids)
+    for t in tasks:
+        if t.task_id in wanted:
+            h.update(json.dumps([t.task_id, t.instruction, [(i.id, i.input, i.outputs) for i in t.instances],
+                                 [(d.input, d.output) for d in t.demonstrations]]).encode())
+    return "train-" + h.hexdigest()[:16]
+
+
+def _scaling(cfg: TrainConfig, use_gpu: bool):
+    """ScalingConfig after checking that the cluster can host the workers (fail fast)."""
+    import ray
+    from ray.train import ScalingConfig
+
+    have = ray.cluster_resources()
+    if use_gpu:
+        if have.get("GPU", 0) < cfg.workers:
+            raise RaysysError(f"{cfg.workers} training worker(s) need {cfg.workers} GPUs; the cluster has "
+                              f"{have.get('GPU', 0):g}")
+        return ScalingConfig(num_workers=cfg.workers, use_gpu=True), 0
+    cpus = have.get("CPU", 0)
+    per = min(1.0, (cpus - 1) / cfg.workers)  # one CPU stays free for Ray Data's tasks
+    if per < 0.25:
+        raise RaysysError(f"{cfg.workers} training worker(s) need at least {cfg.workers * 0.25 + 1:g} CPUs; "
+                          f"the cluster has {cpus:g}")
+    return ScalingConfig(num_workers=cfg.workers, use_gpu=False, resources_per_worker={"CPU": per}), \
+        max(1, int(cpus // cfg.workers))
+
+
+def train_model(tasks: Sequence[Task], task_ids: Sequence[str], model: str, out: str, cfg: TrainConfig = TrainConfig(),
+                *, val_ids: Sequence[str] = (), storage: str | None = None, gpu_memory_gib: float | None = None,
+                trust_remote_code: bool = False, num_cpus: int | None = None, progress: bool = True) -> TrainRun:
+    import ray
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig
+    from ray.train.torch import TorchTrainer
+
+    from raysys.rayinit import ray_init
+    from raysys.training.plan import check_plan, count_parameters_from_config, memory_plan
+    from raysys.training.worker import train_loop
+
+    start = time.perf_counter()
+    check_model_path(model)
+    name = run_name(model, cfg, task_ids, val_ids, tasks)
+    report = Path(out) / REPORT
+    if report.is_file():
+        facts = json.loads(report.read_text(encoding="utf-8"))
+        if facts.get("run") == name:
+            return TrainRun(out, name, facts["examples"], facts["epochs"], facts["chosen_epoch"], 0.0, True)
+    rows = training_examples(tasks, task_ids, cfg)
+    val_rows = training_examples(tasks, val_ids, cfg) if val_ids else []
+    if len(rows) < cfg.micro_batch_size * cfg.workers:
+        raise RaysysError(f"{len(rows)} training example(s) from {len(task_ids)} task(s): fewer than one micro batch "
+                          f"per worker ({cfg.micro_batch_size} x {cfg.workers})")
+    if cfg.best_by == "validation" and not val_rows:
+        raise RaysysError("best_by=validation needs validation tasks (--val-tasks)")
+    kind = model_kind(model, trust_remote_code)
+    ray_init(num_cpus)
+    use_gpu = ray.cluster_resources().get("GPU", 0) > 0
+    if use_gpu:
+        n_params, config = count_parameters_from_config(model, trust_remote_code)
+        check_plan(memory_plan(n_params, config, cfg, cfg.workers, gpu_memory_gib or 80.0, bf16=cfg.bf16), cfg)
+    scaling, threads = _scaling(cfg, use_gpu)
+    datasets = {"train": ray.data.from_items(rows)}
+    if val_rows:
+        datasets["validation"] = ray.data.from_items(val_rows)
+    storage_path = str(Path(storage or f"{out}.train").resolve())
+    score = {"checkpoint_score_attribute": "val_loss", "checkpoint_score_order": "min"} if val_rows else {}
+    if progress:
+        how = f"DeepSpeed ZeRO-{cfg.zero_stage}" if cfg.backend == "deepspeed" else "DDP"
+        print(f"training {name}: {len(rows)} examples from {len(set(task_ids))} tasks, {cfg.epochs} epoch(s), "
+              f"{cfg.workers} worker(s), {how}{' + LoRA' if cfg.lora else ''}; checkpoints in {storage_path}/{name}",
+              file=sys.stderr)
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config={"cfg": cfg, "model": model, "kind": kind, "trust_remote_code": trust_remote_code,
+                           "has_validation": bool(val_rows), "rows_per_worker": len(rows) // cfg.workers,
+                           "torch_threads": threads},
+        scaling_config=scaling,
+        datasets=datasets,
+        run_config=RunConfig(name=name, storage_path=storage_path,
+                             checkpoint_config=CheckpointConfig(num_to_keep=cfg.num_to_keep, **score),
+                             failure_config=FailureConfig(max_failures=cfg.max_failures)),
+    )
+    result = trainer.fit()
+    if result.error:
+        raise result.error
+    from raysys.training.worker import STATE
+
+    with result.checkpoint.as_directory() as d:
+        history = json.loads((Path(d) / STATE).read_text())["history"]  # every epoch, resumed ones included
+    if cfg.best_by == "validation":
+        chosen, metrics = min(result.best_checkpoints, key=lambda cm: cm[1]["val_loss"])
+    else:
+        chosen, metrics = result.checkpoint, history[-1]
+    facts = {"run": name, "base_model": model, "examples": len(rows), "validation_examples": len(val_rows),
+             "tasks": list(dict.fromkeys(task_ids)), "config": to_dict(cfg), "epochs": history,
+             "chosen_epoch": metrics["epoch"], "chosen_by": cfg.best_by}
+    export_cfg = dataclasses.replace(cfg, gradient_checkpointing=False)
+    with chosen.as_directory() as d:
+        remote = ray.remote(num_cpus=min(1.0, ray.cluster_resources().get("CPU", 1)))(export_model)
+        ray.get(remote.remote(d, model, kind, export_cfg, out, facts, trust_remote_code))
+    return TrainRun(out, name, len(rows), history, metrics["epoch"], time.perf_counter() - start, False)

@@ -1,0 +1,184 @@
+"""The per-worker training loop that Ray Train runs on every worker (torch, DeepSpeed,
+peft; Ray only through ray.train's session API).
+
+Each worker loads the base model (under ZeRO-3 the HF DeepSpeed config is created first,
+so weights are partitioned as they load and no rank holds the whole model), optionally
+wraps it with LoRA, builds a torch AdamW and either `deepspeed.initialize`s it or wraps
+it in DDP. It reads its shard of the training Ray Dataset (`get_dataset_shard`), trains
+`epochs` epochs with gradient accumulation, computes the validation loss when there is a
+validation set, and at the end of every epoch saves a checkpoint and calls
+`ray.train.report` (all workers; it is a barrier). On start it resumes from
+`ray.train.get_checkpoint()` when Ray Train has one (an interrupted run of the same name).
+
+Checkpoint layout: `raysys_state.json` (epoch, step, this epoch's metrics and those of
+every epoch so far) plus either a DeepSpeed
+checkpoint (`ds/`, written by every rank: each writes its own shards) or, for DDP,
+`ddp/model.pt` and `ddp/optimizer.pt` (rank 0).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+STATE = "raysys_state.json"
+
+
+def _lr_lambda(cfg, total_steps: int):
+    warm = int(cfg.warmup_ratio * total_steps)
+
+    def f(step: int) -> float:
+        if step < warm:
+            return (step + 1) / warm
+        if cfg.lr_schedule == "constant":
+            return 1.0
+        return max(0.0, (total_steps - step) / max(1, total_steps - warm))
+
+    return f
+
+
+def lora_config(cfg, kind: str):
+    from peft import LoraConfig, TaskType
+
+    return LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=list(cfg.lora_targets),
+                      task_type=TaskType.SEQ_2_SEQ_LM if kind == "seq2seq" else TaskType.CAUSAL_LM)
+
+
+def build_model(model_path: str, kind: str, cfg, dtype, trust_remote_code: bool):
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    auto = AutoModelForSeq2SeqLM if kind == "seq2seq" else AutoModelForCausalLM
+    model = auto.from_pretrained(model_path, dtype=dtype, trust_remote_code=trust_remote_code)
+    if cfg.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        model.config.use_cache = False
+    if cfg.lora:
+        from peft import get_peft_model
+
+        model = get_peft_model(model, lora_config(cfg, kind))
+    return model
+
+
+def train_loop(config: dict[str, Any]) -> None:
+    import ray.train
+    import torch
+    from transformers import AutoTokenizer
+
+    from raysys.training.data import collate
+    from raysys.training.dsconfig import deepspeed_config
+
+    cfg, model_path, kind = config["cfg"], config["model"], config["kind"]
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    on_gpu = torch.cuda.is_available()
+    device = ray.train.torch.get_device()
+    torch.manual_seed(cfg.seed)
+    if config.get("torch_threads"):
+        torch.set_num_threads(config["torch_threads"])
+    tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=config["trust_remote_code"])
+    use_ds = cfg.backend == "deepspeed"
+    ds_config = deepspeed_config(cfg, on_gpu) if use_ds else None
+    dtype = torch.bfloat16 if (on_gpu and cfg.bf16) else torch.float32
+    if use_ds:
+        import deepspeed
+
+        if not on_gpu:
+            # DeepSpeed's CPU backend would JIT-compile a shared-memory allreduce op (about a
+            # minute of C++ build per fresh machine); gloo does the same job for CPU runs.
+            deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+        deepspeed.init_distributed(dist_backend="nccl" if on_gpu else "gloo")  # joins Ray Train's process group
+    hf_ds = None
+    if use_ds and cfg.zero_stage == 3:
+        from transformers.integrations import HfDeepSpeedConfig
+
+        hf_ds = HfDeepSpeedConfig(ds_config)  # noqa: F841  (must stay alive while the model loads)
+    model = build_model(model_path, kind, cfg, torch.float32 if use_ds else dtype, config["trust_remote_code"])
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    steps_per_epoch = max(1, config["rows_per_worker"] // cfg.micro_batch_size // cfg.accumulation)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, steps_per_epoch * cfg.epochs))
+    if use_ds:
+        engine, optimizer, _, scheduler = deepspeed.initialize(model=model, optimizer=optimizer,
+                                                               lr_scheduler=scheduler, config=ds_config)
+        module = engine
+    else:
+        model.to(device)
+        module = ray.train.torch.prepare_model(model) if world > 1 else model
+
+    start_epoch, step, history = 0, 0, []
+    ckpt = ray.train.get_checkpoint()
+    if ckpt:
+        with ckpt.as_directory() as d:
+            state = json.loads((Path(d) / STATE).read_text())
+            if use_ds:
+                engine.load_checkpoint(str(Path(d) / "ds"), tag="ckpt")
+            else:
+                target = module.module if hasattr(module, "module") else module
+                target.load_state_dict(torch.load(Path(d) / "ddp" / "model.pt", map_location=device))
+                optimizer.load_state_dict(torch.load(Path(d) / "ddp" / "optimizer.pt", map_location=device))
+                scheduler.load_state_dict(torch.load(Path(d) / "ddp" / "scheduler.pt"))
+        start_epoch, step, history = state["epoch"] + 1, state["step"], state["history"]
+
+    def batches(name: str):
+        shard = ray.train.get_dataset_shard(name)
+        for b in shard.iter_batches(batch_size=cfg.micro_batch_size, batch_format="numpy", drop_last=name == "train"):
+            t = collate(tokenizer, kind, list(b["prompt"]), list(b["target"]), cfg)
+            yield {k: torch.as_tensor(v, device=device) for k, v in t.items()}
+
+    for epoch in range(start_epoch, cfg.epochs):
+        module.train()
+        t0, losses, tokens, micro = time.perf_counter(), [], 0, 0
+        for batch in batches("train"):
+            out = module(**batch)
+            if use_ds:
+                engine.backward(out.loss)
+                engine.step()
+            else:
+                (out.loss / cfg.accumulation).backward()
+                micro += 1
+                if micro % cfg.accumulation == 0:
+                    torch.nn.utils.clip_grad_norm_(params, 1.0)
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+            losses.append(out.loss.item())
+            tokens += int(batch["attention_mask"].sum()) + (int((batch["labels"] != -100).sum()) if kind == "seq2seq"
+                                                            else 0)
+        step = engine.global_steps if use_ds else step + micro // cfg.accumulation
+        seconds = time.perf_counter() - t0
+        metrics = {"epoch": epoch, "step": step, "started_at_epoch": start_epoch,
+                   "train_loss": float(sum(losses) / max(len(losses), 1)),
+                   "first_loss": losses[0] if losses else math.nan, "last_loss": losses[-1] if losses else math.nan,
+                   "tokens_per_s_worker": tokens / max(seconds, 1e-9), "epoch_seconds": seconds}
+        if config["has_validation"]:
+            module.eval()
+            total, count = 0.0, 0
+            with torch.no_grad():
+                for batch in batches("validation"):
+                    n = int((batch["labels"] != -100).sum())
+                    total += module(**batch).loss.item() * n
+                    count += n
+            stats = torch.tensor([total, count], dtype=torch.float64)
+            if world > 1:
+                torch.distributed.all_reduce(stats)
+            metrics["val_loss"] = float(stats[0] / max(stats[1], 1))
+        history = history + [metrics]
+        with tempfile.TemporaryDirectory(prefix="raysys-ckpt-") as tmp:
+            if use_ds:
+                engine.save_checkpoint(os.path.join(tmp, "ds"), tag="ckpt")
+            elif rank == 0:
+                os.makedirs(os.path.join(tmp, "ddp"))
+                target = module.module if hasattr(module, "module") else module
+                torch.save(target.state_dict(), os.path.join(tmp, "ddp", "model.pt"))
+                torch.save(optimizer.state_dict(), os.path.join(tmp, "ddp", "optimizer.pt"))
+                torch.save(scheduler.state_dict(), os.path.join(tmp, "ddp", "scheduler.pt"))
+            if rank == 0:
+                Path(tmp, STATE).write_text(json.dumps({"epoch": epoch, "step": step, "metrics": metrics,
+                                                        "history": history}))
+            has_files = any(Path(tmp).iterdir())
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp) if has_files else None)

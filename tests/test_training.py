@@ -103,6 +103,13 @@ def test_training_lowers_the_loss_and_exports(pool, tiny_model_dir, ray_cluster,
     assert first["train_loss"] == pytest.approx(ref, rel=1e-4)
     facts = _check_export(tmp_path / "out", tiny_model_dir, path, tmp_path)
     assert facts["chosen_epoch"] == 1 and facts["config"]["backend"] == backend
+    if stage == 3 and lora:  # ZeRO-3 shards consolidated and LoRA merged: an ordinary model raysys can score
+        from raysys.config import ScoringConfig
+        from raysys.scoring.pipeline import score_pool
+
+        scored = score_pool(str(path), str(tmp_path / "out"), str(tmp_path / "scores.parquet"),
+                            ScoringConfig(instances=1, perturbations=2, max_new_tokens=4), actors=1, progress=False)
+        assert scored.n_tasks == len(tasks) and (tmp_path / "scores.parquet").exists()
     again = train_model(tasks, [t.task_id for t in tasks[:16]], str(tiny_model_dir), str(tmp_path / "out"), cfg)
     assert again.resumed  # the finished export is reused, nothing retrained
 
@@ -147,3 +154,68 @@ def test_killed_driver_then_rerun_resumes_from_the_checkpoint(pool, tiny_model_d
     assert [e["epoch"] for e in history] == [0, 1, 2]
     assert history[0]["started_at_epoch"] == 0 and history[-1]["started_at_epoch"] >= 1  # not trained from scratch
     assert "epoch 2: train loss" in r.stdout
+
+
+@pytest.mark.ray
+def test_lora_adapter_export_and_validation_choice(pool, tiny_model_dir, ray_cluster, tmp_path):
+    from peft import PeftModel
+
+    from raysys.training.trainer import train_model
+
+    _, tasks = pool
+    cfg = replace(CFG, backend="ddp", lora=True, lora_export="adapter", learning_rate=3e-3, epochs=3,
+                  best_by="validation")
+    run = train_model(tasks, [t.task_id for t in tasks[:16]], str(tiny_model_dir), str(tmp_path / "ad"), cfg,
+                      val_ids=[t.task_id for t in tasks[16:20]])
+    val = [e["val_loss"] for e in run.epochs]
+    assert len(val) == 3 and run.chosen_epoch == int(np.argmin(val))
+    assert (tmp_path / "ad" / "adapter_config.json").is_file()
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), tmp_path / "ad")
+    x = torch.tensor([[1, 40, 41, 42]])
+    assert not torch.allclose(base(x).logits, tuned(x).logits)
+
+
+def test_memory_plan_of_llama_7b_against_hand_computed_figures(tmp_path):
+    from transformers import LlamaConfig
+
+    from raysys.training.plan import GIB, count_parameters_from_config, memory_plan
+
+    LlamaConfig(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
+                vocab_size=32000).save_pretrained(tmp_path / "llama7b")
+    n, config = count_parameters_from_config(str(tmp_path / "llama7b"))
+    # embeddings + lm_head 2 x 32000 x 4096; per layer 4 x 4096^2 (attention) + 3 x 4096 x 11008 (MLP) + 2 x 4096
+    # (norms); the final norm 4096
+    assert n == 2 * 32000 * 4096 + 32 * (4 * 4096 ** 2 + 3 * 4096 * 11008 + 2 * 4096) + 4096 == 6_738_415_616
+    cfg = TrainConfig(zero_stage=3, workers=8, micro_batch_size=4, batch_size=128, max_source_tokens=384,
+                      max_target_tokens=128)
+    p = memory_plan(n, config, cfg, gpus=8, gpu_memory_gib=80)
+    assert p.weights_gib == pytest.approx(2 * n / 8 / GIB) and p.gradients_gib == pytest.approx(2 * n / 8 / GIB)
+    assert p.optimizer_gib == pytest.approx(12 * n / 8 / GIB)  # 12.55 GiB of states for 16 bytes x Psi / 8
+    assert p.weights_gib + p.gradients_gib + p.optimizer_gib == pytest.approx(12.55, abs=0.01)
+    acts = 34 * 512 * 4 * 4096 * 32 + 4 * 512 * 32000 * 6
+    assert p.activations_gib == pytest.approx(acts / GIB) and p.fits
+    z0 = memory_plan(n, config, replace(cfg, zero_stage=0), gpus=8, gpu_memory_gib=80)
+    assert z0.weights_gib + z0.gradients_gib + z0.optimizer_gib == pytest.approx(16 * n / GIB) and not z0.fits
+    z2 = memory_plan(n, config, replace(cfg, zero_stage=2, offload_optimizer=True), gpus=8, gpu_memory_gib=80)
+    assert z2.optimizer_gib == 0 and z2.cpu_offload_gib == pytest.approx(12 * n / 8 / GIB)
+    assert z2.weights_gib == pytest.approx(2 * n / GIB) and z2.gradients_gib == pytest.approx(2 * n / 8 / GIB)
+
+
+def test_train_plan_cli_refuses_what_cannot_fit(tmp_path):
+    from transformers import LlamaConfig
+
+    from conftest import run_cli
+
+    LlamaConfig(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
+                vocab_size=32000).save_pretrained(tmp_path / "llama7b")
+    ok = run_cli("train", "--model", tmp_path / "llama7b", "--plan", "--workers", "8", "--deepspeed-stage", "3",
+                 "--batch-size", "128", "--micro-batch-size", "4", "--max-source-tokens", "384")
+    assert ok.returncode == 0 and "fits" in ok.stdout and "DeepSpeed ZeRO-3" in ok.stdout
+    bad = run_cli("train", "--model", tmp_path / "llama7b", "--plan", "--workers", "1", "--backend", "ddp",
+                  "--batch-size", "128", "--micro-batch-size", "4")
+    assert bad.returncode == 2 and "does not fit" in bad.stderr and "Traceback" not in bad.stderr
+    lora = run_cli("train", "--model", tmp_path / "llama7b", "--plan", "--workers", "1", "--backend", "ddp",
+                   "--lora", "--batch-size", "128", "--micro-batch-size", "4", "--max-source-tokens", "384")
+    # r 8 x (4096 + 4096) per projection, q/k/v/o, 32 layers
+    assert lora.returncode == 0 and f"{8 * 8192 * 4 * 32:,} trained" in lora.stdout

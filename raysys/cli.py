@@ -218,6 +218,24 @@ def train(args: argparse.Namespace) -> int:
     return 0
 
 
+def evaluate(args: argparse.Namespace) -> int:
+    from raysys.config import EvalConfig, load_config
+    from raysys.evaluation.evaluate import evaluate_pool, render_metrics
+
+    cfg = load_config(EvalConfig, args.config, list(args.set) + _flag_values(args, EvalConfig))
+    ids = None
+    if args.tasks:
+        from raysys.selection import read_task_ids
+
+        ids = read_task_ids(args.tasks)
+    m = evaluate_pool(args.pool, args.model, args.out, cfg, task_ids=ids, actors=args.actors,
+                      gpus_per_actor=args.gpus_per_actor, details=args.details,
+                      trust_remote_code=args.trust_remote_code)
+    print(render_metrics(m))
+    print(f"wrote {args.out}")
+    return 0
+
+
 def model_init_tiny(args: argparse.Namespace) -> int:
     from raysys.config import TinyConfig, load_config
     from raysys.models import init_tiny
@@ -252,8 +270,8 @@ def demo(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
-    from raysys.config import (AlignConfig, ScoringConfig, SelectConfig, SynthConfig, TaskMapConfig, TinyConfig,
-                               TrainConfig)
+    from raysys.config import (AlignConfig, EvalConfig, ScoringConfig, SelectConfig, SynthConfig, TaskMapConfig,
+                               TinyConfig, TrainConfig)
 
     parser = argparse.ArgumentParser(
         prog="raysys", description="Choose the instruction-tuning tasks worth training on.")
@@ -349,6 +367,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
     _add_dataclass_flags(p, TrainConfig)
     p.set_defaults(func=train)
+
+    p = verbs.add_parser("eval", help="evaluate a model on held-out tasks (Rouge-L, exact match) on Ray")
+    p.add_argument("--pool", required=True, help="pool of the tasks to evaluate")
+    p.add_argument("--model", required=True, help="model folder")
+    p.add_argument("--out", required=True, help="metrics.json (written atomically)")
+    p.add_argument("--tasks", help="only these tasks: selected.json or a JSON list of ids")
+    p.add_argument("--details", help="also write every answer with its metrics to this .parquet")
+    p.add_argument("--actors", type=int, default=1, help="generation actors (one GPU each on GPU clusters)")
+    p.add_argument("--gpus-per-actor", type=float, help="default: 1 when the cluster has GPUs, else 0")
+    p.add_argument("--trust-remote-code", action="store_true", help="run code shipped with the model")
+    p.add_argument("--config", help="YAML file of EvalConfig fields")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    _add_dataclass_flags(p, EvalConfig)
+    p.set_defaults(func=evaluate)
 
     model = verbs.add_parser("model", help="build and check models")
     model_verbs = model.add_subparsers(dest="model_verb", required=True, metavar="VERB")

@@ -302,6 +302,33 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class EvalConfig:
+    """Evaluation on held-out tasks (raysys.evaluation): greedy answers, Rouge-L, exact match."""
+
+    instances: int = 100  # instances per task (all of them when fewer; NIV2's test split has 100)
+    max_new_tokens: int = 128
+    template: str = "tk"
+    demonstrations: int = 2
+    seed: int = 0
+    max_prompt_tokens: int = 0  # 0 = the model's limit minus max_new_tokens
+    generation_batch: int = 32
+    tasks_per_batch: int = 16
+
+    def __post_init__(self) -> None:
+        _check(self.instances >= 1 and self.max_new_tokens >= 1, "instances and max_new_tokens must be >= 1")
+        _check(self.template in TEMPLATES, f"template must be one of {TEMPLATES}")
+        _check(self.demonstrations >= 0 and self.max_prompt_tokens >= 0, "demonstrations, max_prompt_tokens >= 0")
+        _check(min(self.generation_batch, self.tasks_per_batch) >= 1, "batch sizes must be >= 1")
+
+    def scoring(self) -> "ScoringConfig":
+        """The ScoringConfig whose TaskScorer generates these answers (no perturbations)."""
+        return ScoringConfig(instances=self.instances, perturbations=0, max_new_tokens=self.max_new_tokens,
+                             template=self.template, demonstrations=self.demonstrations, seed=self.seed,
+                             max_prompt_tokens=self.max_prompt_tokens, generation_batch=self.generation_batch,
+                             tasks_per_batch=self.tasks_per_batch, entropy=False, ifd=False)
+
+
+@dataclass(frozen=True)
 class DemoConfig:
     """The README's demo: everything it runs, on an embedded default."""
 
@@ -332,7 +359,7 @@ T = TypeVar("T")
 # Which dataclass a shipped YAML file holds: jobs/configs/<kind>.yaml or <kind>_<name>.yaml.
 KINDS: dict[str, type] = {"demo": DemoConfig, "synth": SynthConfig, "tiny": TinyConfig, "score": ScoringConfig,
                           "select": SelectConfig, "align": AlignConfig, "taskmap": TaskMapConfig,
-                          "train": TrainConfig}
+                          "train": TrainConfig, "eval": EvalConfig}
 
 
 def kind_of(path: str | Path) -> type:

@@ -10,7 +10,8 @@ from conftest import run_cli
 from raysys.pools import load_pool
 
 VERBS = [[], ["pool"], ["pool", "inspect"], ["pool", "convert"], ["pool", "synth"], ["pool", "show"],
-         ["score"], ["select"], ["taskmap"], ["align"], ["model"], ["model", "init-tiny"], ["model", "info"], ["demo"]]
+         ["score"], ["select"], ["taskmap"], ["align"], ["train"], ["eval"], ["model"], ["model", "init-tiny"],
+         ["model", "info"], ["demo"]]
 
 
 @pytest.mark.parametrize("verb", VERBS, ids=lambda v: " ".join(v) or "raysys")

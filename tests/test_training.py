@@ -219,3 +219,28 @@ def test_train_plan_cli_refuses_what_cannot_fit(tmp_path):
                    "--lora", "--batch-size", "128", "--micro-batch-size", "4", "--max-source-tokens", "384")
     # r 8 x (4096 + 4096) per projection, q/k/v/o, 32 layers
     assert lora.returncode == 0 and f"{8 * 8192 * 4 * 32:,} trained" in lora.stdout
+
+
+@pytest.mark.parametrize("name, model, gpus, fits_in", [
+    # LLaMA-7B shape, ZeRO-3 over 16 GPUs: weights+grads+states 16 x 6.74e9 / 16 = 6.3 GiB, checkpointed activations
+    ("train_alpaca_llama7b.yaml", {"hidden_size": 4096, "intermediate_size": 11008, "num_hidden_layers": 32,
+                                   "num_attention_heads": 32, "vocab_size": 32000}, 16, 40),
+    # T5-v1.1-large shape (783M parameters), ZeRO-2 over 8 GPUs, micro batch 8 of 1,152 tokens
+    ("train_niv2_t5large.yaml", {"t5": True, "d_model": 1024, "d_ff": 2816, "num_layers": 24, "num_heads": 16,
+                                 "d_kv": 64, "vocab_size": 32128, "feed_forward_proj": "gated-gelu"}, 8, 40),
+])
+def test_shipped_gpu_configs_are_valid_plans(tmp_path, name, model, gpus, fits_in):
+    from transformers import LlamaConfig
+
+    from raysys.config import load_config
+    from raysys.training.plan import count_parameters_from_config, memory_plan
+
+    cfg = load_config(TrainConfig, Path(__file__).resolve().parents[1] / "jobs" / "configs" / name)
+    assert cfg.workers == gpus and cfg.accumulation >= 1
+    from transformers import T5Config
+
+    (T5Config(**{k: v for k, v in model.items() if k != "t5"}) if model.get("t5") else LlamaConfig(**model)) \
+        .save_pretrained(tmp_path / "m")
+    n, config = count_parameters_from_config(str(tmp_path / "m"))
+    plan = memory_plan(n, config, cfg, gpus=cfg.workers, gpu_memory_gib=fits_in)
+    assert plan.fits, plan

@@ -67,33 +67,36 @@ def run_id(cfg: ScoringConfig, model: str, pool: str, details: bool) -> str:
 
 
 class ScoreBatch:
-    """Ray Data UDF: loads the model once per actor, scores a pyarrow batch of tasks,
-    writes the batch's rows as part files, returns (task_id, prompt_uncertainty)."""
+    """Ray Data UDF: builds its worker once per actor (by default the TaskScorer, which
+    loads the model), processes a pyarrow batch of tasks, writes the batch's rows as part
+    files, and returns the batch's task ids. `make` = "module:Class" of a worker with
+    `process(tasks, details) -> (rows, detail_rows)` (the evaluator uses the same pool)."""
 
-    def __init__(self, model: str, cfg: ScoringConfig, parts_dir: str, details: bool, trust_remote_code: bool,
-                 torch_threads: int = 0):
+    def __init__(self, model: str, cfg: Any, parts_dir: str, details: bool, trust_remote_code: bool,
+                 torch_threads: int = 0, make: str = "raysys.scoring.scorer:TaskScorer",
+                 detail_schema: pa.Schema | None = None):
+        import importlib
+
         import torch
-
-        from raysys.scoring.scorer import TaskScorer
 
         if torch_threads:  # CPU actors share the machine's cores instead of each taking all
             torch.set_num_threads(torch_threads)
-
-        self.scorer = TaskScorer(model, cfg, trust_remote_code=trust_remote_code)
+        module, _, name = make.partition(":")
+        self.worker = getattr(importlib.import_module(module), name)(model, cfg, trust_remote_code=trust_remote_code)
         self.parts_dir, self.details = Path(parts_dir), details
+        self.detail_schema = detail_schema or _detail_schema()
 
     def __call__(self, batch: pa.Table) -> dict[str, Any]:
         from raysys.schema import from_row
 
         tasks = [from_row(r) for r in batch.to_pylist()]
-        rows, detail_rows = self.scorer.score(tasks, details=self.details)
+        rows, detail_rows = self.worker.process(tasks, details=self.details)
         name = uuid.uuid4().hex
         if self.details:  # details first: a scores part is the commit record of its batch
             write_parquet(self.parts_dir / f"details-{name}.parquet",
-                          pa.Table.from_pylist(detail_rows, schema=_detail_schema()))
+                          pa.Table.from_pylist(detail_rows, schema=self.detail_schema))
         write_parquet(self.parts_dir / f"scores-{name}.parquet", pa.Table.from_pylist(rows))
-        return {"task_id": [r["task_id"] for r in rows],
-                "prompt_uncertainty": [r["prompt_uncertainty"] for r in rows]}
+        return {"task_id": [r["task_id"] for r in rows]}
 
 
 def _detail_schema() -> pa.Schema:
@@ -169,6 +172,67 @@ def _actor_resources(actors: int, gpus_per_actor: float) -> tuple[dict[str, floa
     return {"num_cpus": per_actor}, max(1, int(cpus // actors))
 
 
+@dataclass(frozen=True)
+class Mapped:
+    order: list[str]  # the pool's task ids, in pool order
+    n_tasks: int
+    n_resumed: int
+    n_now: int
+
+
+def map_pool(pool: str, parts_dir: Path, model: str, cfg: Any, *, actors: int = 1,
+             gpus_per_actor: float | None = None, details: bool = False, trust_remote_code: bool = False,
+             num_cpus: int | None = None, progress: bool = True, make: str = "raysys.scoring.scorer:TaskScorer",
+             detail_schema: pa.Schema | None = None, verb: str = "scoring") -> Mapped:
+    """Run `make`'s worker over every task of `pool` not yet in `parts_dir` on an actor
+    pool (the one Ray Data map_batches of raysys); each batch lands as part files there.
+    `cfg` needs `tasks_per_batch`."""
+    import ray
+    import ray.data
+    from ray.data import ActorPoolStrategy
+
+    parts_dir.mkdir(parents=True, exist_ok=True)
+    pool_path, n_tasks = _pool_parquet(pool, parts_dir)
+    done = done_task_ids(parts_dir)
+    order = pq.read_table(pool_path, columns=["task_id"]).column("task_id").to_pylist()
+    n_resumed = len(set(order) & done)
+    remaining = n_tasks - n_resumed
+    if progress:
+        print(f"{verb} {remaining} of {n_tasks} tasks ({n_tasks - remaining} already done) with {actors} actor(s)",
+              file=sys.stderr)
+    now = 0
+    if remaining:
+        ray_init(num_cpus)
+        if gpus_per_actor is None:
+            gpus_per_actor = 1.0 if ray.cluster_resources().get("GPU", 0) else 0.0
+        resources, torch_threads = _actor_resources(actors, gpus_per_actor)
+        ds = ray.data.read_parquet(pool_path, num_cpus=0.25)
+        if done:
+            done_arr = pa.array(sorted(done))
+            ds = ds.map_batches(lambda t: t.filter(pc.invert(pc.is_in(t["task_id"], value_set=done_arr))),
+                                batch_format="pyarrow", num_cpus=0.25)
+        # blocks of one actor batch each, so that every actor gets work even from a single-file pool
+        ds = ds.repartition(target_num_rows_per_block=cfg.tasks_per_batch)
+        mapped = ds.map_batches(
+            ScoreBatch,
+            fn_constructor_kwargs={"model": model, "cfg": cfg, "parts_dir": str(parts_dir), "details": details,
+                                   "trust_remote_code": trust_remote_code, "torch_threads": torch_threads,
+                                   "make": make, "detail_schema": detail_schema},
+            compute=ActorPoolStrategy(size=actors),
+            batch_size=cfg.tasks_per_batch,
+            batch_format="pyarrow",
+            **resources,
+        )
+        bar = _Progress(n_tasks, n_resumed) if progress else None
+        for batch in mapped.iter_batches(batch_size=None, batch_format="pyarrow"):
+            now += batch.num_rows
+            if bar:
+                bar.update(now)
+        if bar:
+            bar.close()
+    return Mapped(order, n_tasks, n_resumed, now)
+
+
 def score_pool(
     pool: str,
     model: str,
@@ -183,55 +247,15 @@ def score_pool(
     progress: bool = True,
 ) -> ScoreRun:
     """Score every task of `pool` with `model` into `out` (Parquet); see the module docstring."""
-    import ray
-    import ray.data
-    from ray.data import ActorPoolStrategy
-
     start = time.perf_counter()
     check_model_path(model)  # fail here, not inside every actor
     detect_format(pool)  # a missing or unreadable pool fails before anything is created
     run = run_id(cfg, model, pool, details is not None)
-    parts_root = Path(f"{out}.parts")
-    parts_dir = parts_root / run
-    parts_dir.mkdir(parents=True, exist_ok=True)
-    pool_path, n_tasks = _pool_parquet(pool, parts_dir)
-    done = done_task_ids(parts_dir)
-    order = pq.read_table(pool_path, columns=["task_id"]).column("task_id").to_pylist()
-    n_resumed = len(set(order) & done)
-    remaining = n_tasks - n_resumed
-    if progress:
-        print(f"scoring {remaining} of {n_tasks} tasks ({n_tasks - remaining} already done) with {actors} actor(s)",
-              file=sys.stderr)
-    scored_now = 0
-    if remaining:
-        ray_init(num_cpus)
-        if gpus_per_actor is None:
-            gpus_per_actor = 1.0 if ray.cluster_resources().get("GPU", 0) else 0.0
-        resources, torch_threads = _actor_resources(actors, gpus_per_actor)
-        ds = ray.data.read_parquet(pool_path, num_cpus=0.25)
-        if done:
-            done_arr = pa.array(sorted(done))
-            ds = ds.map_batches(lambda t: t.filter(pc.invert(pc.is_in(t["task_id"], value_set=done_arr))),
-                                batch_format="pyarrow", num_cpus=0.25)
-        # blocks of one actor batch each, so that every actor gets work even from a single-file pool
-        ds = ds.repartition(target_num_rows_per_block=cfg.tasks_per_batch)
-        scored = ds.map_batches(
-            ScoreBatch,
-            fn_constructor_kwargs={"model": model, "cfg": cfg, "parts_dir": str(parts_dir),
-                                   "details": details is not None, "trust_remote_code": trust_remote_code,
-                                   "torch_threads": torch_threads},
-            compute=ActorPoolStrategy(size=actors),
-            batch_size=cfg.tasks_per_batch,
-            batch_format="pyarrow",
-            **resources,
-        )
-        bar = _Progress(n_tasks, n_resumed) if progress else None
-        for batch in scored.iter_batches(batch_size=None, batch_format="pyarrow"):
-            scored_now += batch.num_rows
-            if bar:
-                bar.update(scored_now)
-        if bar:
-            bar.close()
+    parts_dir = Path(f"{out}.parts") / run
+    mapped = map_pool(pool, parts_dir, model, cfg, actors=actors, gpus_per_actor=gpus_per_actor,
+                      details=details is not None, trust_remote_code=trust_remote_code, num_cpus=num_cpus,
+                      progress=progress)
+    order, n_tasks, n_resumed, scored_now = mapped.order, mapped.n_tasks, mapped.n_resumed, mapped.n_now
     _merge(parts_dir, order, out, details, cfg, model, run)
     return ScoreRun(out=out, n_tasks=n_tasks, n_scored_now=scored_now, n_resumed=n_resumed,
                     seconds=time.perf_counter() - start, details=details)

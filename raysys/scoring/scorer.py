@@ -125,6 +125,10 @@ class TaskScorer:
         return answers
 
     # ------------------------------------------------------------ scoring
+    def process(self, tasks: Sequence[Task], details: bool = False):
+        """The pipeline's worker interface (raysys.scoring.pipeline.ScoreBatch)."""
+        return self.score(tasks, details)
+
     def score(self, tasks: Sequence[Task], details: bool = False) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """One score row per task (SCORE_COLUMNS) and, if asked, one detail row per scored
         prompt (DETAIL_COLUMNS)."""

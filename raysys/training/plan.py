@@ -98,6 +98,8 @@ def memory_plan(parameters: int, config: Any, cfg: TrainConfig, gpus: int, gpu_m
         weights = 0.0
     h = config.hidden_size if hasattr(config, "hidden_size") else config.d_model
     layers = getattr(config, "num_hidden_layers", None) or config.num_layers
+    if getattr(config, "is_encoder_decoder", False):  # encoder and decoder stacks
+        layers += getattr(config, "num_decoder_layers", None) or layers
     s = cfg.max_source_tokens + cfg.max_target_tokens
     b = cfg.micro_batch_size
     per_layer = 34 * s * b * h

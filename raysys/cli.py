@@ -236,6 +236,25 @@ def evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def compare(args: argparse.Namespace) -> int:
+    from raysys.config import EvalConfig, load_config
+    from raysys.evaluation.pairwise import compare_models
+
+    cfg = load_config(EvalConfig, args.config, list(args.set) + _flag_values(args, EvalConfig))
+    ids = None
+    if args.tasks:
+        from raysys.selection import read_task_ids
+
+        ids = read_task_ids(args.tasks)
+    r = compare_models(args.pool, args.model_a, args.model_b, args.judge, args.out, cfg, task_ids=ids,
+                       judge_max_new_tokens=args.judge_max_new_tokens, actors=args.actors,
+                       trust_remote_code=args.trust_remote_code)
+    print(f"A vs B over {r['pairs']} answer pairs, each judged in both orders: {r['win']} wins, {r['lose']} losses, "
+          f"{r['tie']} ties, {r['invalid']} invalid judge replies; net wins {r['net_wins']:+d}")
+    print(f"wrote {args.out}")
+    return 0
+
+
 def model_init_tiny(args: argparse.Namespace) -> int:
     from raysys.config import TinyConfig, load_config
     from raysys.models import init_tiny
@@ -381,6 +400,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
     _add_dataclass_flags(p, EvalConfig)
     p.set_defaults(func=evaluate)
+
+    p = verbs.add_parser("compare", help="pairwise comparison of two models' answers by a judge model")
+    p.add_argument("--pool", required=True, help="pool of the tasks to answer")
+    p.add_argument("--model-a", required=True, help="model folder A")
+    p.add_argument("--model-b", required=True, help="model folder B")
+    p.add_argument("--judge", required=True, help="judge model folder (loaded through raysys)")
+    p.add_argument("--out", required=True, help="pairwise.json (written atomically)")
+    p.add_argument("--tasks", help="only these tasks: selected.json or a JSON list of ids")
+    p.add_argument("--judge-max-new-tokens", type=int, default=32, help="judge reply length (default: 32)")
+    p.add_argument("--actors", type=int, default=1, help="generation actors")
+    p.add_argument("--trust-remote-code", action="store_true", help="run code shipped with the models")
+    p.add_argument("--config", help="YAML file of EvalConfig fields (how A and B answer)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    _add_dataclass_flags(p, EvalConfig)
+    p.set_defaults(func=compare)
 
     model = verbs.add_parser("model", help="build and check models")
     model_verbs = model.add_subparsers(dest="model_verb", required=True, metavar="VERB")

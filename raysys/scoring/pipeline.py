@@ -297,3 +297,47 @@ def _merge(parts_dir: Path, order: list[str], out: str, details: str | None,
         merged = pa.concat_tables(parts) if parts else pa.Table.from_pylist([], schema=_detail_schema())
         with atomic_path(details) as tmp:
             pq.write_table(merged, tmp)
+
+
+class GenerateBatch:
+    """Ray Data UDF: greedy answers of one model to a batch of prompt rows (`prompt`)."""
+
+    def __init__(self, model: str, cfg: Any, trust_remote_code: bool, torch_threads: int = 0):
+        import torch
+
+        from raysys.scoring.scorer import TaskScorer
+
+        if torch_threads:
+            torch.set_num_threads(torch_threads)
+        self.scorer = TaskScorer(model, cfg, trust_remote_code=trust_remote_code)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        answers = self.scorer.generate(batch.column("prompt").to_pylist())
+        return batch.append_column("answer", pa.array(answers, type=pa.string()))
+
+
+def generate_rows(rows: list[dict[str, Any]], model: str, cfg: Any, *, actors: int = 1,
+                  gpus_per_actor: float | None = None, trust_remote_code: bool = False,
+                  num_cpus: int | None = None) -> list[dict[str, Any]]:
+    """Each row (with a `prompt`) plus the model's greedy `answer`, generated on an actor
+    pool (cfg: a ScoringConfig: max_new_tokens, generation_batch, tasks_per_batch rows per
+    actor call); the result keeps the rows' order."""
+    import ray
+    import ray.data
+    from ray.data import ActorPoolStrategy
+
+    if not rows:
+        return []
+    ray_init(num_cpus)
+    if gpus_per_actor is None:
+        gpus_per_actor = 1.0 if ray.cluster_resources().get("GPU", 0) else 0.0
+    resources, torch_threads = _actor_resources(actors, gpus_per_actor)
+    indexed = [{**r, "_row": i} for i, r in enumerate(rows)]
+    ds = ray.data.from_items(indexed).repartition(target_num_rows_per_block=cfg.tasks_per_batch)
+    out = ds.map_batches(GenerateBatch, fn_constructor_kwargs={"model": model, "cfg": cfg,
+                                                               "trust_remote_code": trust_remote_code,
+                                                               "torch_threads": torch_threads},
+                         compute=ActorPoolStrategy(size=actors), batch_size=cfg.tasks_per_batch,
+                         batch_format="pyarrow", **resources)
+    result = sorted(out.take_all(), key=lambda r: r["_row"])
+    return [{k: v for k, v in r.items() if k != "_row"} for r in result]

@@ -218,16 +218,19 @@ def train(args: argparse.Namespace) -> int:
     return 0
 
 
-def evaluate(args: argparse.Namespace) -> int:
+def _eval_inputs(args: argparse.Namespace):
+    """The EvalConfig of the command line and its task ids (None: every task of the pool)."""
     from raysys.config import EvalConfig, load_config
-    from raysys.evaluation.evaluate import evaluate_pool, render_metrics
+    from raysys.selection import read_task_ids
 
     cfg = load_config(EvalConfig, args.config, list(args.set) + _flag_values(args, EvalConfig))
-    ids = None
-    if args.tasks:
-        from raysys.selection import read_task_ids
+    return cfg, (read_task_ids(args.tasks) if args.tasks else None)
 
-        ids = read_task_ids(args.tasks)
+
+def evaluate(args: argparse.Namespace) -> int:
+    from raysys.evaluation.evaluate import evaluate_pool, render_metrics
+
+    cfg, ids = _eval_inputs(args)
     m = evaluate_pool(args.pool, args.model, args.out, cfg, task_ids=ids, actors=args.actors,
                       gpus_per_actor=args.gpus_per_actor, details=args.details,
                       trust_remote_code=args.trust_remote_code)
@@ -237,15 +240,9 @@ def evaluate(args: argparse.Namespace) -> int:
 
 
 def compare(args: argparse.Namespace) -> int:
-    from raysys.config import EvalConfig, load_config
     from raysys.evaluation.pairwise import compare_models
 
-    cfg = load_config(EvalConfig, args.config, list(args.set) + _flag_values(args, EvalConfig))
-    ids = None
-    if args.tasks:
-        from raysys.selection import read_task_ids
-
-        ids = read_task_ids(args.tasks)
+    cfg, ids = _eval_inputs(args)
     r = compare_models(args.pool, args.model_a, args.model_b, args.judge, args.out, cfg, task_ids=ids,
                        judge_max_new_tokens=args.judge_max_new_tokens, actors=args.actors,
                        trust_remote_code=args.trust_remote_code)

@@ -55,6 +55,17 @@ def publish_dir(tmp: str | os.PathLike) -> None:
     os.chmod(tmp, 0o777 & ~_umask())
 
 
+def read_json(path: str | os.PathLike) -> Any:
+    """A JSON file's value; a missing or undecodable file is InvalidFile naming it."""
+    p = Path(path)
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InvalidFile(p, "no such file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise InvalidFile(p, f"not valid JSON ({e})") from None
+
+
 def write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")

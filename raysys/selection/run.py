@@ -131,15 +131,10 @@ def run_taskmap(scores: str, out: str, cfg: TaskMapConfig = TaskMapConfig(), tab
 
 def _group_labels(path: str, ids: list[str]) -> np.ndarray:
     """Group of each task id from a JSON {group: [task ids]}; tasks in no group are 'other'."""
-    import json
+    from raysys.io import read_json
 
     p = Path(path)
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InvalidFile(p, "no such file") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InvalidFile(p, f"not valid JSON ({e})") from None
+    data = read_json(p)
     if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):
         raise InvalidFile(p, 'expected {"group name": ["task id", ...], ...}')
     group_of: dict[str, str] = {}

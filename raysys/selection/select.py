@@ -8,7 +8,6 @@ training set and is excluded from later rounds.
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ import numpy as np
 
 from raysys.config import SelectConfig, to_dict
 from raysys.errors import InvalidFile, RaysysError
-from raysys.io import write_json
+from raysys.io import read_json, write_json
 from raysys.selection.candidates import Candidates
 from raysys.selection.rank import interleave
 from raysys.selection.strategies import STRATEGIES
@@ -94,12 +93,7 @@ def write_selection(sel: Selection, path: str | Path) -> None:
 def read_task_ids(path: str | Path) -> list[str]:
     """Task ids of a selected.json (its `task_ids`) or of a JSON list of ids."""
     p = Path(path)
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InvalidFile(p, "no such file") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InvalidFile(p, f"not valid JSON ({e})") from None
+    data = read_json(p)
     ids = data.get("task_ids") if isinstance(data, dict) else data
     if not isinstance(ids, list):
         raise InvalidFile(p, "expected a selected.json (with task_ids) or a JSON list of task ids")

@@ -346,10 +346,16 @@ class DemoConfig:
     strategies: tuple[str, ...] = ("prompt-uncertainty", "random")  # selections made from the scores
     select_budget: int = 100  # tasks each strategy selects
     taskmap: TaskMapConfig = field(default_factory=TaskMapConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        epochs=2, batch_size=16, micro_batch_size=8, workers=2, instances_per_task=4, demonstrations=0,
+        max_source_tokens=512, max_target_tokens=64, learning_rate=1e-3, backend="deepspeed", zero_stage=2))
+    evaluation: EvalConfig = field(default_factory=lambda: EvalConfig(
+        instances=2, max_new_tokens=24, demonstrations=0, tasks_per_batch=16))
+    heldout_tasks: int = 50  # unseen-rule tasks evaluated before and after fine-tuning (0 = skip training)
 
     def __post_init__(self) -> None:
         _check(self.work_dir != "", "work_dir must not be empty")
-        _check(self.select_budget >= 1, "select_budget must be >= 1")
+        _check(self.select_budget >= 1 and self.heldout_tasks >= 0, "select_budget >= 1, heldout_tasks >= 0")
         _check(self.show_prompts >= 0 and self.show_tasks >= 0, "show_prompts and show_tasks must be >= 0")
         _check(self.actors >= 1, "actors must be >= 1")
 

@@ -104,15 +104,22 @@ def test_model_init_tiny_and_info(tmp_path):
 @pytest.mark.ray
 def test_demo_runs_and_reuses_its_work(tmp_path):
     args = ["demo", f"work_dir={tmp_path / 'demo'}", "synth.rules=20", "synth.unseen_rules=4", "tiny.layers=1",
-            "scoring.max_new_tokens=4", "show_tasks=3", "select_budget=5"]
+            "scoring.max_new_tokens=4", "show_tasks=3", "select_budget=5", "heldout_tasks=3", "train.epochs=1",
+            "evaluation.max_new_tokens=4"]
     r = run_cli(*args)
     assert r.returncode == 0, r.stderr
     assert "synthetic pool written" in r.stdout and "num_tasks                24" in r.stdout
     assert "built the tiny model" in r.stdout and r.stdout.count("Now complete the following example") == 2
     assert "scored 24 tasks" in r.stdout and "most prompt-uncertain:" in r.stdout
+    heldout = json.loads((tmp_path / "demo" / "heldout.json").read_text())
+    assert heldout == ["unseen-000000", "unseen-000001", "unseen-000002"]
     for name in ("prompt-uncertainty", "random"):
         sel = json.loads((tmp_path / "demo" / f"selected-{name}.json").read_text())
-        assert sel["strategy"] == name and len(sel["task_ids"]) == 5
+        assert sel["strategy"] == name and len(sel["task_ids"]) == 5 and not set(heldout) & set(sel["task_ids"])
+    assert "epoch 0: train loss" in r.stdout and "held-out exact match" in r.stdout
+    trained = json.loads((tmp_path / "demo" / "tuned" / "raysys_train.json").read_text())
+    assert trained["tasks"] == json.loads((tmp_path / "demo" / "selected-prompt-uncertainty.json").read_text())[
+        "task_ids"]
     assert "Task Map: Ambiguous 8, Easy 8, Difficult 8" in r.stdout
     assert (tmp_path / "demo" / "taskmap.png").stat().st_size > 10_000
     r = run_cli(*args)

@@ -86,14 +86,16 @@ FIRST_EPOCH_LOSS: dict[bool, float] = {}  # lora -> the DDP run's first-epoch me
 
 
 @pytest.mark.ray
-@pytest.mark.parametrize("backend, stage, lora", [
-    ("ddp", 0, False), ("ddp", 0, True), ("deepspeed", 2, False), ("deepspeed", 2, True),
-    ("deepspeed", 3, False), ("deepspeed", 3, True)])
-def test_training_lowers_the_loss_and_exports(pool, tiny_model_dir, ray_cluster, tmp_path, backend, stage, lora):
+@pytest.mark.parametrize("backend, stage, lora, offload", [
+    ("ddp", 0, False, False), ("ddp", 0, True, False), ("deepspeed", 2, False, False), ("deepspeed", 2, True, False),
+    ("deepspeed", 3, False, False), ("deepspeed", 3, True, False), ("deepspeed", 3, False, True)])
+def test_training_lowers_the_loss_and_exports(pool, tiny_model_dir, ray_cluster, tmp_path, backend, stage, lora,
+                                              offload):
     from raysys.training.trainer import train_model
 
     path, tasks = pool
-    cfg = replace(CFG, backend=backend, zero_stage=stage, lora=lora, learning_rate=3e-3 if lora else 1e-3)
+    cfg = replace(CFG, backend=backend, zero_stage=stage, lora=lora, learning_rate=3e-3 if lora else 1e-3,
+                  offload_optimizer=offload, offload_params=offload)
     run = train_model(tasks, [t.task_id for t in tasks[:16]], str(tiny_model_dir), str(tmp_path / "out"), cfg)
     first, last = run.epochs[0], run.epochs[-1]
     assert run.examples == 64 and [e["epoch"] for e in run.epochs] == [0, 1]

@@ -78,6 +78,17 @@ def _cube_root_axis(ax, values: np.ndarray) -> None:
         ax.set_xticks(ticks, [f"{t:.2g}" for t in ticks])
 
 
+def _finish(fig, ax, uncertainty: np.ndarray, title: str, legend: str, path: str | Path) -> None:
+    """The Task Map axes (cube-root uncertainty, probability), title, grid and legend; then save."""
+    _cube_root_axis(ax, uncertainty)
+    ax.set_xlabel("prompt uncertainty (cube-root scale)")
+    ax.set_ylabel("prediction probability")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(title=legend, loc="best")
+    _save(fig, path)
+
+
 def _save(fig, path: str | Path) -> None:
     import matplotlib.pyplot as plt
 
@@ -102,13 +113,7 @@ def plot_taskmap(uncertainty: np.ndarray, probability: np.ndarray, category: np.
         m = category == name
         ax.scatter(uncertainty[m], probability[m], s=14, alpha=0.75, color=COLOURS[name],
                    label=f"{name} ({int(m.sum())})", edgecolors="none")
-    _cube_root_axis(ax, uncertainty)
-    ax.set_xlabel("prompt uncertainty (cube-root scale)")
-    ax.set_ylabel("prediction probability")
-    ax.set_title(f"{title}: {len(category)} tasks")
-    ax.grid(alpha=0.3)
-    ax.legend(title="category", loc="best")
-    _save(fig, path)
+    _finish(fig, ax, uncertainty, f"{title}: {len(category)} tasks", "category", path)
 
 
 def shift_summary(before_u: np.ndarray, after_u: np.ndarray, groups: np.ndarray) -> list[dict]:
@@ -140,13 +145,7 @@ def plot_shift(before: tuple[np.ndarray, np.ndarray], after: tuple[np.ndarray, n
         for x0, y0, x1, y1 in zip(before[0][m], before[1][m], after[0][m], after[1][m]):
             ax.annotate("", xy=(x1, y1), xytext=(x0, y0),
                         arrowprops={"arrowstyle": "->", "color": colour, "alpha": 0.5, "lw": 0.8})
-    _cube_root_axis(ax, np.concatenate([before[0], after[0]]))
-    ax.set_xlabel("prompt uncertainty (cube-root scale)")
-    ax.set_ylabel("prediction probability")
-    ax.set_title(f"{title}: faint = before, solid = after")
-    ax.grid(alpha=0.3)
-    ax.legend(title="group", loc="best")
-    _save(fig, path)
+    _finish(fig, ax, np.concatenate([before[0], after[0]]), f"{title}: faint = before, solid = after", "group", path)
 
 
 def align_scores(before: Mapping[str, np.ndarray | list], after: Mapping[str, np.ndarray | list]) -> np.ndarray:

@@ -82,12 +82,14 @@ def _check_export(out: Path, base: Path, pool_path: Path, tmp_path: Path):
     return json.loads((out / "raysys_train.json").read_text())
 
 
-FIRST_EPOCH_LOSS: dict[bool, float] = {}  # lora -> the DDP run's first-epoch mean loss
+FIRST_EPOCH_LOSS: dict[bool, float] = {}  # lora -> the first run's first-epoch mean loss (all must agree)
 
 
 @pytest.mark.ray
 @pytest.mark.parametrize("backend, stage, lora, offload", [
-    ("ddp", 0, False, False), ("ddp", 0, True, False), ("deepspeed", 2, False, False), ("deepspeed", 2, True, False),
+    # DDP + LoRA also runs in test_lora_adapter_export_and_validation_choice: kept out of the default run
+    ("ddp", 0, False, False), pytest.param("ddp", 0, True, False, marks=pytest.mark.slow),
+    ("deepspeed", 2, False, False), ("deepspeed", 2, True, False),
     ("deepspeed", 3, False, False), ("deepspeed", 3, True, False), ("deepspeed", 3, False, True)])
 def test_training_lowers_the_loss_and_exports(pool, tiny_model_dir, ray_cluster, tmp_path, backend, stage, lora,
                                               offload):

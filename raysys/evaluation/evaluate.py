@@ -22,7 +22,7 @@ import pyarrow.parquet as pq
 from raysys.config import EvalConfig, to_dict
 from raysys.errors import RaysysError
 from raysys.evaluation.metrics import aggregate, exact_match, rouge_l
-from raysys.io import write_json
+from raysys.io import atomic_path, write_json
 from raysys.models import check_model_path
 from raysys.prompts import format_prompt
 from raysys.schema import Task
@@ -119,16 +119,13 @@ def evaluate_pool(pool: str, model: str, out: str, cfg: EvalConfig = EvalConfig(
                "config": to_dict(cfg), "seconds": round(time.perf_counter() - start, 1)}
     write_json(out, metrics)
     if details:
-        keep = {t: None for t in rank}
         parts = [pq.read_table(p) for p in sorted(parts_dir.glob("details-*.parquet"))]
         table = pa.concat_tables(parts) if parts else DETAIL_SCHEMA.empty_table()
         seen: set[tuple[str, str]] = set()
         mask = []
         for tid, iid in zip(table.column("task_id").to_pylist(), table.column("instance_id").to_pylist()):
-            mask.append(tid in keep and (tid, iid) not in seen)
+            mask.append(tid in rank and (tid, iid) not in seen)
             seen.add((tid, iid))
-        from raysys.io import atomic_path
-
         with atomic_path(details) as tmp:
             pq.write_table(table.filter(pa.array(mask, type=pa.bool_())), tmp)
     return metrics

@@ -283,6 +283,26 @@ def demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def loop(args: argparse.Namespace) -> int:
+    from raysys.config import LoopConfig, load_config
+    from raysys.loop.driver import run_loop, saved_config
+    from raysys.loop.results import render
+
+    if args.resume:
+        if not args.work_dir:
+            raise RaysysError("--resume needs --work-dir (the folder of the loop to continue)")
+        if args.config or args.overrides:
+            raise RaysysError("--resume continues with the settings saved in the work dir; give no config or overrides")
+        cfg = saved_config(args.work_dir)
+    else:
+        cfg = load_config(LoopConfig, args.config, args.overrides + ([f"work_dir={args.work_dir}"] if args.work_dir
+                                                                      else []))
+    out = run_loop(cfg)
+    print(render(out["summary"]))
+    print("\n".join(f"{k}: {out[k]}" for k in ("table", "csv", "curves", "uncertainty", "taskmap") if k in out))
+    return 0
+
+
 # ---------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
@@ -424,6 +444,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path")
     p.add_argument("--trust-remote-code", action="store_true", help="run code shipped with the model (off by default)")
     p.set_defaults(func=model_info)
+
+    p = verbs.add_parser("loop", help="the active loop on Ray Tune: strategies x seeds, rounds of score/select/train/eval")
+    p.add_argument("--config", help="YAML file of LoopConfig fields (e.g. jobs/configs/loop_niv2.yaml)")
+    p.add_argument("--work-dir", help="the loop's folder (shared storage on a cluster); default: the config's")
+    p.add_argument("--resume", action="store_true", help="continue the loop in --work-dir with its saved settings")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. seeds=[0,1,2] train.epochs=3")
+    p.set_defaults(func=loop)
 
     p = verbs.add_parser("demo", help="run the demo on the embedded default config")
     p.add_argument("--config", help="YAML file of DemoConfig fields (default: embedded)")

@@ -1,4 +1,5 @@
-"""Frozen, validated configuration dataclasses, one per stage, and their YAML loader.
+"""Frozen, validated configuration dataclasses, one per stage (the YAML and override
+machinery that builds them is raysys.configio, re-exported here).
 
 A config file is YAML whose top-level keys are the fields of a stage's dataclass
 (nested dataclasses are nested mappings). `key=value` overrides on the command line use
@@ -8,17 +9,10 @@ Configs are never mutated; `dataclasses.replace` makes a changed copy.
 """
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, TypeVar
 
-import yaml
-
+from raysys.configio import apply_overrides, config_hash, from_mapping, load_config, to_dict  # noqa: F401
 from raysys.errors import ConfigError
 
 FAMILIES = ("unrestricted", "repeated", "periodic", "mirror")
@@ -328,44 +322,90 @@ class EvalConfig:
                              tasks_per_batch=self.tasks_per_batch, entropy=False, ifd=False)
 
 
-@dataclass(frozen=True)
-class DemoConfig:
-    """The README's demo: everything it runs, on an embedded default."""
+TRAIN_FROM = ("base", "previous")
 
-    work_dir: str = "raysys-demo"
+
+@dataclass(frozen=True)
+class LoopConfig:
+    """The active loop: one Ray Tune trial per (strategy, seed); each round scores the
+    remaining pool with the current model, selects, trains, and evaluates. The defaults
+    are the README demo's (a synthetic pool and the built-in tiny model); the method's
+    settings are in jobs/configs/loop_niv2.yaml and loop_alpaca.yaml."""
+
+    work_dir: str = "raysys-loop"  # shared storage: models, scores, selections, Tune state, results
+    pool: str = ""  # the task pool (any format raysys reads); "" = a synthetic pool built from `synth`
     synth: SynthConfig = field(
         default_factory=lambda: SynthConfig(rules=2000, examples_per_rule=4, unseen_rules=200, seed=0))
-    prompt: PromptConfig = field(default_factory=lambda: PromptConfig(template="tk", demonstrations=2))
-    model: ModelConfig = field(default_factory=ModelConfig)  # path "" = build the tiny model
+    pool_splits: tuple[str, ...] = ()  # only the pool's tasks of these splits are trainable; () = all
+    test_pool: str = ""  # held-out test tasks' pool; "" = the pool itself
+    test_splits: tuple[str, ...] = ("test", "unseen")  # test tasks: those of the test pool in these splits; () = all
+    test_tasks: int = 40  # at most this many test tasks (the first ones); 0 = all
+    model: ModelConfig = field(default_factory=ModelConfig)  # path "" = the built-in tiny model
     tiny: TinyConfig = field(default_factory=TinyConfig)
+    strategies: tuple[str, ...] = ("prompt-uncertainty", "random")  # one trial per strategy x seed
+    seeds: tuple[int, ...] = (0, 1)  # each seed draws its own initial and validation tasks
+    schedule: tuple[int, ...] = (40, 80, 120)  # training tasks after each round; round 0 is random
+    validation_tasks: int = 20  # drawn per seed from the pool, never selected
+    candidates: int = 200  # score a random sample of this many remaining tasks per round; 0 = all of them
+    train_from: str = "base"  # base: train the base model on all tasks so far; previous: continue on the new ones
+    score_selected: bool = True  # also score what score-free strategies (random) select, for the results
+    targets: str = ""  # target instructions for the similarity strategy (a pool or a .txt)
+    select: SelectConfig = field(default_factory=SelectConfig)  # strategy, budget, seed are set per round
     scoring: ScoringConfig = field(default_factory=lambda: ScoringConfig(
-        instances=2, perturbations=4, max_new_tokens=24, tasks_per_batch=32))
-    actors: int = 2  # scorer actors on the local Ray cluster
-    show_prompts: int = 2
-    show_tasks: int = 5  # most and least prompt-uncertain tasks printed
-    strategies: tuple[str, ...] = ("prompt-uncertainty", "random")  # selections made from the scores
-    select_budget: int = 100  # tasks each strategy selects
-    taskmap: TaskMapConfig = field(default_factory=TaskMapConfig)
+        instances=1, perturbations=4, max_new_tokens=20, demonstrations=0, tasks_per_batch=64, entropy=False,
+        ifd=False))
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        epochs=2, batch_size=16, micro_batch_size=8, workers=2, instances_per_task=4, demonstrations=0,
+        epochs=2, batch_size=16, micro_batch_size=8, workers=2, instances_per_task=2, demonstrations=0,
         max_source_tokens=512, max_target_tokens=64, learning_rate=1e-3, backend="deepspeed", zero_stage=2))
     evaluation: EvalConfig = field(default_factory=lambda: EvalConfig(
-        instances=2, max_new_tokens=24, demonstrations=0, tasks_per_batch=16))
-    heldout_tasks: int = 50  # unseen-rule tasks evaluated before and after fine-tuning (0 = skip training)
+        instances=2, max_new_tokens=20, demonstrations=0, tasks_per_batch=32))
+    actors: int = 0  # scorer / evaluator actors per trial (one GPU each); 0 = in the trial's process (small pools)
+    max_concurrent_trials: int = 0  # 0 = as many as the cluster can host (GPUs, else CPUs)
+    max_failures: int = 0  # times Tune restarts a failed trial from its last finished round
+
+    def __post_init__(self) -> None:
+        from raysys.selection.strategies import STRATEGIES
+
+        _check(self.work_dir != "", "work_dir must not be empty")
+        _check(len(self.strategies) >= 1 and len(set(self.strategies)) == len(self.strategies),
+               "strategies must be a non-empty list without repeats")
+        unknown = [s for s in self.strategies if s not in STRATEGIES]
+        _check(not unknown, f"unknown strategies {unknown}; one of {', '.join(STRATEGIES)}")
+        _check(len(self.seeds) >= 1 and len(set(self.seeds)) == len(self.seeds),
+               "seeds must be a non-empty list without repeats")
+        _check(len(self.schedule) >= 1 and self.schedule[0] >= 1
+               and all(b > a for a, b in zip(self.schedule, self.schedule[1:])),
+               f"schedule must be increasing training-set sizes >= 1, got {list(self.schedule)}")
+        _check(self.validation_tasks >= 0 and self.test_tasks >= 0 and self.candidates >= 0,
+               "validation_tasks, test_tasks and candidates must be >= 0")
+        _check(self.train_from in TRAIN_FROM, f"train_from must be one of {TRAIN_FROM}")
+        _check(self.actors >= 0 and self.max_concurrent_trials >= 0 and self.max_failures >= -1,
+               "actors >= 0, max_concurrent_trials >= 0, max_failures >= -1")
+        _check("similarity" not in self.strategies or self.targets != "",
+               "the similarity strategy needs targets (a pool or a .txt of instructions)")
+
+    @property
+    def rounds(self) -> int:
+        return len(self.schedule)
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """The README's demo: a pool summary and prompts, then the active loop on its defaults."""
+
+    work_dir: str = "raysys-demo"
+    show_prompts: int = 2
+    loop: LoopConfig = field(default_factory=LoopConfig)  # its work_dir is the demo's
 
     def __post_init__(self) -> None:
         _check(self.work_dir != "", "work_dir must not be empty")
-        _check(self.select_budget >= 1 and self.heldout_tasks >= 0, "select_budget >= 1, heldout_tasks >= 0")
-        _check(self.show_prompts >= 0 and self.show_tasks >= 0, "show_prompts and show_tasks must be >= 0")
-        _check(self.actors >= 1, "actors must be >= 1")
+        _check(self.show_prompts >= 0, "show_prompts must be >= 0")
 
-
-T = TypeVar("T")
 
 # Which dataclass a shipped YAML file holds: jobs/configs/<kind>.yaml or <kind>_<name>.yaml.
 KINDS: dict[str, type] = {"demo": DemoConfig, "synth": SynthConfig, "tiny": TinyConfig, "score": ScoringConfig,
                           "select": SelectConfig, "align": AlignConfig, "taskmap": TaskMapConfig,
-                          "train": TrainConfig, "eval": EvalConfig}
+                          "train": TrainConfig, "eval": EvalConfig, "loop": LoopConfig}
 
 
 def kind_of(path: str | Path) -> type:
@@ -376,105 +416,3 @@ def kind_of(path: str | Path) -> type:
     return KINDS[kind]
 
 
-def from_mapping(cls: type[T], data: Mapping[str, Any], where: str = "config") -> T:
-    """Build the dataclass `cls` from a mapping, checking keys and types."""
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; valid keys: {sorted(names)}")
-    kwargs = {}
-    for f in dataclasses.fields(cls):
-        if f.name not in data:
-            continue
-        value = data[f.name]
-        if dataclasses.is_dataclass(hints[f.name]) and isinstance(value, Mapping):
-            # A partial section overlays this field's own default, not the bare class's.
-            base = f.default_factory() if f.default_factory is not dataclasses.MISSING else None
-            if base is not None:
-                value = _deep_merge(to_dict(base), value)
-        kwargs[f.name] = _coerce(hints[f.name], value, f"{where}.{f.name}")
-    try:
-        return cls(**kwargs)
-    except ConfigError as e:
-        raise ConfigError(f"{where}: {e}") from None
-
-
-def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _deep_merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def _coerce(hint: Any, value: Any, where: str) -> Any:
-    if dataclasses.is_dataclass(hint):
-        return from_mapping(hint, value, where)
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(inner[0], value, where)
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
-        elem = args[0]
-        return tuple(_coerce(elem, v, where) for v in value)
-    if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if hint in (int, float, str, bool):
-        if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
-            raise ConfigError(f"{where}: expected {hint.__name__}, got {value!r}")
-        return value
-    return value
-
-
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """A copy of `data` with each 'dotted.key=value' applied (value parsed as YAML)."""
-    out = json.loads(json.dumps(data))
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"override {item!r} is not key=value")
-        try:
-            value = yaml.safe_load(raw) if raw != "" else ""
-        except yaml.YAMLError as e:
-            raise ConfigError(f"override {item!r}: value is not valid YAML ({e})") from None
-        node = out
-        parts = key.split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {item!r}: {p!r} is not a section")
-        node[parts[-1]] = value
-    return out
-
-
-def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
-    """`cls` from a YAML file (or its defaults when path is None) plus overrides."""
-    data: dict[str, Any] = {}
-    where = "defaults"
-    if path is not None:
-        where = str(path)
-        try:
-            data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: no such config file") from None
-        except (yaml.YAMLError, UnicodeDecodeError) as e:
-            raise ConfigError(f"{path}: not valid YAML ({e})") from None
-    data = apply_overrides(data, overrides or [])
-    return from_mapping(cls, data, where)
-
-
-def to_dict(cfg: Any) -> dict[str, Any]:
-    """Plain dict of a config (tuples as lists), ready for YAML or JSON."""
-    return json.loads(json.dumps(dataclasses.asdict(cfg)))
-
-
-def config_hash(cfg: Any) -> str:
-    """A short stable hash of a config's values (used to decide whether to resume)."""
-    blob = json.dumps(to_dict(cfg), sort_keys=True).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]

@@ -38,11 +38,11 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return init_tiny(tmp_path_factory.mktemp("models") / "tiny")
 
 
-def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """`raysys ARGS` as a real subprocess (exit code, stdout, stderr)."""
     return subprocess.run(
         [sys.executable, "-m", "raysys.cli", *map(str, args)],
-        capture_output=True, text=True, cwd=cwd, timeout=300,
+        capture_output=True, text=True, cwd=cwd, timeout=timeout,
     )
 
 

@@ -26,19 +26,22 @@ def test_demo_yaml_equals_the_embedded_default():
 
 
 def test_overrides_nested_and_typed():
-    cfg = load_config(DemoConfig, None, ["synth.rules=10", "synth.families=[repeated:2, mirror:1]", "synth.skew=1"])
-    assert cfg.synth.rules == 10 and cfg.synth.families == ("repeated:2", "mirror:1") and cfg.synth.skew == 1.0
-    assert cfg.synth.unseen_rules == DemoConfig().synth.unseen_rules  # a partial section keeps its defaults
+    cfg = load_config(DemoConfig, None, ["loop.synth.rules=10", "loop.synth.families=[repeated:2, mirror:1]",
+                                         "loop.synth.skew=1"])
+    synth = cfg.loop.synth
+    assert synth.rules == 10 and synth.families == ("repeated:2", "mirror:1") and synth.skew == 1.0
+    assert synth.unseen_rules == DemoConfig().loop.synth.unseen_rules  # a partial section keeps its defaults
+    assert cfg.loop.train == DemoConfig().loop.train
     with pytest.raises(Exception):
-        cfg.synth.rules = 3  # frozen
+        synth.rules = 3  # frozen
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["synth.rulez=3"], "unknown key"),
-    (["synth.rules=many"], "expected int"),
-    (["synth.x_len=3"], "expected a list"),
+    (["loop.synth.rulez=3"], "unknown key"),
+    (["loop.synth.rules=many"], "expected int"),
+    (["loop.synth.x_len=3"], "expected a list"),
     (["nokey"], "not key=value"),
-    (["synth.skew=-2"], "skew"),
+    (["loop.synth.skew=-2"], "skew"),
 ])
 def test_bad_overrides(overrides, message):
     with pytest.raises(ConfigError, match=message):

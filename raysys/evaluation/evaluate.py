@@ -85,8 +85,9 @@ def _subset_pool(pool: str, task_ids: Sequence[str], run_dir: Path) -> str:
 def evaluate_pool(pool: str, model: str, out: str, cfg: EvalConfig = EvalConfig(), *,
                   task_ids: Sequence[str] | None = None, actors: int = 1, gpus_per_actor: float | None = None,
                   details: str | None = None, trust_remote_code: bool = False, num_cpus: int | None = None,
-                  progress: bool = True) -> dict[str, Any]:
-    """metrics.json for `model` on `pool` (or its `task_ids`); resumable like scoring."""
+                  progress: bool = True, cpus: float | None = None) -> dict[str, Any]:
+    """metrics.json for `model` on `pool` (or its `task_ids`); resumable like scoring;
+    `cpus`: this call's share of the cluster's CPUs (default: all)."""
     from raysys.pools import detect_format
     from raysys.scoring.pipeline import map_pool, pool_fingerprint
 
@@ -102,7 +103,7 @@ def evaluate_pool(pool: str, model: str, out: str, cfg: EvalConfig = EvalConfig(
     mapped = map_pool(source, parts_dir, model, cfg, actors=actors, gpus_per_actor=gpus_per_actor,
                       details=details is not None, trust_remote_code=trust_remote_code, num_cpus=num_cpus,
                       progress=progress, make="raysys.evaluation.evaluate:Evaluator", detail_schema=DETAIL_SCHEMA,
-                      verb="evaluating")
+                      verb="evaluating", cpus=cpus)
     rank = {t: i for i, t in enumerate(mapped.order)}
     per_task: dict[str, dict] = {}
     for part in sorted(parts_dir.glob("scores-*.parquet")):

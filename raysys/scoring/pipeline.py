@@ -150,13 +150,14 @@ class _Progress:
             print(file=sys.stderr)
 
 
-def _actor_resources(actors: int, gpus_per_actor: float) -> tuple[dict[str, float], int]:
+def _actor_resources(actors: int, gpus_per_actor: float, cpus: float | None = None) -> tuple[dict[str, float], int]:
     """Ray resources per scorer actor and torch threads per actor; fails fast when the
-    cluster cannot host the actors (instead of hanging on a resource request)."""
+    cluster (or `cpus`, this call's share of it) cannot host the actors (instead of
+    hanging on a resource request)."""
     import ray
 
     have = ray.cluster_resources()
-    cpus = have.get("CPU", 0)
+    cpus = have.get("CPU", 0) if cpus is None else cpus
     if gpus_per_actor:
         need = actors * gpus_per_actor
         if have.get("GPU", 0) < need:
@@ -183,10 +184,10 @@ class Mapped:
 def map_pool(pool: str, parts_dir: Path, model: str, cfg: Any, *, actors: int = 1,
              gpus_per_actor: float | None = None, details: bool = False, trust_remote_code: bool = False,
              num_cpus: int | None = None, progress: bool = True, make: str = "raysys.scoring.scorer:TaskScorer",
-             detail_schema: pa.Schema | None = None, verb: str = "scoring") -> Mapped:
+             detail_schema: pa.Schema | None = None, verb: str = "scoring", cpus: float | None = None) -> Mapped:
     """Run `make`'s worker over every task of `pool` not yet in `parts_dir` on an actor
     pool (the one Ray Data map_batches of raysys); each batch lands as part files there.
-    `cfg` needs `tasks_per_batch`."""
+    `cfg` needs `tasks_per_batch`; `cpus` is this call's share of the cluster (default: all)."""
     import ray
     import ray.data
     from ray.data import ActorPoolStrategy
@@ -205,7 +206,7 @@ def map_pool(pool: str, parts_dir: Path, model: str, cfg: Any, *, actors: int = 
         ray_init(num_cpus)
         if gpus_per_actor is None:
             gpus_per_actor = 1.0 if ray.cluster_resources().get("GPU", 0) else 0.0
-        resources, torch_threads = _actor_resources(actors, gpus_per_actor)
+        resources, torch_threads = _actor_resources(actors, gpus_per_actor, cpus)
         ds = ray.data.read_parquet(pool_path, num_cpus=0.25)
         if done:
             done_arr = pa.array(sorted(done))
@@ -245,6 +246,7 @@ def score_pool(
     trust_remote_code: bool = False,
     num_cpus: int | None = None,
     progress: bool = True,
+    cpus: float | None = None,
 ) -> ScoreRun:
     """Score every task of `pool` with `model` into `out` (Parquet); see the module docstring."""
     start = time.perf_counter()
@@ -254,7 +256,7 @@ def score_pool(
     parts_dir = Path(f"{out}.parts") / run
     mapped = map_pool(pool, parts_dir, model, cfg, actors=actors, gpus_per_actor=gpus_per_actor,
                       details=details is not None, trust_remote_code=trust_remote_code, num_cpus=num_cpus,
-                      progress=progress)
+                      progress=progress, cpus=cpus)
     order, n_tasks, n_resumed, scored_now = mapped.order, mapped.n_tasks, mapped.n_resumed, mapped.n_now
     _merge(parts_dir, order, out, details, cfg, model, run)
     return ScoreRun(out=out, n_tasks=n_tasks, n_scored_now=scored_now, n_resumed=n_resumed,

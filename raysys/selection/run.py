@@ -92,7 +92,7 @@ def render_selection(sel: Selection, show: int = 10) -> str:
 
 
 def run_taskmap(scores: str, out: str, cfg: TaskMapConfig = TaskMapConfig(), table: str | None = None,
-                before: str | None = None, groups: str | None = None) -> dict:
+                before: str | None = None, groups: str | None = None, title: str | None = None) -> dict:
     """Write the Task Map PNG (and the counts CSV); with `before`, also the shift view
     (OUT stem + .shift.png / .shift.csv). Returns what was written and the tables."""
     from raysys.taskmap import (align_scores, categorize, counts_table, plot_shift, plot_taskmap, shift_summary,
@@ -102,7 +102,7 @@ def run_taskmap(scores: str, out: str, cfg: TaskMapConfig = TaskMapConfig(), tab
     u = np.asarray(cols["prompt_uncertainty"], dtype=np.float64)
     p = np.asarray(cols["prediction_probability"], dtype=np.float64)
     category = categorize(u, p, cfg)
-    plot_taskmap(u, p, category, out, title=f"Task Map of {Path(scores).name}")
+    plot_taskmap(u, p, category, out, title=title or f"Task Map of {Path(scores).name}")
     counts = counts_table(u, p, category)
     result: dict = {"map": out, "counts": counts}
     if table:

@@ -61,8 +61,9 @@ def run_name(model: str, cfg: TrainConfig, task_ids: Sequence[str], val_ids: Seq
     return "train-" + h.hexdigest()[:16]
 
 
-def _scaling(cfg: TrainConfig, use_gpu: bool):
-    """ScalingConfig after checking that the cluster can host the workers (fail fast)."""
+def _scaling(cfg: TrainConfig, use_gpu: bool, cpus: float | None = None):
+    """ScalingConfig after checking that the cluster (or `cpus`, this run's share of it)
+    can host the workers (fail fast)."""
     import ray
     from ray.train import ScalingConfig
 
@@ -72,7 +73,7 @@ def _scaling(cfg: TrainConfig, use_gpu: bool):
             raise RaysysError(f"{cfg.workers} training worker(s) need {cfg.workers} GPUs; the cluster has "
                               f"{have.get('GPU', 0):g}")
         return ScalingConfig(num_workers=cfg.workers, use_gpu=True), 0
-    cpus = have.get("CPU", 0)
+    cpus = have.get("CPU", 0) if cpus is None else cpus
     per = min(1.0, (cpus - 1) / cfg.workers)  # one CPU stays free for Ray Data's tasks
     if per < 0.25:
         raise RaysysError(f"{cfg.workers} training worker(s) need at least {cfg.workers * 0.25 + 1:g} CPUs; "
@@ -83,7 +84,8 @@ def _scaling(cfg: TrainConfig, use_gpu: bool):
 
 def train_model(tasks: Sequence[Task], task_ids: Sequence[str], model: str, out: str, cfg: TrainConfig = TrainConfig(),
                 *, val_ids: Sequence[str] = (), storage: str | None = None, gpu_memory_gib: float | None = None,
-                trust_remote_code: bool = False, num_cpus: int | None = None, progress: bool = True) -> TrainRun:
+                trust_remote_code: bool = False, num_cpus: int | None = None, progress: bool = True,
+                cpus: float | None = None) -> TrainRun:
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig
     from ray.train.torch import TorchTrainer
@@ -113,7 +115,7 @@ def train_model(tasks: Sequence[Task], task_ids: Sequence[str], model: str, out:
     if use_gpu:
         n_params, config = count_parameters_from_config(model, trust_remote_code)
         check_plan(memory_plan(n_params, config, cfg, cfg.workers, gpu_memory_gib or 80.0, bf16=cfg.bf16), cfg)
-    scaling, threads = _scaling(cfg, use_gpu)
+    scaling, threads = _scaling(cfg, use_gpu, cpus)
     datasets = {"train": ray.data.from_items(rows)}
     if val_rows:
         datasets["validation"] = ray.data.from_items(val_rows)
@@ -151,6 +153,9 @@ def train_model(tasks: Sequence[Task], task_ids: Sequence[str], model: str, out:
              "chosen_epoch": metrics["epoch"], "chosen_by": cfg.best_by}
     export_cfg = dataclasses.replace(cfg, gradient_checkpointing=False)
     with chosen.as_directory() as d:
-        remote = ray.remote(num_cpus=min(1.0, ray.cluster_resources().get("CPU", 1)))(export_model)
-        ray.get(remote.remote(d, model, kind, export_cfg, out, facts, trust_remote_code))
+        if sum(1 for n in ray.nodes() if n["Alive"]) == 1:  # one machine: a task would only add a process start
+            export_model(d, model, kind, export_cfg, out, facts, trust_remote_code)
+        else:  # a cluster: on a node with a free CPU; "DEFAULT": outside any placement group this runs in
+            remote = ray.remote(num_cpus=1, scheduling_strategy="DEFAULT")(export_model)
+            ray.get(remote.remote(d, model, kind, export_cfg, out, facts, trust_remote_code))
     return TrainRun(out, name, len(rows), history, metrics["epoch"], time.perf_counter() - start, False)

@@ -1,0 +1,184 @@
+"""The active loop's rounds, with its collaborators injected (no Ray here: the Tune
+plumbing is in driver.py, the real collaborators in stages.py, fakes in the tests).
+
+Round 0 (`base_round`, once per seed, shared by all strategies of the seed) trains the
+base model on the seed's random initial tasks and evaluates it. Every later round of a
+trial (`run_trial`) scores the remaining pool with the current model (strategies that
+rank by scores), selects the schedule's next tasks, trains (the base model on all tasks
+so far, or the previous model on the new ones), evaluates on the validation and test
+tasks, and hands the round's record and the loop state to `report` (the Tune driver
+checkpoints it there). A trial restored from a state continues after its last round.
+
+Folders (under the loop's work_dir): seed-<s>/round-0/ and <strategy>/seed-<s>/round-<r>/,
+each with the round's model, scores, selection and evaluations, then record.json and
+loop_state.json (the mark of a finished round).
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Protocol, Sequence
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from raysys.config import LoopConfig
+from raysys.io import write_json
+from raysys.loop.plan import SeedSets, Universe, remaining, selection_seed
+from raysys.selection.strategies import NEEDS_SCORES
+
+RECORD = "record.json"
+STATE = "loop_state.json"
+SIGNALS = ("prompt_uncertainty", "prediction_probability")
+
+
+class Stages(Protocol):
+    """What the loop needs done; paths in, paths and numbers out."""
+
+    def score(self, model: str, task_ids: Sequence[str], out_dir: Path) -> str:
+        """Scores Parquet (task_id, prompt_uncertainty, prediction_probability, ...) of task_ids."""
+
+    def select(self, strategy: str, budget: int, seed: int, task_ids: Sequence[str], scores: str | None,
+               out_dir: Path) -> list[str]:
+        """`budget` of `task_ids` chosen by `strategy`, in selection order."""
+
+    def train(self, model: str, task_ids: Sequence[str], val_ids: Sequence[str], out_dir: Path) -> tuple[str, dict]:
+        """(trained model folder, {"train_loss": ..., "val_loss": ...})."""
+
+    def evaluate(self, model: str, splits: dict[str, Sequence[str]], out_dir: Path) -> dict[str, dict]:
+        """Per split ('validation', 'test'): flat metrics of `model` on the split's task ids."""
+
+
+@dataclass(frozen=True)
+class LoopState:
+    """Where a trial stands: what its Tune checkpoint holds."""
+
+    strategy: str
+    seed: int
+    round: int  # the last finished round
+    trained: tuple[str, ...]  # every task trained on so far, in the order added
+    model: str  # the last round's model
+    history: tuple[dict[str, Any], ...] = field(default_factory=tuple)  # one record per finished round
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "trained": list(self.trained), "history": list(self.history)}
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "LoopState":
+        return cls(d["strategy"], int(d["seed"]), int(d["round"]), tuple(d["trained"]), d["model"],
+                   tuple(d["history"]))
+
+
+def seed_dir(work: Path, seed: int) -> Path:
+    return work / f"seed-{seed}" / "round-0"
+
+
+def round_dir(work: Path, strategy: str, seed: int, round_: int) -> Path:
+    return work / strategy / f"seed-{seed}" / f"round-{round_}"
+
+
+def _evaluate_both(stages: Stages, model: str, sets: SeedSets, universe: Universe, out: Path) -> dict[str, Any]:
+    splits = {k: v for k, v in (("validation", sets.validation), ("test", universe.test_ids)) if v}
+    if not splits:
+        return {}
+    got = stages.evaluate(model, splits, out)
+    prefix = {"validation": "val", "test": "test"}
+    return {f"{prefix[s]}_{k}": v for s in splits for k, v in got[s].items()}
+
+
+def base_round(cfg: LoopConfig, base_model: str, sets: SeedSets, universe: Universe, stages: Stages,
+               work: Path, say: Callable[[str], None] = print) -> dict[str, Any]:
+    """Round 0 of a seed (done once, reused by every strategy): its record, from record.json
+    when a previous run finished it."""
+    out = seed_dir(work, sets.seed)
+    done = out / RECORD
+    if done.is_file():
+        return json.loads(done.read_text(encoding="utf-8"))
+    t0 = time.perf_counter()
+    say(f"[seed {sets.seed}] round 0: training on {len(sets.initial)} random tasks")
+    model, train_metrics = stages.train(base_model, sets.initial, sets.validation, out)
+    record = {"seed": sets.seed, "round": 0, "n_tasks": len(sets.initial), "n_new": len(sets.initial),
+              "model": model, "selected": list(sets.initial), **train_metrics,
+              **_evaluate_both(stages, model, sets, universe, out),
+              **{f"selected_{s}": None for s in SIGNALS}, "seconds": round(time.perf_counter() - t0, 2)}
+    write_json(done, record)
+    return record
+
+
+def start_state(strategy: str, base: dict[str, Any]) -> LoopState:
+    """A trial's state after its seed's round 0."""
+    record = {"strategy": strategy, **base}
+    return LoopState(strategy, base["seed"], 0, tuple(base["selected"]), base["model"], (record,))
+
+
+def _mean_signals(scores: str | None, picked: Sequence[str]) -> dict[str, float | None]:
+    if scores is None or not picked:
+        return {f"selected_{s}": None for s in SIGNALS}
+    table = pq.read_table(scores, columns=["task_id", *SIGNALS]).to_pydict()
+    want = set(picked)
+    rows = [i for i, t in enumerate(table["task_id"]) if t in want]
+    out = {}
+    for s in SIGNALS:
+        vals = np.array([table[s][i] for i in rows], dtype=np.float64)
+        vals = vals[np.isfinite(vals)]
+        out[f"selected_{s}"] = float(vals.mean()) if len(vals) else None
+    return out
+
+
+def run_round(cfg: LoopConfig, state: LoopState, base_model: str, sets: SeedSets, universe: Universe,
+              stages: Stages, work: Path, say: Callable[[str], None] = print) -> LoopState:
+    """One round after round 0: score, select, train, evaluate; the state after it."""
+    r = state.round + 1
+    t0 = time.perf_counter()
+    out = round_dir(work, state.strategy, state.seed, r)
+    tag = f"[{state.strategy} seed {state.seed}] round {r}"
+    budget = cfg.schedule[r] - cfg.schedule[r - 1]
+    pool = remaining(universe, sets, state.trained, cfg, r)
+    scores = None
+    if state.strategy in NEEDS_SCORES:
+        say(f"{tag}: scoring {len(pool)} remaining tasks")
+        scores = stages.score(state.model, pool, out / "scores")
+    say(f"{tag}: selecting {budget} tasks with {state.strategy}")
+    picked = stages.select(state.strategy, budget, selection_seed(state.seed, r), pool, scores, out)
+    if scores is None and cfg.score_selected:
+        scores = stages.score(state.model, picked, out / "scores-selected")
+    trained = state.trained + tuple(picked)
+    if cfg.train_from == "base":
+        say(f"{tag}: training the base model on {len(trained)} tasks")
+        model, train_metrics = stages.train(base_model, trained, sets.validation, out)
+    else:
+        say(f"{tag}: training the previous model on {len(picked)} new tasks")
+        model, train_metrics = stages.train(state.model, picked, sets.validation, out)
+    record = {"strategy": state.strategy, "seed": state.seed, "round": r, "n_tasks": len(trained),
+              "n_new": len(picked), "model": model, "selected": list(picked), "candidates": len(pool),
+              **train_metrics, **_evaluate_both(stages, model, sets, universe, out),
+              **_mean_signals(scores, picked), "seconds": round(time.perf_counter() - t0, 2)}
+    new = replace(state, round=r, trained=trained, model=model, history=state.history + (record,))
+    write_json(out / RECORD, record)
+    write_json(out / STATE, new.to_json())  # the round is finished once this exists
+    return new
+
+
+def latest_state(work: Path, strategy: str, seed: int, rounds: int) -> LoopState | None:
+    """The state saved by the trial's last finished round, if any (a round that finished
+    just before a crash counts even when Tune's experiment snapshot predates it)."""
+    for r in range(rounds - 1, 0, -1):
+        path = round_dir(work, strategy, seed, r) / STATE
+        if path.is_file():
+            return LoopState.from_json(json.loads(path.read_text(encoding="utf-8")))
+    return None
+
+
+def run_trial(cfg: LoopConfig, state: LoopState, base_model: str, sets: SeedSets, universe: Universe,
+              stages: Stages, work: Path, report: Callable[[dict[str, Any], LoopState], None],
+              fresh: bool, say: Callable[[str], None] = print) -> LoopState:
+    """The trial's rounds after `state.round`; `fresh`: the trial starts now (its round-0
+    record is reported first, so that every trial's curve starts at its seed's base)."""
+    if fresh:
+        report(state.history[-1], state)
+    while state.round + 1 < cfg.rounds:
+        state = run_round(cfg, state, base_model, sets, universe, stages, work, say)
+        report(state.history[-1], state)
+    return state

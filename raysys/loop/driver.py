@@ -1,0 +1,187 @@
+"""The active loop on Ray Tune (Ray plumbing; the rounds are in core.py).
+
+`run_loop` prepares the work dir (the pool and test pool as canonical Parquet, the
+built-in tiny model when no model is given, the config in loop.json), checks that the
+cluster can host the trials before launching anything, runs round 0 once per seed (the
+shared base), then one Tune trial per (strategy, seed) that reports every round with a
+checkpoint of its loop state, and finally writes the results table and plots.
+
+Resume: the experiment lives in <work_dir>/tune. Rerunning with the same config (or
+`raysys loop --resume --work-dir DIR`, which reads DIR/loop.json) restores it with
+Tuner.restore: finished trials stay finished, the others continue after their last
+reported round, and a round that was under way reuses its finished parts.
+"""
+from __future__ import annotations
+
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from raysys.config import LoopConfig, from_mapping, to_dict
+from raysys.errors import RaysysError
+from raysys.io import read_json, write_json
+from raysys.loop.core import (RECORD, STATE, LoopState, Stages, base_round, latest_state, run_trial, seed_dir,
+                              start_state)
+from raysys.loop.plan import TrialPlan, Universe, draw_sets, plan_trials
+
+CONFIG = "loop.json"
+
+
+@dataclass(frozen=True)
+class Prepared:
+    work: Path
+    pool: str  # canonical Parquet
+    test_pool: str
+    model: str
+    universe: Universe
+
+
+def saved_config(work_dir: str) -> LoopConfig:
+    path = Path(work_dir) / CONFIG
+    if not path.is_file():
+        raise RaysysError(f"no loop to resume in {work_dir} ({CONFIG} not found)")
+    return from_mapping(LoopConfig, read_json(path), str(path))
+
+
+def _check_same(cfg: LoopConfig, path: Path) -> None:
+    old, new = read_json(path), to_dict(cfg)
+    differ = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    if differ:
+        raise RaysysError(f"{path.parent} holds a loop with other settings ({', '.join(differ)} differ); "
+                          f"use another work_dir, or `raysys loop --resume --work-dir {path.parent}` to continue it")
+
+
+def prepare(cfg: LoopConfig, say: Callable[[str], None] = print) -> Prepared:
+    from raysys.models import init_tiny
+    from raysys.pools import load_pool, write_parquet_tasks
+    from raysys.synth import write_synthetic_pool
+
+    work = Path(cfg.work_dir).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    if (work / CONFIG).is_file():
+        _check_same(cfg, work / CONFIG)
+    write_json(work / CONFIG, to_dict(cfg))
+    pool = work / "pool.parquet"
+    if not cfg.pool:
+        if write_synthetic_pool(cfg.synth, pool):
+            say(f"synthetic pool written to {pool}")
+    elif not pool.is_file():
+        write_parquet_tasks(list(load_pool(cfg.pool).tasks), pool)
+    tasks = load_pool(pool).tasks
+    test_pool, test_tasks = pool, tasks
+    if cfg.test_pool:
+        test_pool = work / "test.parquet"
+        if not test_pool.is_file():
+            write_parquet_tasks(list(load_pool(cfg.test_pool).tasks), test_pool)
+        test_tasks = load_pool(test_pool).tasks
+    test_ids = [t.task_id for t in test_tasks if not cfg.test_splits or t.metadata.get("split") in cfg.test_splits]
+    pool_ids = [t.task_id for t in tasks if not cfg.pool_splits or t.metadata.get("split") in cfg.pool_splits]
+    if cfg.test_pool and not test_ids:
+        raise RaysysError(f"{cfg.test_pool}: no task in the splits {list(cfg.test_splits)}; set test_splits=[] to "
+                          f"test on all of its {len(test_tasks)} tasks")
+    if not test_ids:
+        say(f"no test tasks (no task of the pool is in the splits {list(cfg.test_splits)}): the loop evaluates "
+            "on the validation tasks only")
+    if cfg.test_tasks:
+        test_ids = test_ids[: cfg.test_tasks]
+    model = cfg.model.path or str(work / "tiny-model")
+    if not cfg.model.path and not (Path(model) / "config.json").is_file():
+        init_tiny(model, cfg.tiny)
+        say(f"built-in tiny model written to {model}")
+    universe = Universe(tuple(pool_ids), tuple(test_ids))
+    return Prepared(work, str(pool), str(test_pool), model, universe)
+
+
+def _limit_ray_data(plan: TrialPlan) -> None:
+    """Keep Ray Data inside this trial's share of the cluster."""
+    from ray.data import DataContext, ExecutionResources
+
+    ctx = DataContext.get_current()
+    ctx.execution_options.resource_limits = ExecutionResources(cpu=plan.cpus_per_trial,
+                                                               gpu=plan.gpus_per_trial or None)
+
+
+def _trial(config: dict[str, Any], *, cfg: LoopConfig, stages: Stages, prep: Prepared, plan: TrialPlan) -> None:
+    """One Tune trial: a strategy on a seed, from its checkpoint or its seed's round 0."""
+    from ray import tune
+
+    from raysys.rayinit import ray_init
+
+    ray_init()  # quiet Ray Data in this process too
+    _limit_ray_data(plan)
+    strategy, seed = config["strategy"], config["seed"]
+    state, fresh = None, False
+    checkpoint = tune.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as d:
+            state = LoopState.from_json(read_json(Path(d) / STATE))
+    on_disk = latest_state(prep.work, strategy, seed, cfg.rounds)
+    if on_disk and (state is None or on_disk.round > state.round):
+        state = on_disk
+    if state is None:
+        state, fresh = start_state(strategy, read_json(seed_dir(prep.work, seed) / RECORD)), True
+
+    def report(record: dict[str, Any], state: LoopState) -> None:
+        metrics = {k: v for k, v in record.items() if isinstance(v, (int, float, str)) and k != "model"}
+        with tempfile.TemporaryDirectory(prefix="raysys-loop-") as d:
+            write_json(Path(d) / STATE, state.to_json())
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(d))
+
+    sets = draw_sets(prep.universe, seed, cfg)
+    run_trial(cfg, state, prep.model, sets, prep.universe, stages, prep.work, report, fresh,
+              say=lambda m: print(m, flush=True))
+
+
+def run_loop(cfg: LoopConfig, stages: Stages | None = None, *, num_cpus: int | None = None,
+             say: Callable[[str], None] = print) -> dict[str, Any]:
+    """The whole loop (or the rest of it); see the module docstring. Returns the results
+    (rows and output paths, raysys.loop.results)."""
+    import ray
+    from ray import tune
+
+    from raysys.loop.results import write_results
+    from raysys.loop.stages import RayStages
+    from raysys.rayinit import ray_init
+
+    prep = prepare(cfg, say)
+    ray_init(num_cpus)
+    plan = plan_trials(ray.cluster_resources(), cfg)
+    if stages is None:
+        stages = RayStages(cfg, prep.pool, prep.test_pool, plan.cpus_per_trial)
+    say(f"loop: {len(cfg.strategies)} strategies x {len(cfg.seeds)} seeds = {plan.trials} trials, {plan.concurrent} "
+        f"at once ({plan.cpus_per_trial:g} CPUs{f', {plan.gpus_per_trial} GPUs' if plan.gpus_per_trial else ''} "
+        f"each); {cfg.rounds} rounds: {' -> '.join(map(str, cfg.schedule))} tasks; "
+        f"{len(prep.universe.test_ids)} test tasks; work dir {prep.work}")
+    base_stages = RayStages(cfg, prep.pool, prep.test_pool) if isinstance(stages, RayStages) else stages
+    for seed in cfg.seeds:  # round 0 once per seed, shared by all its strategies
+        base_round(cfg, prep.model, draw_sets(prep.universe, seed, cfg), prep.universe, base_stages, prep.work, say)
+
+    # A trial holds a token of memory, no CPU: its stages ask for their own resources (Ray
+    # Data's actors and tasks and Ray Train's workers are scheduled outside the trial's
+    # placement group), sized from the trial's share of the cluster.
+    trainable = tune.with_resources(tune.with_parameters(_trial, cfg=cfg, stages=stages, prep=prep, plan=plan),
+                                    {"cpu": 0, "memory": 2**20})
+    path = prep.work / "tune"
+    if tune.Tuner.can_restore(str(path)):
+        say(f"resuming the Tune experiment in {path}")
+        tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"strategy": tune.grid_search(list(cfg.strategies)), "seed": tune.grid_search(list(cfg.seeds))},
+            tune_config=tune.TuneConfig(max_concurrent_trials=plan.concurrent,
+                                        trial_dirname_creator=lambda t: f"{t.config['strategy']}-seed{t.config['seed']}"),
+            run_config=tune.RunConfig(name="tune", storage_path=str(prep.work), verbose=0,
+                                      failure_config=tune.FailureConfig(max_failures=cfg.max_failures)),
+        )
+    grid = tuner.fit()
+    failed = [r for r in grid if r.error]
+    if failed:
+        lines = [f"  {r.config.get('strategy')} seed {r.config.get('seed')}: {str(r.error).strip().splitlines()[-1]}"
+                 for r in failed]
+        raise RaysysError(f"{len(failed)} of {len(grid)} trial(s) failed:\n" + "\n".join(lines)
+                          + f"\nfinished rounds are kept; continue with: raysys loop --resume --work-dir {cfg.work_dir}")
+    print(f"loop finished: {len(grid)} trials", file=sys.stderr)
+    return write_results(cfg, prep.work)

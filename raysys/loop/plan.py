@@ -1,0 +1,107 @@
+"""The loop's decisions that need no model: which tasks each seed starts from and
+validates on, what is left to select from in a round, and how many trials a cluster can
+run at once (pure: task ids and resource counts in, plans out).
+
+Every draw derives from the seed alone (and the round for candidate samples), so all
+strategies of a seed share its initial and validation tasks, and a resumed run draws
+exactly what an uninterrupted one did.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from raysys.config import LoopConfig
+from raysys.errors import RaysysError
+
+
+@dataclass(frozen=True)
+class Universe:
+    """The loop's task ids: the pool's (in pool order) and the held-out test tasks'."""
+
+    pool_ids: tuple[str, ...]
+    test_ids: tuple[str, ...]
+
+    def trainable(self) -> tuple[str, ...]:
+        test = set(self.test_ids)
+        return tuple(t for t in self.pool_ids if t not in test)
+
+
+@dataclass(frozen=True)
+class SeedSets:
+    seed: int
+    initial: tuple[str, ...]  # round 0's random training tasks
+    validation: tuple[str, ...]  # never selected; evaluated every round
+
+
+def draw_sets(universe: Universe, seed: int, cfg: LoopConfig) -> SeedSets:
+    """The seed's validation and initial random tasks, disjoint, from the trainable pool."""
+    pool = universe.trainable()
+    need = cfg.validation_tasks + cfg.schedule[-1]
+    if len(pool) < need:
+        raise RaysysError(f"the pool has {len(pool)} trainable task(s) (test tasks excluded); the loop needs "
+                          f"{need}: {cfg.validation_tasks} validation + {cfg.schedule[-1]} for the last round")
+    order = np.random.default_rng([seed, 0x5EED]).permutation(len(pool))
+    val = order[: cfg.validation_tasks]
+    init = order[cfg.validation_tasks: cfg.validation_tasks + cfg.schedule[0]]
+    return SeedSets(seed, tuple(pool[i] for i in init), tuple(pool[i] for i in val))
+
+
+def remaining(universe: Universe, sets: SeedSets, trained: Sequence[str], cfg: LoopConfig,
+              round_: int) -> list[str]:
+    """The round's candidates, in pool order: the trainable pool minus the tasks trained on
+    and the validation tasks; a random `cfg.candidates` of them when set (the same sample
+    for every strategy of the seed that has trained on the same tasks)."""
+    taken = set(trained) | set(sets.validation)
+    left = [t for t in universe.trainable() if t not in taken]
+    if cfg.candidates and len(left) > cfg.candidates:
+        pick = np.random.default_rng([sets.seed, round_, 0xCA7D]).choice(len(left), cfg.candidates, replace=False)
+        left = [left[i] for i in sorted(pick)]
+    return left
+
+
+def selection_seed(seed: int, round_: int) -> int:
+    """Seed of a round's selection (random strategy, tie-breaks): new each round."""
+    return seed * 1000 + round_
+
+
+@dataclass(frozen=True)
+class TrialPlan:
+    trials: int  # strategies x seeds
+    concurrent: int  # trials run at once
+    cpus_per_trial: float  # each trial's share of the CPUs, handed to its stages
+    gpus_per_trial: int  # GPUs one trial needs at a time (its largest stage)
+
+
+def plan_trials(cluster: Mapping[str, float], cfg: LoopConfig) -> TrialPlan:
+    """How many trials run at once and each one's share; fails fast (instead of hanging
+    on a resource request) when the cluster cannot host one trial's stages, or the
+    trials the user asked for at once."""
+    trials = len(cfg.strategies) * len(cfg.seeds)
+    width = max(cfg.actors, cfg.train.workers)  # the stages of a trial run one after another
+    gpus, cpus = int(cluster.get("GPU", 0)), float(cluster.get("CPU", 0))
+    if gpus:
+        if gpus < width:
+            raise RaysysError(f"one trial needs {width} GPUs ({cfg.actors} scorer actor(s), {cfg.train.workers} "
+                              f"training worker(s)); the cluster has {gpus}")
+        fit = gpus // width
+        per_gpu = width
+    else:
+        least = width * 0.25 + 1  # a quarter CPU per actor or worker, and one for Ray Data's tasks
+        if cpus < least:
+            raise RaysysError(f"one trial needs at least {least:g} CPUs ({cfg.actors} scorer actor(s), "
+                              f"{cfg.train.workers} training worker(s)); the cluster has {cpus:g}")
+        fit = max(1, int(cpus // (width + 1)))  # a whole CPU each when trials run side by side
+        per_gpu = 0
+    if cfg.max_concurrent_trials > fit:
+        what = f"{gpus} GPUs at {width} per trial" if gpus else f"{cpus:g} CPUs at {width + 1} per trial"
+        raise RaysysError(f"max_concurrent_trials={cfg.max_concurrent_trials} does not fit the cluster "
+                          f"({what}: at most {fit})")
+    concurrent = min(trials, cfg.max_concurrent_trials or fit)
+    share = cpus / concurrent
+    if not gpus and share < width * 0.25 + 1:
+        raise RaysysError(f"{concurrent} trials at once leave {share:g} CPUs each; one needs {width * 0.25 + 1:g}")
+    return TrialPlan(trials, concurrent, math.floor(share * 100) / 100, per_gpu)

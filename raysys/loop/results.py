@@ -1,0 +1,174 @@
+"""The loop's results: one row per (strategy, seed, round) read from the rounds'
+record.json files, written as results.parquet and results.csv; the mean and standard
+deviation over seeds per (strategy, round); learning curves (one panel per metric, mean
++- std over seeds per strategy, like the method's overall / classification / generative
+plots); the mean prompt uncertainty of the tasks each round selected; and the Task Map
+of the first score-ranked trial's first scored round.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from raysys.config import LoopConfig, TaskMapConfig
+from raysys.errors import RaysysError
+from raysys.io import atomic_path, read_json, write_parquet
+from raysys.loop.core import RECORD, round_dir, seed_dir
+
+COLUMNS = ("strategy", "seed", "round", "n_tasks", "n_new", "candidates", "train_loss", "val_loss",
+           "val_rougeL", "val_exact_match", "test_rougeL", "test_rougeL_classification", "test_rougeL_generative",
+           "test_exact_match", "test_exact_match_classification", "test_exact_match_generative",
+           "selected_prompt_uncertainty", "selected_prediction_probability", "seconds", "model")
+CURVES = ("test_rougeL", "test_rougeL_classification", "test_rougeL_generative", "test_exact_match", "val_loss")
+SUMMARY = ("n_tasks", "test_rougeL", "test_exact_match", "val_loss", "selected_prompt_uncertainty")
+
+
+def collect(cfg: LoopConfig, work: Path) -> list[dict[str, Any]]:
+    """Every round's row, in strategy, seed, round order (round 0 is the seed's shared base)."""
+    rows = []
+    for strategy in cfg.strategies:
+        for seed in cfg.seeds:
+            for r in range(cfg.rounds):
+                path = (seed_dir(work, seed) if r == 0 else round_dir(work, strategy, seed, r)) / RECORD
+                if not path.is_file():
+                    raise RaysysError(f"round {r} of {strategy} seed {seed} has no record ({path})")
+                rec = read_json(path)
+                rows.append({c: ({**rec, "strategy": strategy}).get(c) for c in COLUMNS})
+    return rows
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and math.isfinite(v)
+
+
+def summarize(rows: Sequence[dict[str, Any]], columns: Sequence[str] = SUMMARY) -> list[dict[str, Any]]:
+    """Per (strategy, round): seeds, and for each column its mean and (population) std over
+    the seeds that have a value; None where none has."""
+    groups: dict[tuple[str, int], list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["strategy"], r["round"]), []).append(r)
+    out = []
+    for (strategy, round_), rs in groups.items():
+        row: dict[str, Any] = {"strategy": strategy, "round": round_, "seeds": len(rs)}
+        for c in columns:
+            vals = np.array([r[c] for r in rs if _finite(r.get(c))], dtype=np.float64)
+            row[c] = float(vals.mean()) if len(vals) else None
+            row[f"{c}_std"] = float(vals.std()) if len(vals) else None
+        out.append(row)
+    return out
+
+
+def render(summary: Sequence[dict[str, Any]]) -> str:
+    def f(v, std=None, width=14):
+        if v is None:
+            return f"{'-':>{width}}"
+        s = f"{v:.4g}" if std is None else f"{v:.4g} ± {std:.2g}"
+        return f"{s:>{width}}"
+
+    head = (f"{'strategy':<20} {'round':>5} {'tasks':>6} {'test Rouge-L':>16} {'test exact':>16} "
+            f"{'val loss':>16} {'sel. uncertainty':>16}")
+    lines = [head, "-" * len(head)]
+    for r in summary:
+        lines.append(f"{r['strategy']:<20} {r['round']:>5} {r['n_tasks']:>6.0f} "
+                     + " ".join(f(r[c], r[f"{c}_std"], 16) for c in SUMMARY[1:]))
+    return "\n".join(lines)
+
+
+def _figure(n: int, title: str):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, n, figsize=(4.2 * n, 3.8), squeeze=False)
+    fig.suptitle(title)
+    return fig, axes[0]
+
+
+def _save(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+
+
+def _band(ax, summary: Sequence[dict], strategy: str, x: str, y: str) -> None:
+    pts = [(r[x], r[y], r[f"{y}_std"]) for r in summary if r["strategy"] == strategy and r[y] is not None]
+    if not pts:
+        return
+    xs, ys, sd = (np.array(v, dtype=np.float64) for v in zip(*pts))
+    ax.plot(xs, ys, marker="o", label=strategy)
+    ax.fill_between(xs, ys - sd, ys + sd, alpha=0.2)
+
+
+def plot_curves(rows: Sequence[dict[str, Any]], path: Path) -> list[str]:
+    """Learning curves: a panel per metric that has values; returns the metrics drawn."""
+    summary = summarize(rows, ("n_tasks", *CURVES))
+    metrics = [m for m in CURVES if any(r[m] is not None for r in summary)]
+    if not metrics:
+        return []
+    strategies = list(dict.fromkeys(r["strategy"] for r in rows))
+    seeds = len({r["seed"] for r in rows})
+    fig, axes = _figure(len(metrics), f"learning curves (mean ± std over {seeds} seed(s))")
+    for ax, m in zip(axes, metrics):
+        for s in strategies:
+            _band(ax, summary, s, "n_tasks", m)
+        ax.set_xlabel("training tasks")
+        ax.set_title(m)
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    _save(fig, path)
+    return metrics
+
+
+def plot_uncertainty(rows: Sequence[dict[str, Any]], path: Path) -> bool:
+    """Mean prompt uncertainty (under the model that selected them) of each round's new tasks."""
+    picked = [r for r in rows if r["round"] >= 1]
+    summary = summarize(picked, ("selected_prompt_uncertainty",))
+    if not any(r["selected_prompt_uncertainty"] is not None for r in summary):
+        return False
+    fig, axes = _figure(1, "prompt uncertainty of the selected tasks")
+    for s in dict.fromkeys(r["strategy"] for r in picked):
+        _band(axes[0], summary, s, "round", "selected_prompt_uncertainty")
+    axes[0].set_xlabel("round")
+    axes[0].set_ylabel("mean prompt uncertainty")
+    axes[0].grid(alpha=0.3)
+    axes[0].legend()
+    _save(fig, path)
+    return True
+
+
+def write_results(cfg: LoopConfig, work: Path) -> dict[str, Any]:
+    """results.parquet/.csv, curves.png, uncertainty.png, taskmap.png/.csv in `work`."""
+    import pyarrow.csv as pacsv
+
+    from raysys.selection.strategies import NEEDS_SCORES
+
+    rows = collect(cfg, work)
+    table = pa.Table.from_pylist(rows)
+    write_parquet(work / "results.parquet", table)
+    with atomic_path(work / "results.csv") as tmp:
+        pacsv.write_csv(table, tmp)
+    summary = summarize(rows)
+    out = {"rows": rows, "summary": summary, "table": str(work / "results.parquet"),
+           "csv": str(work / "results.csv")}
+    if plot_curves(rows, work / "curves.png"):
+        out["curves"] = str(work / "curves.png")
+    if plot_uncertainty(rows, work / "uncertainty.png"):
+        out["uncertainty"] = str(work / "uncertainty.png")
+    ranked = [s for s in cfg.strategies if s in NEEDS_SCORES]
+    if ranked and cfg.rounds > 1:
+        from raysys.selection.run import run_taskmap
+
+        scores = round_dir(work, ranked[0], cfg.seeds[0], 1) / "scores" / "scores.parquet"
+        if scores.is_file():
+            tm = run_taskmap(str(scores), str(work / "taskmap.png"), TaskMapConfig(), table=str(work / "taskmap.csv"),
+                             title=f"Task Map: the pool under seed {cfg.seeds[0]}'s round-0 model")
+            out["taskmap"], out["taskmap_counts"] = tm["map"], tm["counts"]
+    return out

@@ -1,0 +1,82 @@
+"""`ray job submit` against a real head: a local `ray start --head` bound to loopback
+(token auth off with RAY_AUTH_MODE=disabled for the head and the client), the repo as
+the job's working dir, the loop job entrypoint on a shipped config, real parts."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture()
+def head(tmp_path):
+    """A Ray head on 127.0.0.1 in its own process group (stopped by killing the group)."""
+    port, dash = _free_port(), _free_port()
+    temp = tempfile.mkdtemp(prefix="rayhead-", dir="/tmp")  # short (socket paths) and not /tmp/ray: other
+    # tests' ray.init() must not find this head's address file
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_ADDRESS": "",
+           "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}  # jobs run `python` from the head's PATH
+    proc = subprocess.Popen(
+        [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
+         "--num-cpus=2", "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
+         f"--temp-dir={temp}", "--disable-usage-stats"],
+        env=env, start_new_session=True, stdout=open(tmp_path / "head.log", "w"), stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{dash}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/api/version", timeout=2):
+                break
+        except OSError:
+            if proc.poll() is not None:
+                pytest.fail("ray start failed:\n" + (tmp_path / "head.log").read_text()[-3000:])
+            time.sleep(1)
+    else:
+        pytest.fail("the Ray head's dashboard did not come up in 120 s")
+    yield url, env
+    os.killpg(proc.pid, signal.SIGKILL)  # the head and every Ray process it started
+    proc.wait()
+    shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.mark.ray
+def test_ray_job_submit_runs_the_loop_on_a_local_head(head, tmp_path):
+    url, env = head
+    work = tmp_path / "loop"
+    sub = f"raysys-test-{os.getpid()}"
+    r = subprocess.run(
+        [str(BIN / "ray"), "job", "submit", "--address", url, "--submission-id", sub, "--working-dir", str(ROOT),
+         "--", "python", "jobs/loop.py", "--config", "jobs/configs/loop_tiny.yaml", f"work_dir={work}"],
+        env=env, capture_output=True, text=True, timeout=480, cwd=ROOT)
+    assert r.returncode == 0, "\n".join(line for line in (r.stdout + r.stderr).splitlines()
+                                        if "packaging.py" not in line)[-5000:]
+    from ray.job_submission import JobStatus, JobSubmissionClient
+
+    assert JobSubmissionClient(url).get_job_status(sub) == JobStatus.SUCCEEDED
+    assert "prompt-uncertainty" in r.stdout and "results.parquet" in r.stdout
+    rows = pq.read_table(work / "results.parquet").to_pylist()
+    assert [(x["strategy"], x["seed"], x["round"], x["n_tasks"]) for x in rows] == [
+        ("prompt-uncertainty", 0, 0, 4), ("prompt-uncertainty", 0, 1, 8)]
+    assert all(x["test_rougeL"] is not None for x in rows)
+    assert json.loads((work / "loop.json").read_text())["work_dir"] == str(work)
+    assert (work / "results.csv").is_file() and (work / "curves.png").stat().st_size > 5_000

@@ -106,7 +106,7 @@ def test_model_init_tiny_and_info(tmp_path):
 @pytest.mark.slow
 def test_demo_runs_the_loop_and_a_rerun_only_prints_its_results(tmp_path):
     """The README demo on real parts (Ray Tune, Ray Data scoring, Ray Train, evaluation),
-    made small: 2 strategies x 1 seed x 2 rounds on a 28-task pool (about 3 minutes: kept
+    made small: 2 strategies x 1 seed x 2 rounds on a 28-task pool (about 2.5 minutes: kept
     out of the default run; test_loop.py runs the demo on fake parts, and test_jobs.py a
     loop on real parts through `raysys loop`)."""
     work = tmp_path / "demo"

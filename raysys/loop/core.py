@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from raysys.config import LoopConfig
 from raysys.io import write_json
 from raysys.loop.plan import SeedSets, Universe, remaining, selection_seed
+from raysys.selection.candidates import read_scores
 from raysys.selection.strategies import NEEDS_SCORES
 
 RECORD = "record.json"
@@ -116,15 +116,11 @@ def start_state(strategy: str, base: dict[str, Any]) -> LoopState:
 def _mean_signals(scores: str | None, picked: Sequence[str]) -> dict[str, float | None]:
     if scores is None or not picked:
         return {f"selected_{s}": None for s in SIGNALS}
-    table = pq.read_table(scores, columns=["task_id", *SIGNALS]).to_pydict()
+    cols = read_scores(scores)  # checked: every signal finite
     want = set(picked)
-    rows = [i for i, t in enumerate(table["task_id"]) if t in want]
-    out = {}
-    for s in SIGNALS:
-        vals = np.array([table[s][i] for i in rows], dtype=np.float64)
-        vals = vals[np.isfinite(vals)]
-        out[f"selected_{s}"] = float(vals.mean()) if len(vals) else None
-    return out
+    rows = [i for i, t in enumerate(cols["task_id"]) if t in want]
+    return {f"selected_{s}": float(np.asarray(cols[s], dtype=np.float64)[rows].mean()) if rows else None
+            for s in SIGNALS}
 
 
 def run_round(cfg: LoopConfig, state: LoopState, base_model: str, sets: SeedSets, universe: Universe,

@@ -303,11 +303,38 @@ def loop(args: argparse.Namespace) -> int:
     return 0
 
 
+def _experiment_config(cls, args: argparse.Namespace):
+    from raysys.config import load_config
+
+    return load_config(cls, args.config, args.overrides + ([f"work_dir={args.work_dir}"] if args.work_dir else []))
+
+
+def experiment_diversity(args: argparse.Namespace) -> int:
+    from raysys.experiments.config import DiversityConfig
+    from raysys.experiments.diversity_run import run_diversity
+
+    out = run_diversity(_experiment_config(DiversityConfig, args), say=lambda m: print(m, file=sys.stderr))
+    print(out["text"])
+    print("\n".join(f"{k}: {out[k]}" for k in ("table", "cells", "heatmap")))
+    return 0
+
+
+def experiment_novelty(args: argparse.Namespace) -> int:
+    from raysys.experiments.config import NoveltyConfig
+    from raysys.experiments.novelty_run import run_novelty
+
+    out = run_novelty(_experiment_config(NoveltyConfig, args), say=lambda m: print(m, file=sys.stderr))
+    print(out["text"])
+    print("Task Map moves: " + json.dumps(out["taskmap_moves"]))
+    print("\n".join(f"{k}: {out[k]}" for k in ("shift", "tasks")))
+    return 0
+
+
 # ---------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
-    from raysys.config import (AlignConfig, EvalConfig, ScoringConfig, SelectConfig, SynthConfig, TaskMapConfig,
-                               TinyConfig, TrainConfig)
+    from raysys.config import (TEMPLATES, AlignConfig, EvalConfig, ScoringConfig, SelectConfig, SynthConfig,
+                               TaskMapConfig, TinyConfig, TrainConfig)
 
     parser = argparse.ArgumentParser(
         prog="raysys", description="Choose the instruction-tuning tasks worth training on.")
@@ -338,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = pool_verbs.add_parser("show", help="print formatted prompts of a pool's first tasks")
     _pool_args(p)
     p.add_argument("--n", type=int, default=3, help="number of tasks (default: 3)")
-    p.add_argument("--template", choices=("tk", "alpaca"), default="tk")
+    p.add_argument("--template", choices=TEMPLATES, default="tk")
     p.add_argument("--demonstrations", type=int, default=2, help="positive examples shown (tk)")
     p.set_defaults(func=pool_show)
 
@@ -451,6 +478,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the loop in --work-dir with its saved settings")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. seeds=[0,1,2] train.epochs=3")
     p.set_defaults(func=loop)
+
+    exp = verbs.add_parser("experiment", help="rerun the experiments behind raysys's methods on your own settings")
+    exp_verbs = exp.add_subparsers(dest="experiment_verb", required=True, metavar="VERB")
+    for name, func, cls_help in (
+            ("diversity", experiment_diversity, "instruction diversity: a Ray Tune grid over (rules, examples per "
+                                                "rule), a model trained from scratch per cell, exact match on unseen rules"),
+            ("novelty", experiment_novelty, "novelty check: uncertainty drop of related vs unrelated held-out tasks "
+                                            "after training on one group")):
+        p = exp_verbs.add_parser(name, help=cls_help)
+        p.add_argument("--config", help=f"YAML file of the experiment's fields (e.g. jobs/configs/{name}_*.yaml)")
+        p.add_argument("--work-dir", help="the experiment's folder (rerun to resume); default: the config's")
+        p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. steps=3000 rules=[16,256]")
+        p.set_defaults(func=func)
 
     p = verbs.add_parser("demo", help="run the demo on the embedded default config")
     p.add_argument("--config", help="YAML file of DemoConfig fields (default: embedded)")

@@ -16,8 +16,8 @@ from raysys.configio import apply_overrides, config_hash, from_mapping, load_con
 from raysys.errors import ConfigError
 
 FAMILIES = ("unrestricted", "repeated", "periodic", "mirror")
-VERBOSITIES = ("terse", "verbose")
-TEMPLATES = ("tk", "alpaca")
+VERBOSITIES = ("terse", "verbose", "symbolic")
+TEMPLATES = ("tk", "alpaca", "plain")
 ARCHS = ("llama", "t5")
 
 
@@ -58,11 +58,12 @@ class SynthConfig:
     unseen_rules: int = 0  # held-out rules, never among the seen ones
     unseen_examples_per_rule: int = 4
     unseen_families: tuple[str, ...] = ()  # default: the same as families
-    verbosity: str = "terse"  # terse: 10-20 words; verbose: 30-60 words with redundancy
+    verbosity: str = "terse"  # terse: 10-20 words; verbose: 30-60 words with redundancy; symbolic: "x -> y"
     demonstrations: int = 0  # worked examples per task (not among its instances)
 
     def __post_init__(self) -> None:
-        _check(self.rules >= 1, "rules must be >= 1")
+        _check(self.rules >= 0 and self.rules + self.unseen_rules >= 1,
+               "rules must be >= 0, and rules + unseen_rules >= 1")
         _check(self.examples_per_rule >= 1, "examples_per_rule must be >= 1")
         _check(len(set(self.alphabet)) >= 2 and len(set(self.alphabet)) == len(self.alphabet),
                "alphabet needs at least 2 distinct characters, without repeats")
@@ -411,8 +412,11 @@ KINDS: dict[str, type] = {"demo": DemoConfig, "synth": SynthConfig, "tiny": Tiny
 def kind_of(path: str | Path) -> type:
     stem = Path(path).stem
     kind = stem.split("_", 1)[0]
-    if kind not in KINDS:
-        raise ConfigError(f"{path}: file name must start with one of {sorted(KINDS)} (then _name.yaml)")
-    return KINDS[kind]
+    from raysys.experiments.config import DiversityConfig, NoveltyConfig  # they build on this module's classes
+
+    kinds = {**KINDS, "diversity": DiversityConfig, "novelty": NoveltyConfig}
+    if kind not in kinds:
+        raise ConfigError(f"{path}: file name must start with one of {sorted(kinds)} (then _name.yaml)")
+    return kinds[kind]
 
 

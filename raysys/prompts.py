@@ -7,6 +7,9 @@ prompt text out.
   after a definition, example input or output that does not end in punctuation.
 - "alpaca": the Stanford Alpaca template (with or without an input section); it shows no
   demonstrations.
+- "plain": the instruction, then "Input: ..." and "Output: " on lines of their own, with
+  no header and no demonstrations: for small models trained from scratch on short
+  synthetic prompts (the instruction-diversity experiments).
 
 Every prompt is `prefix + suffix`: the prefix depends only on the task (definition and
 demonstrations, shared by all of its instances, and the part instruction perturbations
@@ -70,6 +73,8 @@ def prompt_parts(
         return tk_prefix(definition, demonstrations, n_demos), tk_suffix(instance_input)
     if template == "alpaca":
         return alpaca_prefix(definition, bool(instance_input)), alpaca_suffix(instance_input)
+    if template == "plain":
+        return definition.strip() + "\n", "Input: " + instance_input + "\nOutput: "
     raise ValueError(f"unknown template {template!r}")
 
 

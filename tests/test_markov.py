@@ -45,7 +45,7 @@ family_specs = st.sampled_from(FAMILIES).flatmap(
     seed=st.integers(0, 10_000),
     alphabet=st.sampled_from(["ab", "abc", "abcdefghij", "xyz01"]),
     noop=st.sampled_from([0.0, 0.3, 1.0]),
-    verbosity=st.sampled_from(["terse", "verbose"]),
+    verbosity=st.sampled_from(["terse", "verbose", "symbolic"]),
     demos=st.integers(0, 2),
 )
 def test_outputs_follow_rewriting_semantics(families, seed, alphabet, noop, verbosity, demos):
@@ -61,7 +61,10 @@ def test_outputs_follow_rewriting_semantics(families, seed, alphabet, noop, verb
         x, y, family, k = (t.metadata[key] for key in ("x", "y", "family", "k"))
         assert family_holds(x, family, k, cfg)
         assert x != y and set(x + y) <= set(alphabet)
-        assert f'"{x}"' in t.instruction and f'"{y}"' in t.instruction  # the rule is in the text
+        if verbosity == "symbolic":
+            assert t.instruction == f"{x} -> {y}"
+        else:
+            assert f'"{x}"' in t.instruction and f'"{y}"' in t.instruction  # the rule is in the text
         for inst in t.instances:
             assert set(inst.input) <= set(alphabet)
             assert inst.outputs == (leftmost_rewrite(inst.input, x, y),)
@@ -165,11 +168,25 @@ def test_too_many_rules_for_the_alphabet_is_a_clear_error():
 @pytest.mark.parametrize("bad", [
     {"families": ("spiral:2",)}, {"families": ("repeated",)}, {"families": ("unrestricted:2",)},
     {"skew": -1.0}, {"noop_share": 1.5}, {"alphabet": "a"}, {"alphabet": "a b"}, {"x_len": (3, 2)},
-    {"verbosity": "chatty"}, {"rules": 0},
+    {"verbosity": "chatty"}, {"rules": 0}, {"rules": -1, "unseen_rules": 5},
 ])
 def test_bad_synth_config(bad):
     with pytest.raises(ConfigError):
         SynthConfig(**bad)
+
+
+def test_symbolic_rules_held_out_only_pools_and_excluded_rules():
+    from raysys.pools.markov import rule_of
+
+    held = generate(SynthConfig(rules=0, unseen_rules=30, verbosity="symbolic", seed=3))
+    assert len(held) == 30 and all(t.metadata["split"] == "unseen" for t in held)
+    assert all(t.instruction == f"{t.metadata['x']} -> {t.metadata['y']}" for t in held)
+    taken = {rule_of(t) for t in held}
+    # the same seed would draw the same rules first: excluded, they are drawn anew
+    seen = generate(SynthConfig(rules=200, unseen_rules=0, verbosity="symbolic", seed=3), exclude=taken)
+    assert len(seen) == 200 and not taken & {rule_of(t) for t in seen}
+    same_seed = generate(SynthConfig(rules=30, unseen_rules=0, verbosity="symbolic", seed=3))
+    assert taken & {rule_of(t) for t in same_seed}  # without exclude they would collide
 
 
 def test_52k_tasks_generate(benchmark_timer=None):

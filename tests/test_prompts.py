@@ -42,3 +42,8 @@ def test_prefix_is_shared_by_instances_and_suffix_holds_the_input():
     p2, s2 = prompt_parts("tk", "Do it.", "two", DEMOS)
     assert p1 == p2 and "one" in s1 and "two" in s2
     assert "Do it." not in s1
+
+
+def test_plain_template():
+    prefix, suffix = prompt_parts("plain", "ab -> c", "xaby", DEMOS)
+    assert prefix + suffix == format_prompt("plain", "ab -> c", "xaby", DEMOS) == "ab -> c\nInput: xaby\nOutput: "

@@ -13,13 +13,15 @@ y is always a random string with length in y_len, and every (x, y) pair is disti
 across seen and unseen rules. Examples are spread over rules uniformly or by a power law
 (`skew`: rule r gets a share proportional to (r + 1) ** -skew, at least one each).
 Held-out unseen rules are separate tasks with metadata split="unseen".
+Instructions are natural language (verbosity terse or verbose) or the bare rule "x -> y"
+(symbolic, as in the instruction-diversity experiments, where prompts must stay short).
 
 Everything is drawn from one random.Random(seed): the same config gives the same pool.
 """
 from __future__ import annotations
 
 import random
-from typing import Iterator
+from typing import Iterable, Iterator
 
 from raysys.config import SynthConfig, parse_family
 from raysys.errors import ConfigError
@@ -56,6 +58,8 @@ def rewrite(z: str, x: str, y: str) -> str:
 
 
 def instruction_text(x: str, y: str, verbosity: str, template: int) -> str:
+    if verbosity == "symbolic":
+        return f"{x} -> {y}"
     templates = TERSE_TEMPLATES if verbosity == "terse" else VERBOSE_TEMPLATES
     return templates[template % len(templates)].format(x=x, y=y)
 
@@ -97,6 +101,8 @@ def _rules(rng: random.Random, cfg: SynthConfig, families: tuple[str, ...], n: i
 
 def _counts(n_rules: int, total: int, skew: float) -> list[int]:
     """Examples per rule: `total` spread by weight (r + 1) ** -skew, at least 1 each."""
+    if n_rules == 0:
+        return []
     if skew == 0:
         base, extra = divmod(total, n_rules)
         return [base + (r < extra) for r in range(n_rules)]
@@ -124,7 +130,7 @@ def _input(rng: random.Random, cfg: SynthConfig, x: str, noop: bool) -> str:
 
 def _task(rng: random.Random, cfg: SynthConfig, rule: tuple, task_id: str, n_examples: int, split: str) -> Task:
     x, y, family, k = rule
-    template = rng.randrange(3 if cfg.verbosity == "verbose" else 4)
+    template = rng.randrange({"verbose": 3, "terse": 4}.get(cfg.verbosity, 1))
     instances = []
     for j in range(n_examples):
         z = _input(rng, cfg, x, rng.random() < cfg.noop_share)
@@ -145,10 +151,11 @@ def _task(rng: random.Random, cfg: SynthConfig, rule: tuple, task_id: str, n_exa
     )
 
 
-def iter_tasks(cfg: SynthConfig) -> Iterator[Task]:
-    """Seen tasks ("rule-NNNNNN") then unseen tasks ("unseen-NNNNNN")."""
+def iter_tasks(cfg: SynthConfig, exclude: Iterable[tuple[str, str]] = ()) -> Iterator[Task]:
+    """Seen tasks ("rule-NNNNNN") then unseen tasks ("unseen-NNNNNN"); no rule is one of
+    the (x, y) pairs in `exclude` (another pool's held-out rules)."""
     rng = random.Random(cfg.seed)
-    taken: set = set()
+    taken: set = set(exclude)
     seen = _rules(rng, cfg, cfg.families, cfg.rules, taken)
     unseen = _rules(rng, cfg, cfg.unseen_families or cfg.families, cfg.unseen_rules, taken)
     counts = _counts(cfg.rules, cfg.rules * cfg.examples_per_rule, cfg.skew)
@@ -158,5 +165,10 @@ def iter_tasks(cfg: SynthConfig) -> Iterator[Task]:
         yield _task(rng, cfg, rule, f"unseen-{i:06d}", cfg.unseen_examples_per_rule, "unseen")
 
 
-def generate(cfg: SynthConfig) -> list[Task]:
-    return list(iter_tasks(cfg))
+def generate(cfg: SynthConfig, exclude: Iterable[tuple[str, str]] = ()) -> list[Task]:
+    return list(iter_tasks(cfg, exclude))
+
+
+def rule_of(task: Task) -> tuple[str, str]:
+    """The (x, y) rule of a synthetic task."""
+    return task.metadata["x"], task.metadata["y"]

@@ -1,0 +1,114 @@
+"""Frozen configs of the two experiments (`raysys experiment diversity|novelty`).
+
+Their defaults are sized for a 2-core CPU machine (each run well under 15 minutes); the
+paper-scale settings are in jobs/configs/diversity_*.yaml and novelty_*.yaml.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from raysys.config import (
+    ModelConfig,
+    ScoringConfig,
+    SynthConfig,
+    TaskMapConfig,
+    TinyConfig,
+    TrainConfig,
+    _check,
+    parse_family,
+)
+
+
+def _strings() -> SynthConfig:
+    """Short symbolic rules over 8 letters: prompts of about 30 characters."""
+    return SynthConfig(rules=1, alphabet="abcdefgh", x_len=(2, 3), y_len=(1, 3), z_len=(6, 10),
+                       verbosity="symbolic")
+
+
+@dataclass(frozen=True)
+class DiversityConfig:
+    """Instruction diversity: one model trained from scratch per cell of a grid over
+    (distinct rules, examples per rule), every cell processing the same number of training
+    examples (`steps` x `train.batch_size`: cells with fewer distinct examples see each
+    more often), scored by exact match on rules none of them saw."""
+
+    work_dir: str = "raysys-diversity"
+    rules: tuple[int, ...] = (64, 512, 4096)  # grid rows: distinct training rules (one task each)
+    examples_per_rule: tuple[int, ...] = (1, 8)  # grid columns (64 x 8 = 512 x 1, 512 x 8 = 4096 x 1)
+    steps: int = 1500  # optimizer steps per cell, the same in every cell
+    families: tuple[str, ...] = ("unrestricted",)  # one grid per training family
+    skews: tuple[float, ...] = (0.0,)  # one grid per power-law skew of examples over rules
+    test_families: tuple[str, ...] = ()  # families of the unseen test rules; () = the training family's
+    test_rules: int = 64  # unseen rules, never trained on by any cell (shared by all cells)
+    test_examples_per_rule: int = 4
+    seen_checked: int = 64  # training rules also checked (one example each): memorisation
+    seeds: tuple[int, ...] = (0,)  # each seed draws its own rules, test rules and initial weights
+    synth: SynthConfig = field(default_factory=_strings)  # string shapes; rules, counts and families come per cell
+    tiny: TinyConfig = field(default_factory=lambda: TinyConfig(hidden_size=96, layers=3, heads=4,
+                                                                intermediate_size=288, max_positions=256))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        template="plain", demonstrations=0, batch_size=64, micro_batch_size=64, workers=1, learning_rate=2e-3,
+        warmup_ratio=0.05, lr_schedule="linear", max_target_tokens=32))
+    max_new_tokens: int = 24  # answer length cap at test time
+    cpus_per_cell: int = 1  # CPUs (torch threads) per cell; cells run side by side on the rest
+    gpus_per_cell: float = -1  # -1: one GPU per cell when the cluster has GPUs, else none
+
+    def __post_init__(self) -> None:
+        _check(self.work_dir != "", "work_dir must not be empty")
+        for name in ("rules", "examples_per_rule", "seeds"):
+            v = getattr(self, name)
+            _check(len(v) >= 1 and len(set(v)) == len(v), f"{name} must be a non-empty list without repeats")
+        _check(min(self.rules) >= 1 and min(self.examples_per_rule) >= 1, "rules and examples_per_rule must be >= 1")
+        _check(self.steps >= 1, "steps must be >= 1")
+        _check(len(self.families) >= 1 and len(self.skews) >= 1, "families and skews must not be empty")
+        for spec in self.families + self.test_families:
+            parse_family(spec)
+        _check(min(self.skews) >= 0, "skews must be >= 0")
+        _check(self.test_rules >= 1 and self.test_examples_per_rule >= 1, "test_rules, test_examples_per_rule >= 1")
+        _check(self.seen_checked >= 0 and self.max_new_tokens >= 1, "seen_checked >= 0, max_new_tokens >= 1")
+        _check(self.cpus_per_cell >= 1, "cpus_per_cell must be >= 1")
+        _check(self.train.workers == 1 and self.train.micro_batch_size == self.train.batch_size,
+               "a diversity cell trains in one process: train.workers = 1, micro_batch_size = batch_size")
+
+
+@dataclass(frozen=True)
+class NoveltyConfig:
+    """The novelty check: score held-out tasks with M0, train M0 on tasks of one group
+    (a synthetic rule family or a category of real tasks) into M1, score them again with
+    M1, and compare the drop of prompt uncertainty on the group's held-out tasks (related)
+    with the drop on other groups' tasks (unrelated)."""
+
+    work_dir: str = "raysys-novelty"
+    pool: str = ""  # any pool raysys reads; "" = a synthetic pool built from `synth`
+    synth: SynthConfig = field(default_factory=lambda: SynthConfig(
+        rules=4000, examples_per_rule=4, alphabet="abcdefgh", x_len=(2, 3), y_len=(1, 3), z_len=(6, 10),
+        families=("repeated:3", "periodic:2", "mirror:2", "unrestricted"), verbosity="symbolic"))
+    group: str = "repeated"  # the category M1 is trained on (a task's first category; a family for synthetic)
+    train_tasks: int = 200  # tasks of the group that M1 trains on
+    related_tasks: int = 40  # held-out tasks of the group, scored by M0 and M1
+    unrelated_tasks: int = 40  # held-out tasks of the other groups, scored by M0 and M1
+    base_tasks: int = 3000  # M0 = the model trained on this many other tasks first (any group); 0 = the model as is
+    seed: int = 0  # draws the task sets
+    model: ModelConfig = field(default_factory=ModelConfig)  # path "" = the built-in tiny model
+    tiny: TinyConfig = field(default_factory=lambda: TinyConfig(hidden_size=96, layers=3, heads=4,
+                                                                intermediate_size=288, max_positions=256))
+    base_train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        template="plain", demonstrations=0, instances_per_task=4, epochs=6, learning_rate=2e-3, lr_schedule="linear",
+        warmup_ratio=0.05, batch_size=64, micro_batch_size=32, workers=2, zero_stage=2))  # M0 from the model
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        template="plain", demonstrations=0, instances_per_task=4, epochs=4, learning_rate=1e-3, batch_size=64,
+        micro_batch_size=32, workers=2, zero_stage=2))  # M1 from M0
+    scoring: ScoringConfig = field(default_factory=lambda: ScoringConfig(
+        instances=4, perturbations=8, max_new_tokens=16, template="plain", demonstrations=0, entropy=False,
+        ifd=False))
+    taskmap: TaskMapConfig = field(default_factory=TaskMapConfig)
+    actors: int = 0  # scorer actors (one GPU each); 0 = score in the driver's process (small pools)
+
+    def __post_init__(self) -> None:
+        _check(self.work_dir != "", "work_dir must not be empty")
+        _check(self.group != "", "group must name a category of the pool (a rule family for synthetic pools)")
+        _check(min(self.train_tasks, self.related_tasks, self.unrelated_tasks) >= 1,
+               "train_tasks, related_tasks and unrelated_tasks must be >= 1")
+        _check(self.base_tasks >= 0 and self.actors >= 0, "base_tasks and actors must be >= 0")
+        _check(self.train.template == self.scoring.template == self.base_train.template,
+               "train, base_train and scoring must use the same prompt template")

@@ -1,0 +1,168 @@
+"""The instruction-diversity experiment's pure parts: the grid, each cell's training and
+test tasks, its metrics, the table and the heatmap (no Ray, no torch).
+
+A cell is (training family, skew, distinct rules R, examples per rule E, seed). Its
+training pool is a synthetic pool of R rules with R x E examples in all (spread by the
+skew); its test set is shared by every cell of the same (family, seed): `test_rules`
+unseen rules of the test families, drawn first from their own seed (10,000 + seed) and
+excluded from every training pool, so "unseen" holds by construction. Every cell trains
+for the same number of steps, so it processes the same number of examples; `epochs` in
+the table says how often it saw each one.
+
+Exact match is the fraction (0-1) of test instances answered exactly (whitespace-trimmed), per
+test family ("family:k") and overall. `copy_em` is what a model that returns its input
+unchanged would score on the same instances (the share of no-op instances): the floor an
+unseen-rule score must clear before it means anything.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from raysys.evaluation.metrics import exact_match
+from raysys.experiments.config import DiversityConfig
+from raysys.pools.markov import generate, rule_of
+from raysys.prompts import format_prompt
+from raysys.schema import Task
+
+TEST_SEED_OFFSET = 10_000
+
+
+@dataclass(frozen=True)
+class Cell:
+    family: str
+    skew: float
+    rules: int
+    examples_per_rule: int
+    seed: int
+
+    @property
+    def cell_id(self) -> str:
+        fam = self.family.replace(":", "")
+        return f"{fam}-skew{self.skew:g}-r{self.rules}-e{self.examples_per_rule}-s{self.seed}"
+
+
+def cells(cfg: DiversityConfig) -> list[Cell]:
+    return [Cell(f, s, r, e, seed) for seed in cfg.seeds for f in cfg.families for s in cfg.skews
+            for r in cfg.rules for e in cfg.examples_per_rule]
+
+
+def family_spec(task: Task) -> str:
+    fam, k = task.metadata["family"], task.metadata["k"]
+    return fam if fam == "unrestricted" else f"{fam}:{k}"
+
+
+def unseen_tasks(cfg: DiversityConfig, family: str, seed: int) -> list[Task]:
+    """The unseen rules every cell of (family, seed) is tested on."""
+    synth = replace(cfg.synth, rules=0, unseen_rules=cfg.test_rules,
+                    unseen_examples_per_rule=cfg.test_examples_per_rule, families=(family,),
+                    unseen_families=cfg.test_families or (family,), skew=0.0, seed=TEST_SEED_OFFSET + seed)
+    return generate(synth)
+
+
+def training_tasks(cfg: DiversityConfig, cell: Cell, test: Sequence[Task]) -> list[Task]:
+    """The cell's training rules: none of them is a test rule."""
+    synth = replace(cfg.synth, rules=cell.rules, examples_per_rule=cell.examples_per_rule, families=(cell.family,),
+                    skew=cell.skew, unseen_rules=0, unseen_families=(), seed=cell.seed)
+    return generate(synth, exclude=[rule_of(t) for t in test])
+
+
+def prompt_rows(tasks: Sequence[Task], template: str, per_task: int | None = None) -> list[dict]:
+    """{task_id, family, prompt, target, input} for every instance (the first `per_task` of each)."""
+    return [{"task_id": t.task_id, "family": family_spec(t), "input": inst.input, "target": inst.outputs[0],
+             "prompt": format_prompt(template, t.instruction, inst.input, (), 0)}
+            for t in tasks for inst in t.instances[:per_task]]
+
+
+def exact_matches(rows: Sequence[dict], predictions: Sequence[str]) -> dict[str, float]:
+    """Exact match overall ("all") and per family of `rows`, and copy_em of the same rows."""
+    if len(rows) != len(predictions):
+        raise ValueError(f"{len(predictions)} predictions for {len(rows)} rows")
+    hits: dict[str, list[float]] = {}
+    for row, pred in zip(rows, predictions):
+        e = exact_match(pred, [row["target"]]) / 100.0  # a fraction here, a percentage in `raysys eval`
+        hits.setdefault("all", []).append(e)
+        hits.setdefault(row["family"], []).append(e)
+    out = {k: sum(v) / len(v) for k, v in hits.items()}
+    out["copy"] = sum(r["input"] == r["target"] for r in rows) / max(len(rows), 1)
+    return out
+
+
+def cell_result(cell: Cell, cfg: DiversityConfig, n_examples: int, losses: Sequence[float], seconds: float,
+                test_em: dict[str, float], seen_em: float | None) -> dict:
+    """One row of the table (flat: strings and numbers)."""
+    processed = cfg.steps * cfg.train.batch_size
+    tail = losses[-max(1, len(losses) // 10):]
+    row = {"cell": cell.cell_id, "family": cell.family, "skew": cell.skew, "rules": cell.rules,
+           "examples_per_rule": cell.examples_per_rule, "seed": cell.seed, "distinct_examples": n_examples,
+           "examples_processed": processed, "epochs": processed / n_examples,
+           "final_train_loss": sum(tail) / len(tail) if tail else math.nan,
+           "unseen_em": test_em["all"], "copy_em": test_em["copy"],
+           "seen_em": math.nan if seen_em is None else seen_em, "seconds": seconds}
+    families = sorted(k for k in test_em if k not in ("all", "copy"))
+    if len(families) > 1:  # transfer: one column per test family
+        for fam in families:
+            row[f"unseen_em[{fam}]"] = test_em[fam]
+    return row
+
+
+def summarize(rows: Sequence[dict]):
+    """Mean over seeds per (family, skew, rules, examples_per_rule), with the seed count."""
+    import pandas as pd
+
+    df = pd.DataFrame(rows)
+    keys = ["family", "skew", "rules", "examples_per_rule"]
+    metrics = [c for c in df.columns if c.startswith(("unseen_em", "seen_em", "copy_em", "final_train_loss"))
+               or c in ("epochs", "distinct_examples")]
+    out = df.groupby(keys, sort=True)[metrics].mean().reset_index()
+    out.insert(len(keys), "seeds", df.groupby(keys, sort=True).size().values)
+    return out
+
+
+def render(summary) -> str:
+    cols = ["family", "skew", "rules", "examples_per_rule", "seeds", "distinct_examples", "epochs",
+            "final_train_loss", "seen_em", "unseen_em", "copy_em"]
+    cols += [c for c in summary.columns if c.startswith("unseen_em[")]
+    return summary[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}")
+
+
+def plot_heatmaps(summary, path: str | Path) -> str:
+    """Unseen-rule exact match over (rules, examples per rule): one panel per
+    (family, skew, test family)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    metrics = [c for c in summary.columns if c.startswith("unseen_em[")] or ["unseen_em"]
+    panels = [(f, s, m) for (f, s) in summary[["family", "skew"]].drop_duplicates().itertuples(index=False)
+              for m in metrics]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
+    rules = sorted(summary["rules"].unique())
+    epr = sorted(summary["examples_per_rule"].unique())
+    for ax, (fam, skew, metric) in zip(axes[0], panels):
+        sub = summary[(summary["family"] == fam) & (summary["skew"] == skew)]
+        grid = np.full((len(rules), len(epr)), np.nan)
+        for r in sub.itertuples(index=False):
+            d = r._asdict()
+            grid[rules.index(d["rules"]), epr.index(d["examples_per_rule"])] = sub.loc[
+                (sub["rules"] == d["rules"]) & (sub["examples_per_rule"] == d["examples_per_rule"]), metric].iloc[0]
+        im = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", origin="lower", aspect="auto")
+        for i in range(len(rules)):
+            for j in range(len(epr)):
+                if not np.isnan(grid[i, j]):
+                    ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center",
+                            color="white" if grid[i, j] < 0.6 else "black", fontsize=9)
+        ax.set_xticks(range(len(epr)), [str(e) for e in epr])
+        ax.set_yticks(range(len(rules)), [str(r) for r in rules])
+        ax.set_xlabel("examples per rule")
+        ax.set_ylabel("distinct rules")
+        test = metric[len("unseen_em["):-1] if metric.startswith("unseen_em[") else "unseen rules"
+        ax.set_title(f"train {fam}, skew {skew:g}\nexact match on {test}", fontsize=9)
+    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8)
+    fig.savefig(path, dpi=110, bbox_inches="tight", format="png")
+    plt.close(fig)
+    return str(path)

@@ -1,0 +1,107 @@
+"""The novelty check's pure parts: which tasks play which role, and the ratio.
+
+Roles, drawn from one seed, disjoint:
+- train: `train_tasks` tasks of the chosen group (a task's group is its first category:
+  the rule family for synthetic pools, the NIV2 category for real ones); M1 = M0 trained
+  on them;
+- related: `related_tasks` other tasks of the group, never trained on;
+- unrelated: `unrelated_tasks` tasks of the other groups, never trained on;
+- base: `base_tasks` of the remaining tasks (any group) that M0 is trained on first.
+
+The change of a held-out task is U1 - U0 (prompt uncertainty under M1 minus under M0).
+The novelty ratio is the related tasks' mean change over the unrelated tasks' mean
+change (None when the latter is exactly 0), with `direction` saying whether both
+decreased (the finding: related tasks' uncertainty falls far more), both increased, or
+they moved in opposite directions (a negative ratio). The relative ratio does the same
+with each task group's relative change, mean(U1) / mean(U0) - 1.
+"""
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from raysys.errors import ConfigError
+from raysys.experiments.config import NoveltyConfig
+from raysys.schema import Task
+
+
+def group_of(task: Task) -> str:
+    return task.categories[0] if task.categories else "(none)"
+
+
+@dataclass(frozen=True)
+class Roles:
+    train: tuple[str, ...]
+    related: tuple[str, ...]
+    unrelated: tuple[str, ...]
+    base: tuple[str, ...]
+
+    def heldout(self) -> list[str]:
+        return list(self.related) + list(self.unrelated)
+
+
+def draw_roles(tasks: Sequence[Task], cfg: NoveltyConfig) -> Roles:
+    """The four disjoint task sets; a pool too small for them is a ConfigError with the counts."""
+    rng = random.Random(f"novelty:{cfg.seed}")
+    ids_in = sorted(t.task_id for t in tasks if group_of(t) == cfg.group)
+    ids_out = sorted(t.task_id for t in tasks if group_of(t) != cfg.group)
+    if not ids_in:
+        groups = sorted({group_of(t) for t in tasks})
+        raise ConfigError(f"no task of group {cfg.group!r} in the pool; its groups: {', '.join(groups[:20])}")
+    need_in = cfg.train_tasks + cfg.related_tasks
+    if len(ids_in) < need_in or len(ids_out) < cfg.unrelated_tasks:
+        raise ConfigError(f"group {cfg.group!r} has {len(ids_in)} tasks and the others {len(ids_out)}: need "
+                          f"train_tasks + related_tasks = {need_in} and unrelated_tasks = {cfg.unrelated_tasks}")
+    rng.shuffle(ids_in)
+    rng.shuffle(ids_out)
+    train, related = ids_in[:cfg.train_tasks], ids_in[cfg.train_tasks:need_in]
+    unrelated = ids_out[:cfg.unrelated_tasks]
+    rest = ids_in[need_in:] + ids_out[cfg.unrelated_tasks:]
+    rng.shuffle(rest)
+    if len(rest) < cfg.base_tasks:
+        raise ConfigError(f"base_tasks = {cfg.base_tasks} but only {len(rest)} tasks are left after the "
+                          f"{need_in + cfg.unrelated_tasks} train and held-out tasks")
+    return Roles(tuple(train), tuple(related), tuple(unrelated), tuple(rest[:cfg.base_tasks]))
+
+
+def _direction(a: float, b: float) -> str:
+    if a < 0 and b < 0:
+        return "both decreased"
+    if a > 0 and b > 0:
+        return "both increased"
+    return "opposite directions" if a * b < 0 else "no change"
+
+
+def novelty_ratio(shift: Sequence[Mapping]) -> dict:
+    """From the per-group shift summary (raysys.taskmap.shift_summary with groups
+    'related' and 'unrelated'): mean changes, relative changes, and their ratios."""
+    by = {r["group"]: r for r in shift}
+    missing = {"related", "unrelated"} - set(by)
+    if missing:
+        raise ValueError(f"shift summary lacks group(s) {sorted(missing)}")
+    ch = {g: float(by[g]["mean_change"]) for g in ("related", "unrelated")}
+    rel = {g: float(by[g]["relative_change"]) for g in ("related", "unrelated")}
+    out = {"related_change": ch["related"], "unrelated_change": ch["unrelated"],
+           "related_relative_change": rel["related"], "unrelated_relative_change": rel["unrelated"],
+           "ratio": ch["related"] / ch["unrelated"] if ch["unrelated"] != 0 else None,
+           "relative_ratio": rel["related"] / rel["unrelated"] if rel["unrelated"] != 0 else None,
+           "direction": _direction(ch["related"], ch["unrelated"])}
+    for g in ("related", "unrelated"):
+        out[f"{g}_before"] = float(by[g]["mean_uncertainty_before"])
+        out[f"{g}_after"] = float(by[g]["mean_uncertainty_after"])
+        out[f"{g}_tasks"] = int(by[g]["tasks"])
+    return out
+
+
+def render(r: Mapping) -> str:
+    def f(v):
+        return "undefined (the unrelated tasks' uncertainty did not change)" if v is None else f"{v:.2f}x"
+
+    lines = [f"{'group':<10} {'tasks':>5} {'U under M0':>11} {'U under M1':>11} {'change':>11} {'relative':>9}"]
+    for g in ("related", "unrelated"):
+        lines.append(f"{g:<10} {r[f'{g}_tasks']:>5} {r[f'{g}_before']:>11.3e} {r[f'{g}_after']:>11.3e} "
+                     f"{r[f'{g}_change']:>+11.3e} {r[f'{g}_relative_change']:>+9.1%}")
+    lines.append(f"novelty ratio (related / unrelated mean change): {f(r['ratio'])}; {r['direction']}")
+    lines.append(f"relative ratio (related / unrelated relative change): {f(r['relative_ratio'])}")
+    return "\n".join(lines)

@@ -1,0 +1,165 @@
+"""Running the novelty check: M0, its scores of the held-out tasks, M1 = M0 trained on
+the group's training tasks, M1's scores of the same tasks, then the ratio and the Task
+Map shift (raysys.experiments.novelty has the roles and the arithmetic).
+
+Training goes through raysys.training.trainer (Ray Train, DeepSpeed), scoring through
+TaskScorer in this process (`actors: 0`) or raysys.scoring.pipeline on Ray Data actors.
+Both are injected (`Stages`), so tests can pass models whose scores are known.
+
+Outputs in work_dir: pool.parquet, roles.json, m0/ (when base_tasks > 0), m1/,
+scores-m0.parquet, scores-m1.parquet, groups.json, taskmap-m0.png, taskmap-m1.png,
+taskmap-m1.shift.png / .shift.csv (arrows per task, mean change per group),
+novelty_tasks.csv (per task: role, U and p under M0 and M1, Task Map category under
+each) and novelty.json (the ratio and everything it came from). Every stage is skipped on
+a rerun once its output exists, so an interrupted run resumes.
+"""
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from raysys.config import TrainConfig
+from raysys.experiments.config import NoveltyConfig
+from raysys.experiments.novelty import Roles, draw_roles, novelty_ratio, render
+from raysys.experiments.workdir import claim_work_dir
+from raysys.io import write_json
+
+
+class Stages(Protocol):
+    def train(self, model: str, task_ids: Sequence[str], cfg: TrainConfig, out: Path) -> str:
+        """The model trained on the tasks (a model folder)."""
+
+    def score(self, model: str, task_ids: Sequence[str], out: Path) -> str:
+        """A scores .parquet of the tasks (raysys.scoring columns)."""
+
+
+@functools.lru_cache(maxsize=2)
+def _tasks(pool: str) -> dict:
+    from raysys.pools import load_pool
+
+    return {t.task_id: t for t in load_pool(pool).tasks}
+
+
+@dataclass(frozen=True)
+class RayStages:
+    cfg: NoveltyConfig
+    pool: str  # canonical Parquet
+
+    def train(self, model, task_ids, cfg, out):
+        from raysys.training.trainer import train_model
+
+        tasks = _tasks(self.pool)
+        run = train_model([tasks[t] for t in task_ids], list(task_ids), model, str(out), cfg,
+                          trust_remote_code=self.cfg.model.trust_remote_code, progress=False)
+        return run.out
+
+    def score(self, model, task_ids, out):
+        import pyarrow as pa
+
+        from raysys.io import write_parquet
+        from raysys.pools import write_parquet_tasks
+
+        if out.is_file():  # written atomically once complete
+            return str(out)
+        tasks = _tasks(self.pool)
+        if self.cfg.actors:
+            from raysys.scoring.pipeline import score_pool
+
+            subset = out.with_suffix(".tasks.parquet")
+            if not subset.is_file():
+                write_parquet_tasks([tasks[t] for t in task_ids], subset)
+            score_pool(str(subset), model, str(out), self.cfg.scoring, actors=self.cfg.actors,
+                       trust_remote_code=self.cfg.model.trust_remote_code, progress=False)
+        else:
+            from raysys.scoring.scorer import TaskScorer
+
+            scorer = TaskScorer(model, self.cfg.scoring, trust_remote_code=self.cfg.model.trust_remote_code)
+            rows, _ = scorer.score([tasks[t] for t in task_ids])
+            write_parquet(out, pa.Table.from_pylist(rows))
+        return str(out)
+
+
+def _pool_and_model(cfg: NoveltyConfig, work: Path, say) -> tuple[str, str]:
+    from raysys.models import init_tiny
+    from raysys.pools import load_pool, write_parquet_tasks
+    from raysys.synth import write_synthetic_pool
+
+    pool = work / "pool.parquet"
+    if not cfg.pool:
+        if write_synthetic_pool(cfg.synth, pool):
+            say(f"synthetic pool written to {pool}")
+    elif not pool.is_file():
+        write_parquet_tasks(list(load_pool(cfg.pool).tasks), pool)
+    model = cfg.model.path or str(work / "tiny-model")
+    if not cfg.model.path and not (Path(model) / "config.json").is_file():
+        init_tiny(model, cfg.tiny)
+    return str(pool), model
+
+
+def _per_task(cfg: NoveltyConfig, roles: Roles, s0: str, s1: str) -> list[dict]:
+    from raysys.selection.candidates import read_scores
+    from raysys.taskmap import categorize
+
+    cols0, cols1 = read_scores(s0), read_scores(s1)
+    ids = roles.heldout()
+    out = {t: {"task_id": t, "role": "related" if t in set(roles.related) else "unrelated"} for t in ids}
+    for tag, cols in (("m0", cols0), ("m1", cols1)):
+        u = np.asarray(cols["prompt_uncertainty"], dtype=np.float64)
+        p = np.asarray(cols["prediction_probability"], dtype=np.float64)
+        cat = categorize(u, p, cfg.taskmap)
+        for i, t in enumerate(cols["task_id"]):
+            if t in out:
+                out[t].update({f"uncertainty_{tag}": float(u[i]), f"probability_{tag}": float(p[i]),
+                               f"category_{tag}": str(cat[i])})
+    return [out[t] for t in ids]
+
+
+def _moves(rows: Sequence[dict]) -> dict:
+    """Task Map moves per role: {"related": {"Ambiguous -> Easy": n, ...}, ...}."""
+    out: dict = {}
+    for r in rows:
+        key = f"{r['category_m0']} -> {r['category_m1']}"
+        out.setdefault(r["role"], {}).setdefault(key, 0)
+        out[r["role"]][key] += 1
+    return {role: dict(sorted(m.items())) for role, m in out.items()}
+
+
+def run_novelty(cfg: NoveltyConfig, stages: Stages | None = None, say: Callable[[str], None] = print) -> dict:
+    import pandas as pd
+
+    from raysys.io import atomic_path
+    from raysys.pools import load_pool
+    from raysys.selection.run import run_taskmap
+
+    work = claim_work_dir(cfg, "novelty-config")
+    pool, model = _pool_and_model(cfg, work, say)
+    stages = stages or RayStages(cfg, pool)
+    roles = draw_roles(load_pool(pool).tasks, cfg)
+    write_json(work / "roles.json", {"group": cfg.group, "train": roles.train, "related": roles.related,
+                                     "unrelated": roles.unrelated, "base": roles.base})
+    say(f"novelty: group {cfg.group!r}; M1 trains on {len(roles.train)} of its tasks; held out: "
+        f"{len(roles.related)} related, {len(roles.unrelated)} unrelated; M0 = "
+        + (f"the model trained on {len(roles.base)} other tasks" if roles.base else "the model as given"))
+    m0 = stages.train(model, roles.base, cfg.base_train, work / "m0") if roles.base else model
+    s0 = stages.score(m0, roles.heldout(), work / "scores-m0.parquet")
+    say("M0 scored; training M1")
+    m1 = stages.train(m0, roles.train, cfg.train, work / "m1")
+    s1 = stages.score(m1, roles.heldout(), work / "scores-m1.parquet")
+    write_json(work / "groups.json", {"related": roles.related, "unrelated": roles.unrelated})
+    run_taskmap(s0, str(work / "taskmap-m0.png"), cfg.taskmap, title="Task Map of the held-out tasks under M0")
+    tm = run_taskmap(s1, str(work / "taskmap-m1.png"), cfg.taskmap, before=s0, groups=str(work / "groups.json"),
+                     title="Task Map of the held-out tasks under M1")
+    rows = _per_task(cfg, roles, s0, s1)
+    with atomic_path(work / "novelty_tasks.csv") as tmp:
+        pd.DataFrame(rows).to_csv(tmp, index=False)
+    result = {"group": cfg.group, **novelty_ratio(tm["shift_summary"]), "taskmap_moves": _moves(rows),
+              "m0": m0, "m1": m1, "scores_m0": s0, "scores_m1": s1, "shift": tm["shift"],
+              "tasks": str(work / "novelty_tasks.csv")}
+    write_json(work / "novelty.json", result)
+    result["text"] = render(result)
+    return result

@@ -1,0 +1,351 @@
+"""The two experiments: the diversity grid (cells, disjoint test rules, exact match, the
+Tune driver, resume) and the novelty check (roles, ratio, Task Map moves), on cases whose
+answers are known by construction, plus a real tiny model on each path."""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from raysys.errors import ConfigError, RaysysError
+from raysys.experiments.config import DiversityConfig, NoveltyConfig
+from raysys.experiments.diversity import (
+    Cell,
+    cell_result,
+    cells,
+    exact_matches,
+    prompt_rows,
+    summarize,
+    training_tasks,
+    unseen_tasks,
+)
+from raysys.experiments.novelty import draw_roles, group_of, novelty_ratio
+from raysys.pools.markov import generate, rewrite, rule_of
+
+TESTS = Path(__file__).resolve().parent
+sys.path.insert(0, str(TESTS))
+from conftest import needs_data, run_cli
+from experiment_fakes import FakeNoveltyStages, Memorizer, Oracle, u0
+
+
+def small(work, **kw) -> DiversityConfig:
+    base = dict(work_dir=str(work), rules=(3, 12), examples_per_rule=(2, 5), steps=4, test_rules=10,
+                test_examples_per_rule=5, seen_checked=6)
+    base.update(kw)
+    return DiversityConfig(**base)
+
+
+# ---------------------------------------------------------------- diversity, pure
+
+def test_grid_cells_and_their_pools_hold_by_construction(tmp_path):
+    cfg = small(tmp_path, families=("unrestricted", "repeated:2"), skews=(0.0, 1.5), seeds=(0, 1))
+    grid = cells(cfg)
+    assert len(grid) == 2 * 2 * 2 * 2 * 2 and len({c.cell_id for c in grid}) == len(grid)
+    for cell in grid:
+        test = unseen_tasks(cfg, cell.family, cell.seed)
+        train = training_tasks(cfg, cell, test)
+        assert len(train) == cell.rules and len(test) == cfg.test_rules
+        assert sum(len(t.instances) for t in train) == cell.rules * cell.examples_per_rule
+        assert not {rule_of(t) for t in train} & {rule_of(t) for t in test}  # unseen by construction
+        assert {t.metadata["family"] for t in train} == {cell.family.split(":")[0]}
+        for t in train + test:
+            x, y = rule_of(t)
+            assert t.instruction == f"{x} -> {y}"
+            for inst in t.instances:
+                assert inst.outputs[0] == rewrite(inst.input, x, y)
+        if cell.skew > 0:
+            counts = [len(t.instances) for t in train]
+            assert counts == sorted(counts, reverse=True) and counts[0] > counts[-1]
+    # every cell of a (family, seed) is tested on the very same rules and inputs
+    a, b = (unseen_tasks(cfg, "unrestricted", 0) for _ in range(2))
+    assert [(t.instruction, [i.input for i in t.instances]) for t in a] == \
+           [(t.instruction, [i.input for i in t.instances]) for t in b]
+    assert {rule_of(t) for t in a} != {rule_of(t) for t in unseen_tasks(cfg, "unrestricted", 1)}
+
+
+def test_transfer_test_rules_come_from_the_test_families(tmp_path):
+    cfg = small(tmp_path, families=("repeated:4",), test_families=("repeated:2", "repeated:3"))
+    test = unseen_tasks(cfg, "repeated:4", 0)
+    assert {(t.metadata["family"], t.metadata["k"]) for t in test} == {("repeated", 2), ("repeated", 3)}
+    assert all(rule_of(t)[0] == rule_of(t)[0][0] * t.metadata["k"] for t in test)
+
+
+def test_exact_matches_against_a_direct_count(tmp_path):
+    cfg = small(tmp_path, families=("repeated:2",), test_families=("repeated:2", "mirror:2"))
+    rows = prompt_rows(unseen_tasks(cfg, "repeated:2", 0), "plain")
+    rng = np.random.default_rng(0)
+    preds = [r["target"] if rng.random() < 0.6 else r["target"] + "x" for r in rows]
+    em = exact_matches(rows, preds)
+    hits = [p == r["target"] for p, r in zip(preds, rows)]
+    assert em["all"] == pytest.approx(np.mean(hits))
+    for fam in ("repeated:2", "mirror:2"):
+        assert em[fam] == pytest.approx(np.mean([h for h, r in zip(hits, rows) if r["family"] == fam]))
+    assert em["copy"] == pytest.approx(np.mean([r["input"] == r["target"] for r in rows]))
+    with pytest.raises(ValueError):
+        exact_matches(rows, preds[:-1])
+
+
+def test_summary_averages_seeds(tmp_path):
+    cfg = small(tmp_path, seeds=(0, 1))
+    rows = [cell_result(c, cfg, c.rules * c.examples_per_rule, [1.0, 0.5], 1.0,
+                        {"all": c.seed / 4 + c.rules / 100, "copy": 0.1}, 0.5) for c in cells(cfg)]
+    s = summarize(rows)
+    assert len(s) == 4 and set(s["seeds"]) == {2}
+    r = s[(s["rules"] == 12) & (s["examples_per_rule"] == 5)].iloc[0]
+    assert r["unseen_em"] == pytest.approx((0 / 4 + 0.12 + 1 / 4 + 0.12) / 2)
+    assert r["epochs"] == pytest.approx(4 * 64 / 60)
+
+
+# ---------------------------------------------------------------- diversity, Tune and real model
+
+@pytest.mark.ray
+def test_diversity_on_tune_scores_known_learners_and_resumes(tmp_path):
+    import experiment_fakes
+    import ray
+    import ray.cloudpickle
+
+    from raysys.experiments.diversity_run import run_diversity
+
+    ray.cloudpickle.register_pickle_by_value(experiment_fakes)  # trials run in other processes
+    log = tmp_path / "fits.jsonl"
+    cfg = small(tmp_path / "w")
+    try:
+        out = run_diversity(cfg, Memorizer(str(log)), num_cpus=2, say=lambda m: None)
+        assert len(log.read_text().splitlines()) == 4
+        for row in out["rows"]:
+            # a memoriser copies unseen inputs: exactly the no-op share; it knows its training rows
+            assert row["unseen_em"] == pytest.approx(row["copy_em"]) and row["seen_em"] == 1.0
+            test = unseen_tasks(cfg, row["family"], row["seed"])
+            assert row["copy_em"] == pytest.approx(np.mean([i.input == i.outputs[0] for t in test
+                                                            for i in t.instances]))
+        table = pd.read_csv(out["table"])
+        assert list(zip(table["rules"], table["examples_per_rule"])) == [(3, 2), (3, 5), (12, 2), (12, 5)]
+        assert Path(out["heatmap"]).stat().st_size > 5_000
+        again = run_diversity(cfg, Memorizer(str(log)), num_cpus=2, say=lambda m: None)
+        assert len(log.read_text().splitlines()) == 4 and again["rows"] == out["rows"]  # nothing redone
+        with pytest.raises(RaysysError, match="other settings.*steps"):
+            run_diversity(replace(cfg, steps=5), Memorizer(str(log)), say=lambda m: None)
+    finally:
+        ray.shutdown()
+
+
+def test_a_learner_that_applies_the_rule_scores_one(tmp_path):
+    from raysys.experiments.diversity_run import run_cell
+
+    cfg = small(tmp_path, families=("repeated:2",), test_families=("repeated:2", "mirror:2"))
+    row = run_cell(cfg, Cell("repeated:2", 1.0, 5, 3, 0), Oracle(str(tmp_path / "log")), tmp_path, say=lambda m: None)
+    assert row["unseen_em"] == row["seen_em"] == row["unseen_em[mirror:2]"] == row["unseen_em[repeated:2]"] == 1.0
+
+
+def test_a_real_cell_trains_the_tiny_model_from_scratch(tmp_path):
+    import torch
+
+    from raysys.experiments.diversity_run import TinyLearner, run_cell
+    from raysys.models import load_model
+
+    torch.set_num_threads(1)
+    cfg = small(tmp_path, steps=60, tiny=replace(DiversityConfig().tiny, hidden_size=32, intermediate_size=64),
+                train=replace(DiversityConfig().train, batch_size=16, micro_batch_size=16, learning_rate=3e-3))
+    cell = Cell("unrestricted", 0.0, 4, 5, 0)
+    row = run_cell(cfg, cell, TinyLearner(), tmp_path, say=lambda m: None)
+    assert row["distinct_examples"] == 20 and row["examples_processed"] == 60 * 16
+    assert row["final_train_loss"] < 2.5  # from ~4.6 (uniform over the vocabulary)
+    assert 0.0 <= row["unseen_em"] <= 1.0 and 0.0 <= row["seen_em"] <= 1.0
+    saved = tmp_path / "cells" / cell.cell_id
+    assert json.loads((saved / "result.json").read_text()) == row
+    lm = load_model(str(saved / "model"))  # an ordinary HF folder
+    assert lm.kind == "causal"
+
+
+def test_cli_experiment_errors_are_clean(tmp_path):
+    r = run_cli("experiment", "diversity", f"--work-dir={tmp_path}", "rules=[0]")
+    assert r.returncode == 2 and "rules and examples_per_rule must be >= 1" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli("experiment", "novelty", f"--work-dir={tmp_path}", "group=nosuch", "synth.rules=40",
+                "base_tasks=0")
+    assert r.returncode == 2 and "no task of group 'nosuch'" in r.stderr and "Traceback" not in r.stderr
+
+
+# ---------------------------------------------------------------- novelty
+
+def _pool(rules=80):
+    from raysys.config import SynthConfig
+
+    return generate(SynthConfig(rules=rules, examples_per_rule=3, families=("repeated:2", "periodic:2", "mirror:2",
+                                                                           "unrestricted")))
+
+
+def test_roles_are_disjoint_and_in_their_groups():
+    tasks = _pool()
+    cfg = NoveltyConfig(train_tasks=8, related_tasks=6, unrelated_tasks=10, base_tasks=20)
+    roles = draw_roles(tasks, cfg)
+    sets = [set(roles.train), set(roles.related), set(roles.unrelated), set(roles.base)]
+    assert [len(s) for s in sets] == [8, 6, 10, 20]
+    assert sum(len(s) for s in sets) == len(set().union(*sets))
+    group = {t.task_id: group_of(t) for t in tasks}
+    assert all(group[t] == "repeated" for t in roles.train + roles.related)
+    assert all(group[t] != "repeated" for t in roles.unrelated)
+    assert draw_roles(tasks, cfg) == roles and draw_roles(tasks, replace(cfg, seed=1)) != roles
+    with pytest.raises(ConfigError, match="group 'repeated' has 20 tasks"):
+        draw_roles(tasks, replace(cfg, train_tasks=15))
+    with pytest.raises(ConfigError, match="only .* tasks are left"):
+        draw_roles(tasks, replace(cfg, base_tasks=100))
+
+
+@needs_data
+def test_roles_on_real_niv2_categories(shared_data):
+    from raysys.pools import load_pool
+
+    tasks = load_pool(shared_data / "niv2").tasks
+    cfg = NoveltyConfig(group="Question Answering", train_tasks=20, related_tasks=20, unrelated_tasks=3,
+                        base_tasks=10)
+    roles = draw_roles(tasks, cfg)
+    cats = {t.task_id: t.categories[0] for t in tasks}
+    assert {cats[t] for t in roles.unrelated} == {"Cause Effect Classification", "Coreference Resolution",
+                                                   "Data to Text"}
+    assert {cats[t] for t in roles.train + roles.related} == {"Question Answering"}
+    with pytest.raises(ConfigError, match="need train_tasks"):
+        draw_roles(tasks, replace(cfg, unrelated_tasks=4))
+
+
+def test_ratio_from_a_shift_summary():
+    shift = [{"group": "related", "tasks": 2, "mean_uncertainty_before": 0.4, "mean_uncertainty_after": 0.1,
+              "mean_change": -0.3, "relative_change": -0.75},
+             {"group": "unrelated", "tasks": 3, "mean_uncertainty_before": 0.2, "mean_uncertainty_after": 0.19,
+              "mean_change": -0.01, "relative_change": -0.05}]
+    r = novelty_ratio(shift)
+    assert r["ratio"] == pytest.approx(30.0) and r["relative_ratio"] == pytest.approx(15.0)
+    assert r["direction"] == "both decreased"
+    shift[1].update(mean_change=0.02, relative_change=0.1)
+    r = novelty_ratio(shift)
+    assert r["ratio"] == pytest.approx(-15.0) and r["direction"] == "opposite directions"
+    shift[1].update(mean_change=0.0, relative_change=0.0)
+    assert novelty_ratio(shift)["ratio"] is None
+
+
+def test_novelty_run_with_known_scores(tmp_path):
+    from raysys.experiments.novelty_run import run_novelty
+    from raysys.pools import write_parquet_tasks
+    from raysys.taskmap import categorize
+
+    pool = tmp_path / "pool.parquet"
+    tasks = _pool()
+    write_parquet_tasks(tasks, pool)
+    cfg = NoveltyConfig(work_dir=str(tmp_path / "w"), pool=str(pool), train_tasks=8, related_tasks=6,
+                        unrelated_tasks=10, base_tasks=20, model=replace(NoveltyConfig().model, path=str(tmp_path)))
+    roles = draw_roles(tasks, cfg)
+    out = run_novelty(cfg, FakeNoveltyStages(roles.related), say=lambda m: None)
+    rel = np.array([u0(t) for t in roles.related])
+    unrel = np.array([u0(t) for t in roles.unrelated])
+    assert out["related_change"] == pytest.approx(-0.5 * rel.mean())
+    assert out["unrelated_change"] == pytest.approx(-0.1 * unrel.mean())
+    assert out["direction"] == "both decreased"
+    assert out["ratio"] == pytest.approx(5 * rel.mean() / unrel.mean())
+    assert out["relative_ratio"] == pytest.approx(5.0)
+    # M0 was trained on the base tasks, M1 on the group's training tasks, starting from M0
+    m1 = json.loads(Path(out["m1"], "model.json").read_text())
+    assert m1["tasks"] == list(roles.train) and m1["from"] == out["m0"]
+    assert json.loads(Path(out["m0"], "model.json").read_text())["tasks"] == list(roles.base)
+    # the Task Map moves are those of an independent categorisation under each model
+    ids = roles.heldout()
+    before = np.array([u0(t) for t in ids])
+    after = before * np.array([0.5] * len(roles.related) + [0.9] * len(roles.unrelated))
+    c0, c1 = categorize(before, 0.5 + 0.5 * before), categorize(after, 0.5 + 0.5 * after)
+    want: dict = {}
+    for i, t in enumerate(ids):
+        role = "related" if i < len(roles.related) else "unrelated"
+        want.setdefault(role, {}).setdefault(f"{c0[i]} -> {c1[i]}", 0)
+        want[role][f"{c0[i]} -> {c1[i]}"] += 1
+    assert out["taskmap_moves"] == want
+    per_task = pd.read_csv(out["tasks"])
+    assert list(per_task["task_id"]) == ids and per_task["uncertainty_m1"].tolist() == pytest.approx(after.tolist())
+    assert Path(out["shift"]).stat().st_size > 5_000
+    assert json.loads((tmp_path / "w" / "novelty.json").read_text())["ratio"] == pytest.approx(out["ratio"])
+
+
+class _LocalStages:
+    """Real tiny models and real scoring; training in-process (raysys.training.local), on
+    the related held-out tasks' own instances when `on_related`: a case known by
+    construction, where the related tasks must gain far more likelihood than the others."""
+
+    def __init__(self, pool, cfg, related=()):
+        from raysys.experiments.novelty_run import RayStages
+
+        self.real, self.related = RayStages(cfg, str(pool)), tuple(related)
+
+    def train(self, model, task_ids, cfg, out):
+        from raysys.models import load_model
+        from raysys.pools import load_pool
+        from raysys.training.data import training_examples
+        from raysys.training.local import train_steps
+
+        if (out / "config.json").is_file():
+            return str(out)
+        ids = self.related or task_ids
+        tasks = load_pool(self.real.pool).tasks
+        lm = load_model(model)
+        rows = training_examples(tasks, ids, cfg)
+        train_steps(lm.model, lm.tokenizer, lm.kind, rows, replace(cfg, batch_size=8, micro_batch_size=8, workers=1), 300)
+        lm.model.save_pretrained(out)
+        lm.tokenizer.save_pretrained(out)
+        return str(out)
+
+    def score(self, model, task_ids, out):
+        return self.real.score(model, task_ids, out)
+
+
+def test_novelty_with_a_real_model_trained_on_the_related_tasks(tmp_path):
+    import torch
+
+    from raysys.experiments.novelty_run import run_novelty
+
+    torch.set_num_threads(2)
+    cfg = NoveltyConfig(work_dir=str(tmp_path / "w"), synth=replace(NoveltyConfig().synth, rules=60),
+                        train_tasks=4, related_tasks=4, unrelated_tasks=4, base_tasks=0,
+                        tiny=replace(NoveltyConfig().tiny, hidden_size=64, layers=2, intermediate_size=128),
+                        train=replace(NoveltyConfig().train, learning_rate=3e-3),
+                        scoring=replace(NoveltyConfig().scoring, instances=2, perturbations=3, max_new_tokens=12))
+    from raysys.synth import write_synthetic_pool
+    pool = tmp_path / "w" / "pool.parquet"
+    (tmp_path / "w").mkdir()
+    write_synthetic_pool(cfg.synth, pool)
+    from raysys.pools import load_pool
+    roles = draw_roles(load_pool(pool).tasks, cfg)
+    out = run_novelty(cfg, _LocalStages(pool, cfg, roles.related), say=lambda m: None)
+    t = pd.read_csv(out["tasks"])
+    related = t["role"] == "related"
+    gain = t["probability_m1"] - t["probability_m0"]
+    assert t["probability_m1"][related].min() > 0.9  # M1 learned exactly these tasks' answers
+    assert gain[related].mean() > gain[~related].mean()
+    scores = pq.read_table(out["scores_m1"]).to_pandas().set_index("task_id")
+    assert t["uncertainty_m1"].tolist() == scores.loc[t["task_id"], "prompt_uncertainty"].tolist()
+    assert set(t["category_m0"]) <= {"Ambiguous", "Easy", "Difficult"}
+    # M1 = M0 (no training at all): every change is exactly zero and the ratio is undefined
+    same = run_novelty(replace(cfg, work_dir=str(tmp_path / "same")), _Identity(pool, cfg), say=lambda m: None)
+    assert same["related_change"] == 0 and same["unrelated_change"] == 0 and same["ratio"] is None
+    assert same["direction"] == "no change"
+
+
+class _Identity(_LocalStages):
+    def train(self, model, task_ids, cfg, out):
+        return model
+
+
+def test_the_shipped_cpu_config_is_the_default():
+    from raysys.config import load_config
+
+    assert load_config(DiversityConfig, TESTS.parent / "jobs/configs/diversity.yaml") == DiversityConfig()
+    assert load_config(NoveltyConfig, TESTS.parent / "jobs/configs/novelty.yaml") == NoveltyConfig()
+
+
+def test_job_entrypoint_runs_the_experiment_verbs(tmp_path):
+    import subprocess
+
+    r = subprocess.run([sys.executable, str(TESTS.parent / "jobs/experiment.py"), "novelty", "--work-dir",
+                        str(tmp_path), "train_tasks=0"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert r.returncode == 2 and "train_tasks, related_tasks and unrelated_tasks must be >= 1" in r.stderr

@@ -25,13 +25,17 @@ def parse_plain(prompt: str) -> tuple[str, str, str]:
     return x, y, inp[len("Input: "):]
 
 
+def _logged(log: str, cell) -> None:
+    with open(log, "a") as f:
+        f.write(json.dumps({"cell": cell.cell_id}) + "\n")
+
+
 @dataclass(frozen=True)
 class Memorizer:
     log: str
 
     def fit(self, cfg, cell, rows, out_dir, device):
-        with open(self.log, "a") as f:
-            f.write(json.dumps({"cell": cell.cell_id}) + "\n")
+        _logged(self.log, cell)
         return {r["prompt"]: r["target"] for r in rows}, {"losses": [1.0, 0.5], "seconds": 0.01}
 
     def answer(self, model, cfg, prompts, device):
@@ -43,8 +47,7 @@ class Oracle:
     log: str
 
     def fit(self, cfg, cell, rows, out_dir, device):
-        with open(self.log, "a") as f:
-            f.write(json.dumps({"cell": cell.cell_id}) + "\n")
+        _logged(self.log, cell)
         return None, {"losses": [0.0], "seconds": 0.01}
 
     def answer(self, model, cfg, prompts, device):

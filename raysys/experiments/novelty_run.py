@@ -84,23 +84,6 @@ class RayStages:
         return str(out)
 
 
-def _pool_and_model(cfg: NoveltyConfig, work: Path, say) -> tuple[str, str]:
-    from raysys.models import init_tiny
-    from raysys.pools import load_pool, write_parquet_tasks
-    from raysys.synth import write_synthetic_pool
-
-    pool = work / "pool.parquet"
-    if not cfg.pool:
-        if write_synthetic_pool(cfg.synth, pool):
-            say(f"synthetic pool written to {pool}")
-    elif not pool.is_file():
-        write_parquet_tasks(list(load_pool(cfg.pool).tasks), pool)
-    model = cfg.model.path or str(work / "tiny-model")
-    if not cfg.model.path and not (Path(model) / "config.json").is_file():
-        init_tiny(model, cfg.tiny)
-    return str(pool), model
-
-
 def _per_task(cfg: NoveltyConfig, roles: Roles, s0: str, s1: str) -> list[dict]:
     from raysys.selection.candidates import read_scores
     from raysys.taskmap import categorize
@@ -135,9 +118,10 @@ def run_novelty(cfg: NoveltyConfig, stages: Stages | None = None, say: Callable[
     from raysys.io import atomic_path
     from raysys.pools import load_pool
     from raysys.selection.run import run_taskmap
+    from raysys.workspace import work_model, work_pool
 
     work = claim_work_dir(cfg, "novelty-config")
-    pool, model = _pool_and_model(cfg, work, say)
+    pool, model = str(work_pool(work, cfg.pool, cfg.synth, say)), work_model(work, cfg.model, cfg.tiny, say)
     stages = stages or RayStages(cfg, pool)
     roles = draw_roles(load_pool(pool).tasks, cfg)
     write_json(work / "roles.json", {"group": cfg.group, "train": roles.train, "related": roles.related,

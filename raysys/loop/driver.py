@@ -54,21 +54,15 @@ def _check_same(cfg: LoopConfig, path: Path) -> None:
 
 
 def prepare(cfg: LoopConfig, say: Callable[[str], None] = print) -> Prepared:
-    from raysys.models import init_tiny
     from raysys.pools import load_pool, write_parquet_tasks
-    from raysys.synth import write_synthetic_pool
+    from raysys.workspace import work_model, work_pool
 
     work = Path(cfg.work_dir).resolve()
     work.mkdir(parents=True, exist_ok=True)
     if (work / CONFIG).is_file():
         _check_same(cfg, work / CONFIG)
     write_json(work / CONFIG, to_dict(cfg))
-    pool = work / "pool.parquet"
-    if not cfg.pool:
-        if write_synthetic_pool(cfg.synth, pool):
-            say(f"synthetic pool written to {pool}")
-    elif not pool.is_file():
-        write_parquet_tasks(list(load_pool(cfg.pool).tasks), pool)
+    pool = work_pool(work, cfg.pool, cfg.synth, say)
     tasks = load_pool(pool).tasks
     test_pool, test_tasks = pool, tasks
     if cfg.test_pool:
@@ -86,10 +80,7 @@ def prepare(cfg: LoopConfig, say: Callable[[str], None] = print) -> Prepared:
             "on the validation tasks only")
     if cfg.test_tasks:
         test_ids = test_ids[: cfg.test_tasks]
-    model = cfg.model.path or str(work / "tiny-model")
-    if not cfg.model.path and not (Path(model) / "config.json").is_file():
-        init_tiny(model, cfg.tiny)
-        say(f"built-in tiny model written to {model}")
+    model = work_model(work, cfg.model, cfg.tiny, say)
     universe = Universe(tuple(pool_ids), tuple(test_ids))
     return Prepared(work, str(pool), str(test_pool), model, universe)
 

@@ -6,51 +6,16 @@ traceback; Ctrl-C exits 130.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
-import types
-import typing
 
+from raysys.cliflags import add_dataclass_flags as _add_dataclass_flags
+from raysys.cliflags import flag_values as _flag_values
 from raysys.errors import RaysysError
 
 
 # ---------------------------------------------------------------- helpers
-
-def _add_dataclass_flags(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()) -> None:
-    """One --flag per field of `cls` (default None = keep the config's value)."""
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        if f.name in skip:
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        hint = hints[f.name]
-        if typing.get_origin(hint) in (typing.Union, types.UnionType):  # X | None: a flag of type X
-            hint = next(a for a in typing.get_args(hint) if a is not type(None))
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        help_ = f"(default: {default!r})"
-        if typing.get_origin(hint) is tuple:
-            args = typing.get_args(hint)
-            if len(args) == 2 and args[1] is not Ellipsis:
-                parser.add_argument(flag, type=args[0], nargs=2, metavar=("MIN", "MAX"), help=help_)
-            else:
-                parser.add_argument(flag, nargs="+", help=help_)
-        elif hint is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_)
-        else:
-            parser.add_argument(flag, type=hint, help=help_)
-
-
-def _flag_values(args: argparse.Namespace, cls) -> list[str]:
-    """The given dataclass flags as key=value overrides."""
-    out = []
-    for f in dataclasses.fields(cls):
-        value = getattr(args, f.name, None)
-        if value is not None:
-            out.append(f"{f.name}={json.dumps(list(value) if isinstance(value, (list, tuple)) else value)}")
-    return out
-
 
 def _load_for_cli(args: argparse.Namespace):
     from raysys.pools import load_pool
@@ -472,7 +437,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trust-remote-code", action="store_true", help="run code shipped with the model (off by default)")
     p.set_defaults(func=model_info)
 
-    p = verbs.add_parser("loop", help="the active loop on Ray Tune: strategies x seeds, rounds of score/select/train/eval")
+    p = verbs.add_parser("loop", help="the active loop on Ray Tune: strategies x seeds, rounds of "
+                                      "score/select/train/eval")
     p.add_argument("--config", help="YAML file of LoopConfig fields (e.g. jobs/configs/loop_niv2.yaml)")
     p.add_argument("--work-dir", help="the loop's folder (shared storage on a cluster); default: the config's")
     p.add_argument("--resume", action="store_true", help="continue the loop in --work-dir with its saved settings")
@@ -482,10 +448,11 @@ def build_parser() -> argparse.ArgumentParser:
     exp = verbs.add_parser("experiment", help="rerun the experiments behind raysys's methods on your own settings")
     exp_verbs = exp.add_subparsers(dest="experiment_verb", required=True, metavar="VERB")
     for name, func, cls_help in (
-            ("diversity", experiment_diversity, "instruction diversity: a Ray Tune grid over (rules, examples per "
-                                                "rule), a model trained from scratch per cell, exact match on unseen rules"),
-            ("novelty", experiment_novelty, "novelty check: uncertainty drop of related vs unrelated held-out tasks "
-                                            "after training on one group")):
+            ("diversity", experiment_diversity, "instruction diversity: a Ray Tune grid over (rules, examples "
+                                                "per rule), a model trained from scratch per cell, exact match on "
+                                                "unseen rules"),
+            ("novelty", experiment_novelty, "novelty check: uncertainty change of related vs unrelated held-out "
+                                            "tasks after training on one group")):
         p = exp_verbs.add_parser(name, help=cls_help)
         p.add_argument("--config", help=f"YAML file of the experiment's fields (e.g. jobs/configs/{name}_*.yaml)")
         p.add_argument("--work-dir", help="the experiment's folder (rerun to resume); default: the config's")

@@ -1,13 +1,46 @@
-"""A run's inputs inside its work dir, made once and reused by reruns: the pool as
+"""A run's work dir. It holds one run (a loop or an experiment): its settings are saved
+on the first run and a rerun with other settings is refused, naming the fields (work_dir
+itself may differ: a moved folder). Its inputs are made once and reused by reruns: the pool as
 canonical Parquet (a synthetic pool from its config, or any pool raysys reads, converted)
-and the base model folder (the given one, or the built-in tiny model written there).
-The active loop and the experiments share these."""
+and the base model folder (the given one, or the built-in tiny model written there);
+and scoring some of the pool's tasks, on Ray Data actors or (`actors: 0`, for small
+pools) in the calling process. The active loop and the experiments share these."""
 from __future__ import annotations
 
+import functools
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
-from raysys.config import ModelConfig, SynthConfig, TinyConfig
+from raysys.config import ModelConfig, ScoringConfig, SynthConfig, TinyConfig, to_dict
+from raysys.errors import RaysysError
+from raysys.io import read_json, write_json
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def claim_work_dir(cfg, name: str, hint: str = "use another work_dir, or remove that folder") -> Path:
+    """The resolved work dir (created), after checking that its `name`.json holds no
+    other settings; then `name`.json holds `cfg`."""
+    work = Path(cfg.work_dir).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    saved = work / f"{name}.json"
+    new = _flat(to_dict(cfg))
+    if saved.is_file():
+        old = _flat(read_json(saved))
+        diff = sorted(k for k in set(old) | set(new) if k != "work_dir" and old.get(k) != new.get(k))
+        if diff:
+            raise RaysysError(f"{work} holds a {name} run with other settings ({', '.join(diff[:8])} differ); "
+                              + hint)
+    write_json(saved, to_dict(cfg))
+    return work
 
 
 def work_pool(work: Path, pool: str, synth: SynthConfig, say: Callable[[str], None] = print) -> Path:
@@ -34,3 +67,43 @@ def work_model(work: Path, model: ModelConfig, tiny: TinyConfig, say: Callable[[
         init_tiny(path, tiny)
         say(f"built-in tiny model written to {path}")
     return path
+
+
+@functools.lru_cache(maxsize=4)
+def pool_tasks(path: str) -> dict:
+    """{task_id: Task} of a canonical pool file (read once per process)."""
+    from raysys.pools import load_pool
+
+    return {t.task_id: t for t in load_pool(path).tasks}
+
+
+def subset_pool(pool: str, task_ids: Sequence[str], path: Path) -> str:
+    """The tasks as their own Parquet pool at `path` (written once, atomically: a file
+    there is complete, so a rerun scores the same pool file and resumes its parts)."""
+    from raysys.pools import write_parquet_tasks
+
+    if not path.is_file():
+        tasks = pool_tasks(pool)
+        write_parquet_tasks([tasks[t] for t in task_ids], path)
+    return str(path)
+
+
+def score_tasks(pool: str, task_ids: Sequence[str], model: str, out: Path, cfg: ScoringConfig, *, actors: int,
+                subset: Path, trust_remote_code: bool = False, cpus: float | None = None) -> str:
+    """Scores of the tasks in `out`: on `actors` Ray Data actors (the tasks written to
+    `subset` first), or with actors 0 in this process, skipped once `out` exists."""
+    if actors:
+        from raysys.scoring.pipeline import score_pool
+
+        score_pool(subset_pool(pool, task_ids, subset), model, str(out), cfg, actors=actors,
+                   trust_remote_code=trust_remote_code, progress=False, cpus=cpus)
+    elif not out.is_file():  # written atomically once the whole stage is done
+        import pyarrow as pa
+
+        from raysys.io import write_parquet
+        from raysys.scoring.scorer import TaskScorer
+
+        tasks = pool_tasks(pool)
+        rows, _ = TaskScorer(model, cfg, trust_remote_code=trust_remote_code).score([tasks[t] for t in task_ids])
+        write_parquet(out, pa.Table.from_pylist(rows))
+    return str(out)

@@ -146,10 +146,8 @@ def plot_heatmaps(summary, path: str | Path) -> str:
     for ax, (fam, skew, metric) in zip(axes[0], panels):
         sub = summary[(summary["family"] == fam) & (summary["skew"] == skew)]
         grid = np.full((len(rules), len(epr)), np.nan)
-        for r in sub.itertuples(index=False):
-            d = r._asdict()
-            grid[rules.index(d["rules"]), epr.index(d["examples_per_rule"])] = sub.loc[
-                (sub["rules"] == d["rules"]) & (sub["examples_per_rule"] == d["examples_per_rule"]), metric].iloc[0]
+        for r in sub.to_dict("records"):
+            grid[rules.index(r["rules"]), epr.index(r["examples_per_rule"])] = r[metric]
         im = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", origin="lower", aspect="auto")
         for i in range(len(rules)):
             for j in range(len(epr)):

@@ -33,14 +33,15 @@ from raysys.experiments.diversity import (
     training_tasks,
     unseen_tasks,
 )
-from raysys.experiments.workdir import claim_work_dir
 from raysys.io import read_json, write_json
+from raysys.workspace import claim_work_dir
 
 RESULT = "result.json"
 
 
 class Learner(Protocol):
-    def fit(self, cfg: DiversityConfig, cell: Cell, rows: Sequence[dict], out_dir: Path, device: str) -> tuple[Any, dict]:
+    def fit(self, cfg: DiversityConfig, cell: Cell, rows: Sequence[dict], out_dir: Path,
+            device: str) -> tuple[Any, dict]:
         """Train on rows ({prompt, target}); (model handle, {"losses": [...], "seconds": s})."""
 
     def answer(self, model: Any, cfg: DiversityConfig, prompts: Sequence[str], device: str) -> list[str]:

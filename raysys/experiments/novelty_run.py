@@ -15,7 +15,6 @@ a rerun once its output exists, so an interrupted run resumes.
 """
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,8 +25,8 @@ import numpy as np
 from raysys.config import TrainConfig
 from raysys.experiments.config import NoveltyConfig
 from raysys.experiments.novelty import Roles, draw_roles, novelty_ratio, render
-from raysys.experiments.workdir import claim_work_dir
 from raysys.io import write_json
+from raysys.workspace import claim_work_dir, pool_tasks, score_tasks
 
 
 class Stages(Protocol):
@@ -38,13 +37,6 @@ class Stages(Protocol):
         """A scores .parquet of the tasks (raysys.scoring columns)."""
 
 
-@functools.lru_cache(maxsize=2)
-def _tasks(pool: str) -> dict:
-    from raysys.pools import load_pool
-
-    return {t.task_id: t for t in load_pool(pool).tasks}
-
-
 @dataclass(frozen=True)
 class RayStages:
     cfg: NoveltyConfig
@@ -53,35 +45,15 @@ class RayStages:
     def train(self, model, task_ids, cfg, out):
         from raysys.training.trainer import train_model
 
-        tasks = _tasks(self.pool)
+        tasks = pool_tasks(self.pool)
         run = train_model([tasks[t] for t in task_ids], list(task_ids), model, str(out), cfg,
                           trust_remote_code=self.cfg.model.trust_remote_code, progress=False)
         return run.out
 
     def score(self, model, task_ids, out):
-        import pyarrow as pa
-
-        from raysys.io import write_parquet
-        from raysys.pools import write_parquet_tasks
-
-        if out.is_file():  # written atomically once complete
-            return str(out)
-        tasks = _tasks(self.pool)
-        if self.cfg.actors:
-            from raysys.scoring.pipeline import score_pool
-
-            subset = out.with_suffix(".tasks.parquet")
-            if not subset.is_file():
-                write_parquet_tasks([tasks[t] for t in task_ids], subset)
-            score_pool(str(subset), model, str(out), self.cfg.scoring, actors=self.cfg.actors,
-                       trust_remote_code=self.cfg.model.trust_remote_code, progress=False)
-        else:
-            from raysys.scoring.scorer import TaskScorer
-
-            scorer = TaskScorer(model, self.cfg.scoring, trust_remote_code=self.cfg.model.trust_remote_code)
-            rows, _ = scorer.score([tasks[t] for t in task_ids])
-            write_parquet(out, pa.Table.from_pylist(rows))
-        return str(out)
+        return score_tasks(self.pool, task_ids, model, out, self.cfg.scoring, actors=self.cfg.actors,
+                           subset=out.with_suffix(".tasks.parquet"),
+                           trust_remote_code=self.cfg.model.trust_remote_code)
 
 
 def _per_task(cfg: NoveltyConfig, roles: Roles, s0: str, s1: str) -> list[dict]:

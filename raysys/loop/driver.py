@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from raysys.config import LoopConfig, from_mapping, to_dict
+from raysys.config import LoopConfig, from_mapping
 from raysys.errors import RaysysError
 from raysys.io import read_json, write_json
 from raysys.loop.core import (RECORD, STATE, LoopState, Stages, base_round, latest_state, run_trial, seed_dir,
@@ -45,23 +45,12 @@ def saved_config(work_dir: str) -> LoopConfig:
     return from_mapping(LoopConfig, read_json(path), str(path))
 
 
-def _check_same(cfg: LoopConfig, path: Path) -> None:
-    old, new = read_json(path), to_dict(cfg)
-    differ = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-    if differ:
-        raise RaysysError(f"{path.parent} holds a loop with other settings ({', '.join(differ)} differ); "
-                          f"use another work_dir, or `raysys loop --resume --work-dir {path.parent}` to continue it")
-
-
 def prepare(cfg: LoopConfig, say: Callable[[str], None] = print) -> Prepared:
     from raysys.pools import load_pool, write_parquet_tasks
-    from raysys.workspace import work_model, work_pool
+    from raysys.workspace import claim_work_dir, work_model, work_pool
 
-    work = Path(cfg.work_dir).resolve()
-    work.mkdir(parents=True, exist_ok=True)
-    if (work / CONFIG).is_file():
-        _check_same(cfg, work / CONFIG)
-    write_json(work / CONFIG, to_dict(cfg))
+    work = claim_work_dir(cfg, Path(CONFIG).stem, hint="use another work_dir, or `raysys loop --resume "
+                          f"--work-dir {Path(cfg.work_dir).resolve()}` to continue it")
     pool = work_pool(work, cfg.pool, cfg.synth, say)
     tasks = load_pool(pool).tasks
     test_pool, test_tasks = pool, tasks

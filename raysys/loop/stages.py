@@ -12,28 +12,12 @@ importing torch and loading the model, per stage call) costs more than the work.
 """
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
 from raysys.config import LoopConfig
-
-
-@functools.lru_cache(maxsize=4)
-def _tasks(path: str) -> dict:
-    from raysys.pools import load_pool
-
-    return {t.task_id: t for t in load_pool(path).tasks}
-
-
-def _subset(pool: str, task_ids: Sequence[str], path: Path) -> str:
-    from raysys.pools import write_parquet_tasks
-
-    if not path.is_file():  # written atomically: present means complete
-        tasks = _tasks(pool)
-        write_parquet_tasks([tasks[t] for t in task_ids], path)
-    return str(path)
+from raysys.workspace import pool_tasks, score_tasks, subset_pool
 
 
 @dataclass(frozen=True)
@@ -44,34 +28,15 @@ class RayStages:
     cpus: float | None = None  # this trial's share of the cluster's CPUs
 
     def score(self, model: str, task_ids: Sequence[str], out_dir: Path) -> str:
-        from raysys.scoring.pipeline import score_pool
-
-        out = out_dir / "scores.parquet"
-        if not self.cfg.actors:
-            return self._score_here(model, task_ids, out)
-        subset = _subset(self.pool, task_ids, out_dir / "tasks.parquet")
-        score_pool(subset, model, str(out), self.cfg.scoring, actors=self.cfg.actors,
-                   trust_remote_code=self.cfg.model.trust_remote_code, progress=False, cpus=self.cpus)
-        return str(out)
-
-    def _score_here(self, model: str, task_ids: Sequence[str], out: Path) -> str:
-        import pyarrow as pa
-
-        from raysys.io import write_parquet
-        from raysys.scoring.scorer import TaskScorer
-
-        if not out.is_file():  # written atomically once the whole stage is done
-            tasks = _tasks(self.pool)
-            scorer = TaskScorer(model, self.cfg.scoring, trust_remote_code=self.cfg.model.trust_remote_code)
-            rows, _ = scorer.score([tasks[t] for t in task_ids])
-            write_parquet(out, pa.Table.from_pylist(rows))
-        return str(out)
+        return score_tasks(self.pool, task_ids, model, out_dir / "scores.parquet", self.cfg.scoring,
+                           actors=self.cfg.actors, subset=out_dir / "tasks.parquet",
+                           trust_remote_code=self.cfg.model.trust_remote_code, cpus=self.cpus)
 
     def select(self, strategy: str, budget: int, seed: int, task_ids: Sequence[str], scores: str | None,
                out_dir: Path) -> list[str]:
         from raysys.selection.run import run_select
 
-        subset = _subset(self.pool, task_ids, out_dir / "candidates.parquet")
+        subset = subset_pool(self.pool, task_ids, out_dir / "candidates.parquet")
         cfg = replace(self.cfg.select, strategy=strategy, budget=budget, seed=seed)
         sel = run_select(cfg, str(out_dir / "selected.json"), scores=scores, pool=subset,
                          targets=self.cfg.targets or None)
@@ -80,7 +45,7 @@ class RayStages:
     def train(self, model: str, task_ids: Sequence[str], val_ids: Sequence[str], out_dir: Path) -> tuple[str, dict]:
         from raysys.training.trainer import train_model
 
-        tasks = _tasks(self.pool)
+        tasks = pool_tasks(self.pool)
         wanted = set(task_ids) | set(val_ids)
         run = train_model([t for tid, t in tasks.items() if tid in wanted], list(task_ids), model,
                           str(out_dir / "model"), self.cfg.train, val_ids=list(val_ids),
@@ -118,7 +83,7 @@ class RayStages:
 
         out = out_dir / f"eval-{i}.json"
         if not out.is_file():
-            tasks = _tasks(pool)
+            tasks = pool_tasks(pool)
             ev = Evaluator(model, self.cfg.evaluation, trust_remote_code=self.cfg.model.trust_remote_code)
             rows, _ = ev.process([tasks[t] for t in dict.fromkeys(ids)])
             write_json(out, {"model": model, "per_task": rows})

@@ -18,7 +18,7 @@ import signal
 import time
 from pathlib import Path
 
-from raysys.config import ScoringConfig, SynthConfig, TinyConfig
+from raysys.config import GenerationConfig, ScoringConfig, SynthConfig, TinyConfig
 from raysys.models import init_tiny
 from raysys.scoring.pipeline import score_pool
 from raysys.synth import write_synthetic_pool
@@ -38,8 +38,8 @@ def main() -> None:
     model = work / "tiny-model"
     if not (model / "config.json").exists():
         init_tiny(model, TinyConfig())
-    cfg = ScoringConfig(instances=1, perturbations=args.perturbations, max_new_tokens=args.max_new_tokens,
-                        tasks_per_batch=64, generation_batch=64)
+    cfg = ScoringConfig(instances=1, perturbations=args.perturbations, tasks_per_batch=64,
+                        generation=GenerationConfig(max_new_tokens=args.max_new_tokens, batch=64))
     signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started in the background
     log = work / "timing.jsonl"
     t = time.perf_counter()

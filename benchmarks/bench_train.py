@@ -20,7 +20,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from raysys.config import SynthConfig, TrainConfig
+from raysys.config import PromptConfig, SynthConfig, TrainConfig
 from raysys.models import count_parameters, init_tiny, load_model
 from raysys.pools import load_pool
 from raysys.synth import write_synthetic_pool
@@ -47,7 +47,7 @@ def main() -> None:
     model = str(init_tiny(work / "tiny")) if args.model == "tiny" else args.model
     n_params = count_parameters(load_model(model).model)
     base = TrainConfig(epochs=args.epochs, micro_batch_size=args.micro_batch_size, workers=args.workers,
-                       batch_size=args.micro_batch_size * args.workers, demonstrations=0,
+                       batch_size=args.micro_batch_size * args.workers, prompt=PromptConfig(demonstrations=0),
                        instances_per_task=args.instances, learning_rate=1e-3)
     print(f"model {model}: {n_params:,} parameters; {len(tasks)} tasks x {args.instances} instances; "
           f"{args.workers} workers, micro batch {args.micro_batch_size}, {args.epochs} epochs")

@@ -10,8 +10,8 @@ import json
 import os
 import sys
 
-from raysys.cliflags import add_dataclass_flags as _add_dataclass_flags
-from raysys.cliflags import flag_values as _flag_values
+from raysys.cliflags import add_config_flags as _config_flags
+from raysys.cliflags import config_from_args as _config
 from raysys.errors import RaysysError
 
 
@@ -70,10 +70,9 @@ def pool_convert(args: argparse.Namespace) -> int:
 
 
 def pool_synth(args: argparse.Namespace) -> int:
-    from raysys.config import SynthConfig, load_config
     from raysys.synth import write_synthetic_pool
 
-    cfg = load_config(SynthConfig, args.config, list(args.set) + _flag_values(args, SynthConfig))
+    cfg = _config(args)
     made = write_synthetic_pool(cfg, args.out)
     n = cfg.rules + cfg.unseen_rules
     print(f"{'wrote' if made else 'up to date:'} {n} tasks ({cfg.rules} seen, {cfg.unseen_rules} unseen rules) "
@@ -93,11 +92,10 @@ def pool_show(args: argparse.Namespace) -> int:
 
 
 def score(args: argparse.Namespace) -> int:
-    from raysys.config import ScoringConfig, load_config
     from raysys.scoring.pipeline import score_pool
     from raysys.scoring.summary import render_score_summary
 
-    cfg = load_config(ScoringConfig, args.config, list(args.set) + _flag_values(args, ScoringConfig))
+    cfg = _config(args)
     run = score_pool(args.pool, args.model, args.out, cfg, actors=args.actors, gpus_per_actor=args.gpus_per_actor,
                      details=args.details, trust_remote_code=args.trust_remote_code)
     print(render_score_summary(run, top=args.top))
@@ -105,10 +103,9 @@ def score(args: argparse.Namespace) -> int:
 
 
 def select(args: argparse.Namespace) -> int:
-    from raysys.config import SelectConfig, load_config
     from raysys.selection.run import render_selection, run_select
 
-    cfg = load_config(SelectConfig, args.config, list(args.set) + _flag_values(args, SelectConfig))
+    cfg = _config(args)
     sel = run_select(cfg, args.out, scores=args.scores, pool=args.pool, exclude=args.exclude, targets=args.targets)
     print(render_selection(sel, show=args.show))
     print(f"wrote {args.out}")
@@ -116,10 +113,9 @@ def select(args: argparse.Namespace) -> int:
 
 
 def taskmap(args: argparse.Namespace) -> int:
-    from raysys.config import TaskMapConfig, load_config
     from raysys.selection.run import run_taskmap
 
-    cfg = load_config(TaskMapConfig, args.config, _flag_values(args, TaskMapConfig))
+    cfg = _config(args)
     result = run_taskmap(args.scores, args.out, cfg, table=args.table, before=args.before, groups=args.groups)
     for row in result["counts"]:
         print(f"{row['category']:<10} {row['tasks']:>7} tasks  mean uncertainty {row['mean_prompt_uncertainty']:.4g}  "
@@ -133,10 +129,9 @@ def taskmap(args: argparse.Namespace) -> int:
 
 
 def align(args: argparse.Namespace) -> int:
-    from raysys.config import AlignConfig, load_config
     from raysys.selection.run import run_align
 
-    cfg = load_config(AlignConfig, args.config, list(args.set) + _flag_values(args, AlignConfig))
+    cfg = _config(args)
     report = run_align(args.pool, args.out, cfg)
     state = "up to date" if report.get("resumed") else f"trained on {report['n_train']} tasks in {report['seconds']} s"
     print(f"aligned encoder in {args.out} ({state}); same-task retrieval on {report['n_heldout']} held-out tasks "
@@ -146,12 +141,9 @@ def align(args: argparse.Namespace) -> int:
 
 
 def train(args: argparse.Namespace) -> int:
-    from raysys.config import TrainConfig, load_config
-
-    overrides = list(args.set) + _flag_values(args, TrainConfig)
     if args.deepspeed_stage is not None:
-        overrides += ["backend=deepspeed", f"zero_stage={args.deepspeed_stage}"]
-    cfg = load_config(TrainConfig, args.config, overrides)
+        args.set = list(args.set) + ["backend=deepspeed", f"zero_stage={args.deepspeed_stage}"]
+    cfg = _config(args)
     if args.plan:
         from raysys.training.plan import count_parameters_from_config, memory_plan, render_plan, trainable_parameters
 
@@ -185,11 +177,9 @@ def train(args: argparse.Namespace) -> int:
 
 def _eval_inputs(args: argparse.Namespace):
     """The EvalConfig of the command line and its task ids (None: every task of the pool)."""
-    from raysys.config import EvalConfig, load_config
     from raysys.selection import read_task_ids
 
-    cfg = load_config(EvalConfig, args.config, list(args.set) + _flag_values(args, EvalConfig))
-    return cfg, (read_task_ids(args.tasks) if args.tasks else None)
+    return _config(args), (read_task_ids(args.tasks) if args.tasks else None)
 
 
 def evaluate(args: argparse.Namespace) -> int:
@@ -218,10 +208,9 @@ def compare(args: argparse.Namespace) -> int:
 
 
 def model_init_tiny(args: argparse.Namespace) -> int:
-    from raysys.config import TinyConfig, load_config
     from raysys.models import init_tiny
 
-    cfg = load_config(TinyConfig, args.config, _flag_values(args, TinyConfig))
+    cfg = _config(args)
     init_tiny(args.out, cfg)
     print(f"wrote the tiny {cfg.arch} model to {args.out} (see `raysys model info {args.out}`)")
     return 0
@@ -249,7 +238,7 @@ def demo(args: argparse.Namespace) -> int:
 
 
 def loop(args: argparse.Namespace) -> int:
-    from raysys.config import LoopConfig, load_config
+    from raysys.config import LoopConfig
     from raysys.loop.driver import run_loop, saved_config
     from raysys.loop.results import render
 
@@ -260,8 +249,7 @@ def loop(args: argparse.Namespace) -> int:
             raise RaysysError("--resume continues with the settings saved in the work dir; give no config or overrides")
         cfg = saved_config(args.work_dir)
     else:
-        cfg = load_config(LoopConfig, args.config, args.overrides + ([f"work_dir={args.work_dir}"] if args.work_dir
-                                                                      else []))
+        cfg = _experiment_config(LoopConfig, args)
     out = run_loop(cfg)
     print(render(out["summary"]))
     print("\n".join(f"{k}: {out[k]}" for k in ("table", "csv", "curves", "uncertainty", "taskmap") if k in out))
@@ -297,58 +285,57 @@ def experiment_novelty(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- parser
 
-def build_parser() -> argparse.ArgumentParser:
-    from raysys.config import (TEMPLATES, AlignConfig, EvalConfig, ScoringConfig, SelectConfig, SynthConfig,
-                               TaskMapConfig, TinyConfig, TrainConfig)
+def _run_flags(p: argparse.ArgumentParser, actors: str = "scorer") -> None:
+    """The flags of a verb that runs a model on an actor pool."""
+    p.add_argument("--actors", type=int, default=1, help=f"{actors} actors (one GPU each on GPU clusters)")
+    p.add_argument("--gpus-per-actor", type=float, help="default: 1 when the cluster has GPUs, else 0")
+    p.add_argument("--trust-remote-code", action="store_true", help="run code shipped with the model")
 
-    parser = argparse.ArgumentParser(
-        prog="raysys", description="Choose the instruction-tuning tasks worth training on.")
-    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+def _verb(verbs, name: str, func, help_: str, cls=None, what: str = "") -> argparse.ArgumentParser:
+    p = verbs.add_parser(name, help=help_)
+    p.set_defaults(func=func)
+    if cls is not None:
+        _config_flags(p, cls, what)
+    return p
+
+
+def _pool_verbs(verbs) -> None:
+    from raysys.config import SynthConfig
+    from raysys.prompts import TEMPLATES
 
     pool = verbs.add_parser("pool", help="read, check, convert and synthesise task pools")
     pool_verbs = pool.add_subparsers(dest="pool_verb", required=True, metavar="VERB")
-
-    p = pool_verbs.add_parser("inspect", help="summarise a pool (counts, classification/generative split)")
+    p = _verb(pool_verbs, "inspect", pool_inspect, "summarise a pool (counts, classification/generative split)")
     _pool_args(p)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--skip-report", help="where skipped records go (default: raysys-skipped.jsonl)")
-    p.set_defaults(func=pool_inspect)
-
-    p = pool_verbs.add_parser("convert", help="convert a pool to canonical Parquet (or JSONL)")
+    p = _verb(pool_verbs, "convert", pool_convert, "convert a pool to canonical Parquet (or JSONL)")
     _pool_args(p)
     p.add_argument("--out", required=True, help="output .parquet or .jsonl file (written atomically)")
     p.add_argument("--skip-report", help="where skipped records go (default: OUT.skipped.jsonl)")
-    p.set_defaults(func=pool_convert)
-
-    p = pool_verbs.add_parser("synth", help="generate a synthetic string-rewriting pool")
+    p = _verb(pool_verbs, "synth", pool_synth, "generate a synthetic string-rewriting pool", SynthConfig)
     p.add_argument("--out", required=True, help="output .parquet file")
-    p.add_argument("--config", help="YAML file of SynthConfig fields")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
-    _add_dataclass_flags(p, SynthConfig)
-    p.set_defaults(func=pool_synth)
-
-    p = pool_verbs.add_parser("show", help="print formatted prompts of a pool's first tasks")
+    p = _verb(pool_verbs, "show", pool_show, "print formatted prompts of a pool's first tasks")
     _pool_args(p)
     p.add_argument("--n", type=int, default=3, help="number of tasks (default: 3)")
     p.add_argument("--template", choices=TEMPLATES, default="tk")
     p.add_argument("--demonstrations", type=int, default=2, help="positive examples shown (tk)")
-    p.set_defaults(func=pool_show)
 
-    p = verbs.add_parser("score", help="score every task of a pool (prompt uncertainty and baselines) on Ray")
+
+def _stage_verbs(verbs) -> None:
+    from raysys.config import AlignConfig, EvalConfig, ScoringConfig, SelectConfig, TaskMapConfig, TrainConfig
+
+    p = _verb(verbs, "score", score, "score every task of a pool (prompt uncertainty and baselines) on Ray",
+              ScoringConfig)
     p.add_argument("--pool", required=True, help="pool file or folder (any format raysys reads)")
     p.add_argument("--model", required=True, help="model folder (or hub name where reachable)")
     p.add_argument("--out", required=True, help="scores .parquet (one row per task, written atomically)")
     p.add_argument("--details", help="also write one row per scored prompt to this .parquet")
-    p.add_argument("--actors", type=int, default=1, help="scorer actors (one GPU each on GPU clusters)")
-    p.add_argument("--gpus-per-actor", type=float, help="default: 1 when the cluster has GPUs, else 0")
-    p.add_argument("--trust-remote-code", action="store_true", help="run code shipped with the model")
     p.add_argument("--top", type=int, default=5, help="tasks shown at each end of the summary")
-    p.add_argument("--config", help="YAML file of ScoringConfig fields")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
-    _add_dataclass_flags(p, ScoringConfig)
-    p.set_defaults(func=score)
+    _run_flags(p)
 
-    p = verbs.add_parser("select", help="choose tasks with a strategy (writes selected.json)")
+    p = _verb(verbs, "select", select, "choose tasks with a strategy (writes selected.json)", SelectConfig)
     p.add_argument("--scores", help="scores .parquet from `raysys score` (not needed for random/similarity)")
     p.add_argument("--pool", help="the pool (instructions, classification flags, reference answers)")
     p.add_argument("--out", required=True, help="selected.json (written atomically)")
@@ -356,30 +343,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="task ids never selected: a selected.json or a JSON list (repeatable)")
     p.add_argument("--targets", help="target tasks for the similarity strategy: a pool or a .txt of instructions")
     p.add_argument("--show", type=int, default=10, help="selected tasks printed (default: 10)")
-    p.add_argument("--config", help="YAML file of SelectConfig fields")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
-    _add_dataclass_flags(p, SelectConfig)
-    p.set_defaults(func=select)
 
-    p = verbs.add_parser("taskmap", help="draw the Task Map of a scores file (and its shift from an earlier one)")
+    p = _verb(verbs, "taskmap", taskmap, "draw the Task Map of a scores file (and its shift from an earlier one)",
+              TaskMapConfig)
     p.add_argument("--scores", required=True, help="scores .parquet")
     p.add_argument("--out", required=True, help="Task Map .png")
     p.add_argument("--table", help="also write the category counts to this .csv")
     p.add_argument("--before", help="scores of the same pool before training: also draw OUT.shift.png/.csv")
     p.add_argument("--groups", help='with --before: JSON {"group": [task ids]} (default: group by category before)')
-    p.add_argument("--config", help="YAML file of TaskMapConfig fields")
-    _add_dataclass_flags(p, TaskMapConfig)
-    p.set_defaults(func=taskmap)
 
-    p = verbs.add_parser("align", help="align the sentence encoder to a pool's instruction style (for INSTA)")
+    p = _verb(verbs, "align", align, "align the sentence encoder to a pool's instruction style (for INSTA)",
+              AlignConfig)
     p.add_argument("--pool", required=True, help="pool whose instructions the encoder learns")
     p.add_argument("--out", required=True, help="output encoder folder (sentence-transformers format)")
-    p.add_argument("--config", help="YAML file of AlignConfig fields")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
-    _add_dataclass_flags(p, AlignConfig)
-    p.set_defaults(func=align)
 
-    p = verbs.add_parser("train", help="fine-tune a model on selected tasks with Ray Train (DeepSpeed/DDP, LoRA)")
+    p = _verb(verbs, "train", train, "fine-tune a model on selected tasks with Ray Train (DeepSpeed/DDP, LoRA)",
+              TrainConfig, " (e.g. jobs/configs/train_tiny.yaml)")
     p.add_argument("--pool", help="the pool the tasks come from")
     p.add_argument("--tasks", help="selected.json (or a JSON list of task ids) to train on")
     p.add_argument("--model", required=True, help="base model folder")
@@ -391,78 +370,68 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpus", type=int, help="GPUs the plan assumes (default: --workers)")
     p.add_argument("--gpu-memory-gib", type=float, default=80.0, help="memory of one GPU (default: 80)")
     p.add_argument("--trust-remote-code", action="store_true", help="run code shipped with the model")
-    p.add_argument("--config", help="YAML file of TrainConfig fields (e.g. jobs/configs/train_tiny.yaml)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
-    _add_dataclass_flags(p, TrainConfig)
-    p.set_defaults(func=train)
 
-    p = verbs.add_parser("eval", help="evaluate a model on held-out tasks (Rouge-L, exact match) on Ray")
-    p.add_argument("--pool", required=True, help="pool of the tasks to evaluate")
+    for name, func, help_, what in (
+            ("eval", evaluate, "evaluate a model on held-out tasks (Rouge-L, exact match) on Ray", ""),
+            ("compare", compare, "pairwise comparison of two models' answers by a judge model", " (how A and B answer)")):
+        p = _verb(verbs, name, func, help_, EvalConfig, what)
+        p.add_argument("--pool", required=True, help="pool of the tasks to answer")
+        p.add_argument("--tasks", help="only these tasks: selected.json or a JSON list of ids")
+        _run_flags(p, "generation")
+    p = verbs.choices["eval"]
     p.add_argument("--model", required=True, help="model folder")
     p.add_argument("--out", required=True, help="metrics.json (written atomically)")
-    p.add_argument("--tasks", help="only these tasks: selected.json or a JSON list of ids")
     p.add_argument("--details", help="also write every answer with its metrics to this .parquet")
-    p.add_argument("--actors", type=int, default=1, help="generation actors (one GPU each on GPU clusters)")
-    p.add_argument("--gpus-per-actor", type=float, help="default: 1 when the cluster has GPUs, else 0")
-    p.add_argument("--trust-remote-code", action="store_true", help="run code shipped with the model")
-    p.add_argument("--config", help="YAML file of EvalConfig fields")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
-    _add_dataclass_flags(p, EvalConfig)
-    p.set_defaults(func=evaluate)
-
-    p = verbs.add_parser("compare", help="pairwise comparison of two models' answers by a judge model")
-    p.add_argument("--pool", required=True, help="pool of the tasks to answer")
+    p = verbs.choices["compare"]
     p.add_argument("--model-a", required=True, help="model folder A")
     p.add_argument("--model-b", required=True, help="model folder B")
     p.add_argument("--judge", required=True, help="judge model folder (loaded through raysys)")
     p.add_argument("--out", required=True, help="pairwise.json (written atomically)")
-    p.add_argument("--tasks", help="only these tasks: selected.json or a JSON list of ids")
     p.add_argument("--judge-max-new-tokens", type=int, default=32, help="judge reply length (default: 32)")
-    p.add_argument("--actors", type=int, default=1, help="generation actors")
-    p.add_argument("--trust-remote-code", action="store_true", help="run code shipped with the models")
-    p.add_argument("--config", help="YAML file of EvalConfig fields (how A and B answer)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
-    _add_dataclass_flags(p, EvalConfig)
-    p.set_defaults(func=compare)
+
+
+def _run_verbs(verbs) -> None:
+    from raysys.config import TinyConfig
 
     model = verbs.add_parser("model", help="build and check models")
     model_verbs = model.add_subparsers(dest="model_verb", required=True, metavar="VERB")
-    p = model_verbs.add_parser("init-tiny", help="write the built-in tiny model as an HF folder")
+    p = _verb(model_verbs, "init-tiny", model_init_tiny, "write the built-in tiny model as an HF folder", TinyConfig,
+              " (e.g. jobs/configs/tiny_t5.yaml)")
     p.add_argument("--out", required=True, help="output folder (must be new or empty)")
-    p.add_argument("--config", help="YAML file of TinyConfig fields (e.g. jobs/configs/tiny_t5.yaml)")
-    _add_dataclass_flags(p, TinyConfig)
-    p.set_defaults(func=model_init_tiny)
-    p = model_verbs.add_parser("info", help="load a model folder and print what it is (JSON)")
+    p = _verb(model_verbs, "info", model_info, "load a model folder and print what it is (JSON)")
     p.add_argument("path")
     p.add_argument("--trust-remote-code", action="store_true", help="run code shipped with the model (off by default)")
-    p.set_defaults(func=model_info)
-
-    p = verbs.add_parser("loop", help="the active loop on Ray Tune: strategies x seeds, rounds of "
-                                      "score/select/train/eval")
-    p.add_argument("--config", help="YAML file of LoopConfig fields (e.g. jobs/configs/loop_niv2.yaml)")
-    p.add_argument("--work-dir", help="the loop's folder (shared storage on a cluster); default: the config's")
-    p.add_argument("--resume", action="store_true", help="continue the loop in --work-dir with its saved settings")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. seeds=[0,1,2] train.epochs=3")
-    p.set_defaults(func=loop)
 
     exp = verbs.add_parser("experiment", help="rerun the experiments behind raysys's methods on your own settings")
     exp_verbs = exp.add_subparsers(dest="experiment_verb", required=True, metavar="VERB")
-    for name, func, cls_help in (
-            ("diversity", experiment_diversity, "instruction diversity: a Ray Tune grid over (rules, examples "
-                                                "per rule), a model trained from scratch per cell, exact match on "
-                                                "unseen rules"),
-            ("novelty", experiment_novelty, "novelty check: uncertainty change of related vs unrelated held-out "
-                                            "tasks after training on one group")):
-        p = exp_verbs.add_parser(name, help=cls_help)
-        p.add_argument("--config", help=f"YAML file of the experiment's fields (e.g. jobs/configs/{name}_*.yaml)")
-        p.add_argument("--work-dir", help="the experiment's folder (rerun to resume); default: the config's")
-        p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. steps=3000 rules=[16,256]")
-        p.set_defaults(func=func)
+    for verbs_, name, func, help_, example in (
+            (verbs, "loop", loop, "the active loop on Ray Tune: strategies x seeds, rounds of score/select/train/eval",
+             "seeds=[0,1,2] train.epochs=3"),
+            (exp_verbs, "diversity", experiment_diversity, "instruction diversity: a Ray Tune grid over (rules, "
+             "examples per rule), a model trained from scratch per cell, exact match on unseen rules",
+             "steps=3000 rules=[16,256]"),
+            (exp_verbs, "novelty", experiment_novelty, "novelty check: uncertainty change of related vs unrelated "
+             "held-out tasks after training on one group", "train_tasks=100 seed=1")):
+        p = _verb(verbs_, name, func, help_)
+        p.add_argument("--config", help=f"YAML file of the {name} fields (e.g. jobs/configs/{name}_*.yaml)")
+        p.add_argument("--work-dir", help="its folder (shared storage on a cluster; rerun to resume); "
+                                          "default: the config's")
+        p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=f"e.g. {example}")
+    verbs.choices["loop"].add_argument("--resume", action="store_true",
+                                       help="continue the loop in --work-dir with its saved settings")
 
-    p = verbs.add_parser("demo", help="run the demo on the embedded default config")
+    p = _verb(verbs, "demo", demo, "run the demo on the embedded default config")
     p.add_argument("--config", help="YAML file of DemoConfig fields (default: embedded)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. synth.rules=500 work_dir=/tmp/demo")
-    p.set_defaults(func=demo)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="raysys", description="Choose the instruction-tuning tasks worth training on.")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+    _pool_verbs(verbs)
+    _stage_verbs(verbs)
+    _run_verbs(verbs)
     return parser
 
 

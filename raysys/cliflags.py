@@ -1,6 +1,11 @@
 """Command-line flags from config dataclasses: one --flag per field, and the flags a user
 gave turned back into key=value overrides (so flags, --set and YAML go through the same
-validation in raysys.configio)."""
+validation in raysys.configio).
+
+A nested config (a stage's `prompt`, `generation`, `taskmap`) gets one flag per field of
+its own, named by the field alone (`--template`, `--max-new-tokens`), or by the section and
+the field where the name alone would not say what it is (`--generation-batch`); the
+override it gives is dotted (`prompt.template=...`)."""
 from __future__ import annotations
 
 import argparse
@@ -9,36 +14,67 @@ import json
 import types
 import typing
 
+# Nested fields whose flag names the section too: (section, field) -> flag name.
+_SECTION_FLAGS = {("generation", "batch"): "generation-batch"}
 
-def add_dataclass_flags(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()) -> None:
-    """One --flag per field of `cls` (default None = keep the config's value)."""
+
+def _flags(cls, prefix: str = "", skip: tuple[str, ...] = ()):
+    """(dotted key, flag name, type hint, default) of each leaf field of `cls`."""
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         if f.name in skip:
             continue
-        flag = "--" + f.name.replace("_", "-")
-        hint = hints[f.name]
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        if dataclasses.is_dataclass(hints[f.name]) and not prefix:
+            for key, flag, hint, d in _flags(hints[f.name], f"{f.name}."):
+                yield key, flag, hint, getattr(default, key.split(".")[-1])
+            continue
+        section = prefix.rstrip(".")
+        flag = _SECTION_FLAGS.get((section, f.name), f.name).replace("_", "-")
+        yield prefix + f.name, flag, hints[f.name], default
+
+
+def add_dataclass_flags(parser: argparse.ArgumentParser, cls, skip: tuple[str, ...] = ()) -> None:
+    """One --flag per leaf field of `cls` (default None = keep the config's value)."""
+    for key, flag, hint, default in _flags(cls, skip=skip):
         if typing.get_origin(hint) in (typing.Union, types.UnionType):  # X | None: a flag of type X
             hint = next(a for a in typing.get_args(hint) if a is not type(None))
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        help_ = f"(default: {default!r})"
+        kw = {"dest": "cfg:" + key, "help": f"(default: {default!r})"}
         if typing.get_origin(hint) is tuple:
             args = typing.get_args(hint)
             if len(args) == 2 and args[1] is not Ellipsis:
-                parser.add_argument(flag, type=args[0], nargs=2, metavar=("MIN", "MAX"), help=help_)
+                parser.add_argument("--" + flag, type=args[0], nargs=2, metavar=("MIN", "MAX"), **kw)
             else:
-                parser.add_argument(flag, nargs="+", help=help_)
+                parser.add_argument("--" + flag, nargs="+", metavar=flag.upper().replace("-", "_"), **kw)
         elif hint is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help_)
+            parser.add_argument("--" + flag, action=argparse.BooleanOptionalAction, default=None, **kw)
         else:
-            parser.add_argument(flag, type=hint, help=help_)
+            parser.add_argument("--" + flag, type=hint, metavar=flag.upper().replace("-", "_"), **kw)
+
+
+def add_config_flags(parser: argparse.ArgumentParser, cls, what: str = "") -> None:
+    """--config FILE, --set KEY=VALUE (repeatable) and one flag per field of `cls`: how a
+    verb takes its stage's config (read back with `config_from_args`)."""
+    parser.set_defaults(config_cls=cls)
+    parser.add_argument("--config", help=f"YAML file of {cls.__name__} fields{what}")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config field (dotted for nested ones: prompt.template=alpaca)")
+    add_dataclass_flags(parser, cls)
+
+
+def config_from_args(args: argparse.Namespace):
+    """The config a verb was given: its YAML file, then --set, then the field flags."""
+    from raysys.configio import load_config
+
+    cls = args.config_cls
+    return load_config(cls, args.config, list(args.set) + flag_values(args, cls))
 
 
 def flag_values(args: argparse.Namespace, cls) -> list[str]:
     """The given dataclass flags as key=value overrides."""
     out = []
-    for f in dataclasses.fields(cls):
-        value = getattr(args, f.name, None)
+    for key, _, _, _ in _flags(cls):
+        value = getattr(args, "cfg:" + key, None)
         if value is not None:
-            out.append(f"{f.name}={json.dumps(list(value) if isinstance(value, (list, tuple)) else value)}")
+            out.append(f"{key}={json.dumps(list(value) if isinstance(value, (list, tuple)) else value)}")
     return out

@@ -9,21 +9,36 @@ Configs are never mutated; `dataclasses.replace` makes a changed copy.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from raysys.configio import apply_overrides, config_hash, from_mapping, load_config, to_dict  # noqa: F401
 from raysys.errors import ConfigError
+from raysys.perturb import KINDS as PERTURBATIONS
+from raysys.prompts import TEMPLATES
 
 FAMILIES = ("unrestricted", "repeated", "periodic", "mirror")
 VERBOSITIES = ("terse", "verbose", "symbolic")
-TEMPLATES = ("tk", "alpaca", "plain")
 ARCHS = ("llama", "t5")
 
 
 def _check(cond: bool, msg: str) -> None:
     if not cond:
         raise ConfigError(msg)
+
+
+def share(cfg, name: str, *parts: str) -> None:
+    """Set the nested config `name` of each of `cfg`'s sub-configs `parts` to `cfg.name`
+    (called from a frozen config's __post_init__): a setting several stages share is given
+    once, at the top. A part that sets it to something else than its default is refused."""
+    value = getattr(cfg, name)
+    for part in parts:
+        sub = getattr(cfg, part)
+        own = getattr(sub, name)
+        _check(own in (value, type(own)()),
+               f"{part}.{name} is set apart from {name}; set {name} once, at the top (it is shared by "
+               f"{', '.join(parts)})")
+        object.__setattr__(cfg, part, dataclasses.replace(sub, **{name: value}))
 
 
 def _range(name: str, r: tuple[int, int], low: int) -> None:
@@ -84,14 +99,29 @@ class SynthConfig:
 
 @dataclass(frozen=True)
 class PromptConfig:
-    """How a task instance becomes a prompt (raysys.prompts)."""
+    """How a task instance becomes a prompt (raysys.prompts); shared by scoring,
+    evaluation and training (a loop or an experiment sets it once for all of them)."""
 
-    template: str = "tk"  # tk: TK-Instruct (definition + demonstrations); alpaca: Alpaca
+    template: str = "tk"  # tk: TK-Instruct (definition + demonstrations); alpaca; plain
     demonstrations: int = 2  # positive examples shown (TK-Instruct uses 2)
 
     def __post_init__(self) -> None:
         _check(self.template in TEMPLATES, f"template must be one of {TEMPLATES}")
         _check(self.demonstrations >= 0, "demonstrations must be >= 0")
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """Greedy answers (scoring's own answers, evaluation's predictions)."""
+
+    max_new_tokens: int = 128  # answer length cap
+    max_prompt_tokens: int = 0  # longer prompts keep their last tokens; 0 = model limit - max_new_tokens
+    batch: int = 32  # prompts per generation batch
+
+    def __post_init__(self) -> None:
+        _check(self.max_new_tokens >= 1, "max_new_tokens must be >= 1")
+        _check(self.max_prompt_tokens >= 0, "max_prompt_tokens must be >= 0")
+        _check(self.batch >= 1, "batch must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -125,9 +155,6 @@ class TinyConfig:
         _check(self.hidden_size % self.heads == 0, "hidden_size must be a multiple of heads")
 
 
-PERTURBATIONS = ("dropout", "mask", "repeat", "extraneous")
-
-
 @dataclass(frozen=True)
 class ScoringConfig:
     """Prompt-uncertainty scoring (raysys.scoring). Defaults follow the method."""
@@ -139,15 +166,12 @@ class ScoringConfig:
     perturb_demonstrations: bool = False  # also perturb demonstration inputs (never outputs)
     mask_token: str = "<mask>"
     seed: int = 0  # instance sampling and perturbations derive from (seed, task_id, j)
-    max_new_tokens: int = 128  # greedy answer length cap
-    template: str = "tk"  # prompt template (raysys.prompts)
-    demonstrations: int = 2  # demonstrations shown in the prompt
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)  # the model's own answers
     entropy: bool = True  # classification entropy over the task's label set
     max_labels: int = 10  # label sets larger than this are not scored for entropy
     ifd: bool = True  # IFD = PPL(y | prompt) / PPL(y alone)
-    max_prompt_tokens: int = 0  # longer prompts keep their last tokens; 0 = model limit - max_new_tokens
     token_budget: int = 8192  # padded tokens per forward pass
-    generation_batch: int = 32  # prompts per greedy-generation batch
     tasks_per_batch: int = 16  # tasks handed to a scorer actor at a time
 
     def __post_init__(self) -> None:
@@ -155,11 +179,8 @@ class ScoringConfig:
         _check(self.perturbations >= 0, "perturbations must be >= 0")
         _check(0.0 <= self.drop_rate <= 1.0, "drop_rate must be in [0, 1]")
         _check(self.perturbation in PERTURBATIONS, f"perturbation must be one of {PERTURBATIONS}")
-        _check(self.max_new_tokens >= 1, "max_new_tokens must be >= 1")
-        _check(self.template in TEMPLATES, f"template must be one of {TEMPLATES}")
-        _check(self.demonstrations >= 0 and self.max_labels >= 2, "demonstrations >= 0, max_labels >= 2")
-        _check(self.max_prompt_tokens >= 0, "max_prompt_tokens must be >= 0")
-        _check(min(self.token_budget, self.generation_batch, self.tasks_per_batch) >= 1, "batch sizes must be >= 1")
+        _check(self.max_labels >= 2, "max_labels must be >= 2")
+        _check(min(self.token_budget, self.tasks_per_batch) >= 1, "batch sizes must be >= 1")
 
 
 SIMILARITY_MODES = ("overall", "per-target")
@@ -189,8 +210,7 @@ class SelectConfig:
     cls_ratio: float | None = None  # classification share of the budget (the method: 24/68 = 0.353)
     length_strata: bool = False  # stratify by mean reference answer length (words) in bins
     length_bin: int = 10  # width of an answer-length stratum, in words
-    ambiguous_share: float = 1 / 3  # Task Map rule for the ambiguous / easy / difficult strategies
-    easy_share: float = 0.5
+    taskmap: TaskMapConfig = field(default_factory=TaskMapConfig)  # the ambiguous / easy / difficult strategies
     diversity_threshold: float = 0.9  # uncertainty-diverse: skip a task this similar to one taken
     candidate_factor: int = 3  # uncertainty-kcenter: k-center over the budget x this most uncertain
     encoder: str = ""  # sentence encoder folder for similarity strategies; "" = bundled all-MiniLM-L6-v2
@@ -202,7 +222,6 @@ class SelectConfig:
         _check(self.cls_ratio is None or 0.0 <= self.cls_ratio <= 1.0, "cls_ratio must be in [0, 1]")
         _check(self.length_bin >= 1 and self.candidate_factor >= 1, "length_bin and candidate_factor must be >= 1")
         _check(-1.0 <= self.diversity_threshold <= 1.0, "diversity_threshold must be in [-1, 1]")
-        TaskMapConfig(self.ambiguous_share, self.easy_share)
         _check(self.similarity_mode in SIMILARITY_MODES, f"similarity_mode must be one of {SIMILARITY_MODES}")
         _check(self.similarity_reduce in SIMILARITY_REDUCE, f"similarity_reduce must be one of {SIMILARITY_REDUCE}")
 
@@ -239,8 +258,7 @@ BACKENDS = ("deepspeed", "ddp")
 class TrainConfig:
     """Fine-tuning on Ray Train (raysys.training). Defaults: the tiny CPU setting."""
 
-    template: str = "tk"  # prompt template of the training examples
-    demonstrations: int = 2  # demonstrations in each prompt (TK-Instruct: 2)
+    prompt: PromptConfig = field(default_factory=PromptConfig)  # how the training examples are written
     instances_per_task: int = 200  # up to this many instances per selected task (the method: 200)
     max_source_tokens: int = 1024  # longer prompts keep their last tokens
     max_target_tokens: int = 128  # longer targets keep their first tokens
@@ -270,9 +288,7 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _check(self.template in TEMPLATES, f"template must be one of {TEMPLATES}")
-        _check(self.demonstrations >= 0 and self.instances_per_task >= 1,
-               "demonstrations must be >= 0 and instances_per_task >= 1")
+        _check(self.instances_per_task >= 1, "instances_per_task must be >= 1")
         _check(min(self.max_source_tokens, self.max_target_tokens, self.epochs) >= 1,
                "max_source_tokens, max_target_tokens and epochs must be >= 1")
         _check(self.learning_rate > 0 and self.weight_decay >= 0, "learning_rate > 0 and weight_decay >= 0")
@@ -301,26 +317,14 @@ class EvalConfig:
     """Evaluation on held-out tasks (raysys.evaluation): greedy answers, Rouge-L, exact match."""
 
     instances: int = 100  # instances per task (all of them when fewer; NIV2's test split has 100)
-    max_new_tokens: int = 128
-    template: str = "tk"
-    demonstrations: int = 2
-    seed: int = 0
-    max_prompt_tokens: int = 0  # 0 = the model's limit minus max_new_tokens
-    generation_batch: int = 32
-    tasks_per_batch: int = 16
+    seed: int = 0  # instance sampling
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    tasks_per_batch: int = 16  # tasks handed to an evaluator actor at a time
 
     def __post_init__(self) -> None:
-        _check(self.instances >= 1 and self.max_new_tokens >= 1, "instances and max_new_tokens must be >= 1")
-        _check(self.template in TEMPLATES, f"template must be one of {TEMPLATES}")
-        _check(self.demonstrations >= 0 and self.max_prompt_tokens >= 0, "demonstrations, max_prompt_tokens >= 0")
-        _check(min(self.generation_batch, self.tasks_per_batch) >= 1, "batch sizes must be >= 1")
-
-    def scoring(self) -> "ScoringConfig":
-        """The ScoringConfig whose TaskScorer generates these answers (no perturbations)."""
-        return ScoringConfig(instances=self.instances, perturbations=0, max_new_tokens=self.max_new_tokens,
-                             template=self.template, demonstrations=self.demonstrations, seed=self.seed,
-                             max_prompt_tokens=self.max_prompt_tokens, generation_batch=self.generation_batch,
-                             tasks_per_batch=self.tasks_per_batch, entropy=False, ifd=False)
+        _check(self.instances >= 1, "instances must be >= 1")
+        _check(self.tasks_per_batch >= 1, "tasks_per_batch must be >= 1")
 
 
 TRAIN_FROM = ("base", "previous")
@@ -351,27 +355,23 @@ class LoopConfig:
     train_from: str = "base"  # base: train the base model on all tasks so far; previous: continue on the new ones
     score_selected: bool = True  # also score what score-free strategies (random) select, for the results
     targets: str = ""  # target instructions for the similarity strategy (a pool or a .txt)
+    prompt: PromptConfig = field(default_factory=lambda: PromptConfig(demonstrations=0))  # scoring, train, eval
+    generation: GenerationConfig = field(default_factory=lambda: GenerationConfig(max_new_tokens=20))  # score, eval
     select: SelectConfig = field(default_factory=SelectConfig)  # strategy, budget, seed are set per round
     scoring: ScoringConfig = field(default_factory=lambda: ScoringConfig(
-        instances=1, perturbations=4, max_new_tokens=20, demonstrations=0, tasks_per_batch=64, entropy=False,
-        ifd=False))
+        instances=1, perturbations=4, tasks_per_batch=64, entropy=False, ifd=False))
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        epochs=2, batch_size=16, micro_batch_size=8, workers=2, instances_per_task=2, demonstrations=0,
-        max_source_tokens=512, max_target_tokens=64, learning_rate=1e-3, backend="deepspeed", zero_stage=2))
-    evaluation: EvalConfig = field(default_factory=lambda: EvalConfig(
-        instances=2, max_new_tokens=20, demonstrations=0, tasks_per_batch=32))
+        epochs=2, batch_size=16, micro_batch_size=8, workers=2, instances_per_task=2, max_source_tokens=512,
+        max_target_tokens=64, learning_rate=1e-3, backend="deepspeed", zero_stage=2))
+    evaluation: EvalConfig = field(default_factory=lambda: EvalConfig(instances=2, tasks_per_batch=32))
     actors: int = 0  # scorer / evaluator actors per trial (one GPU each); 0 = in the trial's process (small pools)
     max_concurrent_trials: int = 0  # 0 = as many as the cluster can host (GPUs, else CPUs)
     max_failures: int = 0  # times Tune restarts a failed trial from its last finished round
 
     def __post_init__(self) -> None:
-        from raysys.selection.strategies import STRATEGIES
-
         _check(self.work_dir != "", "work_dir must not be empty")
         _check(len(self.strategies) >= 1 and len(set(self.strategies)) == len(self.strategies),
-               "strategies must be a non-empty list without repeats")
-        unknown = [s for s in self.strategies if s not in STRATEGIES]
-        _check(not unknown, f"unknown strategies {unknown}; one of {', '.join(STRATEGIES)}")
+               "strategies must be a non-empty list without repeats")  # names: raysys.selection.check_strategy
         _check(len(self.seeds) >= 1 and len(set(self.seeds)) == len(self.seeds),
                "seeds must be a non-empty list without repeats")
         _check(len(self.schedule) >= 1 and self.schedule[0] >= 1
@@ -384,6 +384,8 @@ class LoopConfig:
                "actors >= 0, max_concurrent_trials >= 0, max_failures >= -1")
         _check("similarity" not in self.strategies or self.targets != "",
                "the similarity strategy needs targets (a pool or a .txt of instructions)")
+        share(self, "prompt", "scoring", "train", "evaluation")
+        share(self, "generation", "scoring", "evaluation")
 
     @property
     def rounds(self) -> int:
@@ -401,22 +403,3 @@ class DemoConfig:
     def __post_init__(self) -> None:
         _check(self.work_dir != "", "work_dir must not be empty")
         _check(self.show_prompts >= 0, "show_prompts must be >= 0")
-
-
-# Which dataclass a shipped YAML file holds: jobs/configs/<kind>.yaml or <kind>_<name>.yaml.
-KINDS: dict[str, type] = {"demo": DemoConfig, "synth": SynthConfig, "tiny": TinyConfig, "score": ScoringConfig,
-                          "select": SelectConfig, "align": AlignConfig, "taskmap": TaskMapConfig,
-                          "train": TrainConfig, "eval": EvalConfig, "loop": LoopConfig}
-
-
-def kind_of(path: str | Path) -> type:
-    stem = Path(path).stem
-    kind = stem.split("_", 1)[0]
-    from raysys.experiments.config import DiversityConfig, NoveltyConfig  # they build on this module's classes
-
-    kinds = {**KINDS, "diversity": DiversityConfig, "novelty": NoveltyConfig}
-    if kind not in kinds:
-        raise ConfigError(f"{path}: file name must start with one of {sorted(kinds)} (then _name.yaml)")
-    return kinds[kind]
-
-

@@ -34,10 +34,10 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print, stages=None) -
     lm = load_model(prep.model, trust_remote_code=loop.model.trust_remote_code, dtype=loop.model.dtype)
     say(f"[2/4] the model: {prep.model}: {lm.kind}, {count_parameters(lm.model):,} parameters, "
         f"vocabulary {len(lm.tokenizer)}; {cfg.show_prompts} prompt(s) as scored:")
-    s = loop.scoring
+    s, pr = loop.scoring, loop.prompt
     for task in pool.tasks[: cfg.show_prompts]:
         inst = task.instances[0]
-        prompt = format_prompt(s.template, task.instruction, inst.input, task.demonstrations, s.demonstrations)
+        prompt = format_prompt(pr.template, task.instruction, inst.input, task.demonstrations, pr.demonstrations)
         say(f"--- {task.task_id} ({len(lm.tokenizer(prompt).input_ids)} tokens; reference {inst.outputs[0]!r})")
         say(prompt)
 

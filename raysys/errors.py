@@ -24,13 +24,27 @@ class InvalidRecord(RaysysError):
     """
 
     def __init__(self, source: str, where: str, reason: str):
-        self.source, self.where, self.reason = str(source), where, reason
-        super().__init__(f"{self.source}: {where}: {reason}")
+        self.source, self.where, self.reason = str(source), where, _one_line(reason)
+        super().__init__(f"{self.source}: {where}: {self.reason}")
 
 
 class InvalidFile(RaysysError):
     """A whole input file is unusable (not found, not decodable, wrong shape)."""
 
     def __init__(self, source: str, reason: str):
-        self.source, self.reason = str(source), reason
-        super().__init__(f"{self.source}: {reason}")
+        self.source, self.reason = str(source), _one_line(reason)
+        super().__init__(f"{self.source}: {self.reason}")
+
+
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message: library errors (pyarrow, datasets) may
+    append context lines, and a user error is reported on one line."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _one_line(reason: str) -> str:
+    # Both errors are printed as one line (and written one per line in skip reports);
+    # control characters from a library's message are shown escaped.
+    text = " ".join(part.strip() for part in str(reason).splitlines() if part.strip())
+    return text if text.isprintable() else "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

@@ -1,12 +1,20 @@
-"""Atomic file output: write to a temporary name beside the target, then rename.
+"""Files in and out.
 
-A reader never sees a half-written file, and an interrupted run leaves the previous
-output (or nothing) in place.
+Output is atomic: write to a temporary name beside the target, then rename. A reader
+never sees a half-written file, and an interrupted run leaves the previous output (or
+nothing) in place. JSON is written strictly (NaN and Infinity, which are not JSON, are
+written as null) so that raysys can read back what it writes.
+
+Input: `read_json` is the one reader of JSON documents (user files and raysys's own
+alike): strict JSON (raysys.jsontypes.loads), and any file that cannot be read, decoded
+or parsed is an InvalidFile naming it and the line. JSONL is read line by line in
+raysys.pools.jsonio, with the same parser.
 """
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -16,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from raysys.errors import InvalidFile
+from raysys.jsontypes import NotJSON, loads
 
 
 @contextlib.contextmanager
@@ -55,15 +64,49 @@ def publish_dir(tmp: str | os.PathLike) -> None:
     os.chmod(tmp, 0o777 & ~_umask())
 
 
-def read_json(path: str | os.PathLike) -> Any:
-    """A JSON file's value; a missing or undecodable file is InvalidFile naming it."""
-    p = Path(path)
+def cannot_read(path: str | os.PathLike, e: OSError) -> InvalidFile:
+    """The InvalidFile for a file that could not be opened or read."""
+    if isinstance(e, FileNotFoundError):
+        reason = "no such file"
+    elif isinstance(e, IsADirectoryError):
+        reason = "is a folder, expected a file"
+    elif isinstance(e, PermissionError):
+        reason = "permission denied"
+    else:
+        reason = f"cannot read ({e.strerror or e})"
+    return InvalidFile(path, reason)
+
+
+def read_bytes(path: str | os.PathLike) -> bytes:
     try:
-        return json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InvalidFile(p, "no such file") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise InvalidFile(p, f"not valid JSON ({e})") from None
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise cannot_read(path, e) from None
+
+
+def decode(data: bytes, source: str | os.PathLike) -> str:
+    """UTF-8 text of `data` (a leading BOM is dropped), or InvalidFile naming the line."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise InvalidFile(source, f"not valid UTF-8 at line {line} (byte offset {e.start})") from None
+
+
+def parse_json(text: str, source: str | os.PathLike) -> Any:
+    """The value of a JSON document, or InvalidFile naming `source` and the line."""
+    if not text.strip():
+        raise InvalidFile(source, "empty file, expected a JSON document")
+    try:
+        return loads(text)
+    except NotJSON as e:
+        at = f" at line {e.lineno} column {e.colno}" if e.lineno is not None else ""
+        raise InvalidFile(source, f"malformed JSON{at}: {e.msg}") from None
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """A JSON file's value; see the module docstring for what is refused."""
+    return parse_json(decode(read_bytes(path), path), path)
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
@@ -72,11 +115,28 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
-    write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+    write_text(path, _dumps(obj, indent=2) + "\n")
 
 
 def write_jsonl(path: str | os.PathLike, rows: Iterable[Any]) -> None:
-    write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    write_text(path, "".join(_dumps(r) + "\n" for r in rows))
+
+
+def _dumps(obj: Any, indent: int | None = None) -> str:
+    try:
+        return json.dumps(obj, indent=indent, ensure_ascii=False, allow_nan=False)
+    except ValueError:  # a NaN or an infinity somewhere: JSON spells a missing number null
+        return json.dumps(_finite(obj), indent=indent, ensure_ascii=False, allow_nan=False)
+
+
+def _finite(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
 
 
 def write_parquet(path: str | os.PathLike, table: pa.Table) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 from raysys.config import TinyConfig
 from raysys.errors import InvalidFile, RaysysError
-from raysys.io import publish_dir
+from raysys.runs import atomic_dir
 
 SPECIALS = ("<pad>", "<s>", "</s>", "<unk>")
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = range(4)
@@ -95,26 +95,14 @@ def tiny_model(cfg: TinyConfig):
 
 def init_tiny(out: str | os.PathLike, cfg: TinyConfig = TinyConfig()) -> Path:
     """Write the tiny model and its tokenizer to `out` (atomically: a finished folder or none)."""
-    import shutil
-    import tempfile
-
     out = Path(out)
     if out.exists() and any(out.iterdir()):
         raise RaysysError(f"{out}: folder exists and is not empty; choose another --out or remove it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         model = tiny_model(cfg)
         model.generation_config.pad_token_id = PAD_ID
         model.save_pretrained(tmp)
         char_tokenizer(cfg.arch, cfg.max_positions).save_pretrained(tmp)
-        publish_dir(tmp)
-        if out.exists():
-            out.rmdir()
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return out
 
 

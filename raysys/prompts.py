@@ -22,6 +22,8 @@ from typing import Sequence
 
 from raysys.schema import Demonstration
 
+TEMPLATES = ("tk", "alpaca", "plain")  # the names prompt_parts knows
+
 ALPACA_HEADER_INPUT = (
     "Below is an instruction that describes a task, paired with an input that provides further "
     "context. Write a response that appropriately completes the request.\n\n"

@@ -19,6 +19,9 @@ from typing import Any, Iterable, Mapping
 
 import pyarrow as pa
 
+from raysys import jsontypes as jt
+from raysys.jsontypes import FieldError
+
 SCHEMA_VERSION = "1"
 
 
@@ -112,31 +115,28 @@ def to_row(task: Task) -> dict[str, Any]:
 
 
 def from_row(row: Mapping[str, Any]) -> Task:
-    """Inverse of `to_row`; also accepts metadata given as a dict (canonical JSONL).
+    """Inverse of `to_row`; also accepts metadata given as an object (canonical JSONL), an
+    instance's output spelled `output` (one string or several), and the flag strings of
+    `parse_flag`.
 
-    Raises KeyError for a missing required field and TypeError/ValueError for a value of
-    the wrong shape, so readers can name the record.
+    Every field is checked for its JSON type (raysys.jsontypes): a FieldError names the
+    field, so that readers can add the file and the record.
     """
-    for name in REQUIRED_FIELDS:
-        if name not in row or row[name] is None:
-            raise KeyError(name)
-    meta = row.get("metadata") or {}
-    if isinstance(meta, str):
-        meta = json.loads(meta)
-    if not isinstance(meta, dict):
-        raise TypeError("metadata must be an object")
+    row = jt.record(row)
+    task_id = jt.field(row, "task_id")
+    instruction = jt.field(row, "instruction")
+    instances = tuple(_instance(raw, path, k) for k, (path, raw) in enumerate(jt.items(
+        jt.field(row, "instances", jt.ARRAY), "instances")))
     return Task(
-        task_id=_text(row["task_id"], "task_id"),
-        instruction=_text(row["instruction"], "instruction"),
-        demonstrations=tuple(
-            Demonstration(_text(d["input"], "demonstration input"), _text(d["output"], "demonstration output"))
-            for d in (row.get("demonstrations") or ())
-        ),
-        instances=tuple(_instance(i, k) for k, i in enumerate(row["instances"])),
-        is_classification=parse_flag(row.get("is_classification")),
-        categories=tuple(_text(c, "category") for c in (row.get("categories") or ())),
-        source=_text(row.get("source") or "", "source"),
-        metadata=meta,
+        task_id=task_id,
+        instruction=instruction,
+        demonstrations=tuple(Demonstration(jt.field(d, "input", path=path), jt.field(d, "output", path=path))
+                             for path, d in jt.items(row.get("demonstrations"), "demonstrations")),
+        instances=instances,
+        is_classification=flag(row.get("is_classification")),
+        categories=jt.strings(row.get("categories"), "categories"),
+        source=jt.field(row, "source", default=""),
+        metadata=_metadata(row.get("metadata")),
     )
 
 
@@ -144,28 +144,38 @@ def to_table(tasks: Iterable[Task]) -> pa.Table:
     return pa.Table.from_pylist([to_row(t) for t in tasks], schema=TASK_SCHEMA)
 
 
-def _instance(raw: Mapping[str, Any], index: int) -> Instance:
-    if not isinstance(raw, Mapping):
-        raise TypeError(f"instance {index} must be an object")
-    outputs = raw.get("outputs")
-    if outputs is None and "output" in raw:  # accept the singular spelling
-        outputs = raw["output"]
-    if isinstance(outputs, str):
-        outputs = [outputs]
-    if outputs is None:
-        raise KeyError(f"instances[{index}].outputs")
-    inst_id = raw.get("id")
+def _instance(raw: Mapping[str, Any], path: str, index: int) -> Instance:
+    key = "outputs" if raw.get("outputs") is not None or "output" not in raw else "output"
+    outputs = jt.field(raw, key, (jt.ARRAY, jt.STRING), path=path)
     return Instance(
-        id=str(index) if inst_id is None else str(inst_id),
-        input=_text(raw.get("input", ""), f"instances[{index}].input"),
-        outputs=tuple(_text(o, f"instances[{index}].outputs") for o in outputs),
+        id=jt.field(raw, "id", path=path, default=str(index)),
+        input=jt.field(raw, "input", path=path, default=""),
+        outputs=(outputs,) if isinstance(outputs, str) else jt.strings(outputs, f"{path}.{key}"),
     )
 
 
-def _text(value: Any, name: str) -> str:
-    if not isinstance(value, str):
-        raise TypeError(f"{name} must be a string, got {type(value).__name__}")
-    return value
+def _metadata(value: Any) -> dict[str, Any]:
+    """Metadata as an object, or as a string holding one (how Parquet stores it)."""
+    if isinstance(value, str):
+        try:
+            value = jt.loads(value)
+        except jt.NotJSON as e:
+            at = f" at column {e.colno}" if e.colno is not None else ""
+            raise FieldError(f"field 'metadata' is a string but not a JSON document{at}: {e.msg}") from None
+        if not isinstance(value, Mapping):
+            raise FieldError(f"field 'metadata' must hold a JSON object, got {jt.type_name(value)}")
+    return {} if value is None else dict(jt.checked(value, jt.OBJECT, "metadata"))
+
+
+def flag(value: Any, name: str = "is_classification") -> bool | None:
+    """`parse_flag` of a field's value, or FieldError naming the field."""
+    if jt.type_name(value) not in (jt.BOOLEAN, jt.NULL, jt.STRING):
+        raise FieldError(f"field {name!r} must be true, false, null or a string such as \"classification\", "
+                         f"got {jt.type_name(value)}")
+    try:
+        return parse_flag(value)
+    except ValueError:
+        raise FieldError(f"field {name!r} must be true, false or unknown, got {value!r}") from None
 
 
 def parse_flag(value: Any) -> bool | None:

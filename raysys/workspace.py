@@ -7,13 +7,13 @@ and scoring some of the pool's tasks, on Ray Data actors or (`actors: 0`, for sm
 pools) in the calling process. The active loop and the experiments share these."""
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 from typing import Callable, Sequence
 
 from raysys.config import ModelConfig, ScoringConfig, SynthConfig, TinyConfig, to_dict
 from raysys.errors import RaysysError
 from raysys.io import read_json, write_json
+from raysys.runs import pool_copy, pool_tasks, subset_pool
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -46,15 +46,14 @@ def claim_work_dir(cfg, name: str, hint: str = "use another work_dir, or remove 
 def work_pool(work: Path, pool: str, synth: SynthConfig, say: Callable[[str], None] = print) -> Path:
     """work/pool.parquet: `pool` converted (once), or the synthetic pool of `synth` when
     `pool` is "" (rewritten only when the config changed)."""
-    from raysys.pools import load_pool, write_parquet_tasks
     from raysys.synth import write_synthetic_pool
 
     out = work / "pool.parquet"
     if not pool:
         if write_synthetic_pool(synth, out):
             say(f"synthetic pool written to {out}")
-    elif not out.is_file():
-        write_parquet_tasks(list(load_pool(pool).tasks), out)
+    else:
+        pool_copy(pool, out)  # a copy even of a Parquet pool: the work dir holds its own
     return out
 
 
@@ -67,25 +66,6 @@ def work_model(work: Path, model: ModelConfig, tiny: TinyConfig, say: Callable[[
         init_tiny(path, tiny)
         say(f"built-in tiny model written to {path}")
     return path
-
-
-@functools.lru_cache(maxsize=4)
-def pool_tasks(path: str) -> dict:
-    """{task_id: Task} of a canonical pool file (read once per process)."""
-    from raysys.pools import load_pool
-
-    return {t.task_id: t for t in load_pool(path).tasks}
-
-
-def subset_pool(pool: str, task_ids: Sequence[str], path: Path) -> str:
-    """The tasks as their own Parquet pool at `path` (written once, atomically: a file
-    there is complete, so a rerun scores the same pool file and resumes its parts)."""
-    from raysys.pools import write_parquet_tasks
-
-    if not path.is_file():
-        tasks = pool_tasks(pool)
-        write_parquet_tasks([tasks[t] for t in task_ids], path)
-    return str(path)
 
 
 def score_tasks(pool: str, task_ids: Sequence[str], model: str, out: Path, cfg: ScoringConfig, *, actors: int,

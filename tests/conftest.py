@@ -76,7 +76,7 @@ def niv2_scored(tmp_path_factory, tiny_lm, shared_data):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from raysys.config import ScoringConfig
+    from raysys.config import GenerationConfig, PromptConfig, ScoringConfig
     from raysys.pools import load_pool
     from raysys.pools.canonical import write_tasks
     from raysys.scoring.scorer import TaskScorer
@@ -84,7 +84,8 @@ def niv2_scored(tmp_path_factory, tiny_lm, shared_data):
     tasks = list(load_pool(str(shared_data / "niv2")).tasks)[:16]
     out = tmp_path_factory.mktemp("niv2-scored")
     write_tasks(tasks, out / "pool.parquet")
-    cfg = ScoringConfig(instances=1, perturbations=2, max_new_tokens=4, demonstrations=0, max_prompt_tokens=384)
+    cfg = ScoringConfig(instances=1, perturbations=2, generation=GenerationConfig(4, max_prompt_tokens=384),
+                        prompt=PromptConfig(demonstrations=0))
     rows, _ = TaskScorer("", cfg, loaded=tiny_lm, device="cpu").score(tasks)
     pq.write_table(pa.Table.from_pylist(rows), out / "scores.parquet")
     return out / "pool.parquet", out / "scores.parquet"

@@ -111,9 +111,9 @@ def test_demo_runs_the_loop_and_a_rerun_only_prints_its_results(tmp_path):
     loop on real parts through `raysys loop`)."""
     work = tmp_path / "demo"
     args = ["demo", f"work_dir={work}", "loop.synth.rules=24", "loop.synth.unseen_rules=4", "loop.tiny.layers=1",
-            "loop.seeds=[0]", "loop.schedule=[4, 8]", "loop.validation_tasks=3", "loop.scoring.max_new_tokens=4",
+            "loop.seeds=[0]", "loop.schedule=[4, 8]", "loop.validation_tasks=3", "loop.generation.max_new_tokens=4",
             "loop.train.epochs=1", "loop.train.batch_size=4", "loop.train.micro_batch_size=2",
-            "loop.evaluation.max_new_tokens=4", "loop.evaluation.instances=1"]
+            "loop.evaluation.instances=1"]
     r = run_cli(*args, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "synthetic pool written" in r.stdout and "num_tasks                28" in r.stdout
@@ -148,7 +148,7 @@ def test_loop_mistakes_are_clear_errors(tmp_path):
     for args, message in [(["--resume"], "--resume needs --work-dir"),
                           (["--resume", "--work-dir", str(tmp_path / "none")], "no loop to resume"),
                           (["--resume", "--work-dir", str(tmp_path), "seeds=[1]"], "give no config"),
-                          (["strategies=[nope]"], "unknown strategies"),
+                          (["strategies=[nope]"], "unknown strategy 'nope'"),
                           (["schedule=[10, 5]"], "increasing"),
                           (["--config", str(tmp_path / "missing.yaml")], "no such config")]:
         r = run_cli("loop", *args)

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 from rouge_score import rouge_scorer
 
-from raysys.config import EvalConfig, SynthConfig
+from raysys.config import EvalConfig, GenerationConfig, PromptConfig, SynthConfig
 from raysys.evaluation.metrics import aggregate, exact_match, rouge_l
 from raysys.pools import load_pool
 from raysys.synth import write_synthetic_pool
@@ -58,7 +58,8 @@ def test_evaluate_pool_matches_a_direct_computation_and_resumes(tiny_model_dir, 
     path = tmp_path / "pool.parquet"
     write_synthetic_pool(SynthConfig(rules=10, examples_per_rule=3, seed=2), path)
     tasks = list(load_pool(str(path)).tasks)
-    cfg = EvalConfig(instances=2, max_new_tokens=6, demonstrations=0, tasks_per_batch=3)
+    cfg = EvalConfig(instances=2, generation=GenerationConfig(6), prompt=PromptConfig(demonstrations=0),
+                     tasks_per_batch=3)
     ids = [t.task_id for t in tasks[:7]]
     try:
         m = evaluate_pool(str(path), str(tiny_model_dir), str(tmp_path / "metrics.json"), cfg, task_ids=ids,

@@ -13,6 +13,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from raysys.config import GenerationConfig
 from raysys.errors import ConfigError, RaysysError
 from raysys.experiments.config import DiversityConfig, NoveltyConfig
 from raysys.experiments.diversity import (
@@ -309,7 +310,8 @@ def test_novelty_with_a_real_model_trained_on_the_related_tasks(tmp_path):
                         train_tasks=4, related_tasks=4, unrelated_tasks=4, base_tasks=0,
                         tiny=replace(NoveltyConfig().tiny, hidden_size=64, layers=2, intermediate_size=128),
                         train=replace(NoveltyConfig().train, learning_rate=3e-3),
-                        scoring=replace(NoveltyConfig().scoring, instances=2, perturbations=3, max_new_tokens=12))
+                        scoring=replace(NoveltyConfig().scoring, instances=2, perturbations=3,
+                                        generation=GenerationConfig(max_new_tokens=12)))
     from raysys.synth import write_synthetic_pool
     pool = tmp_path / "w" / "pool.parquet"
     (tmp_path / "w").mkdir()

@@ -106,12 +106,46 @@ def test_plan_trials_fails_fast(cluster, kw, message, tmp_path):
 
 def test_config_checks(tmp_path):
     from raysys.errors import ConfigError
+    from raysys.loop.driver import prepare
 
-    for kw, msg in [({"schedule": (10, 5)}, "increasing"), ({"strategies": ("nope",)}, "unknown strategies"),
-                    ({"seeds": (1, 1)}, "without repeats"), ({"strategies": ("similarity",)}, "needs targets"),
+    for kw, msg in [({"schedule": (10, 5)}, "increasing"), ({"seeds": (1, 1)}, "without repeats"), ({"strategies": ("similarity",)}, "needs targets"),
                     ({"train_from": "scratch"}, "train_from")]:
         with pytest.raises(ConfigError, match=msg):
             LoopConfig(work_dir=str(tmp_path), **kw)
+    with pytest.raises(ConfigError, match="unknown strategies"):  # checked before anything starts
+        prepare(LoopConfig(work_dir=str(tmp_path / "w"), strategies=("nope", "nix")))
+    assert not (tmp_path / "w").exists()
+
+
+def test_loop_taskmap_agrees_with_the_category_selections_when_shares_change(pool, tmp_path):
+    """The loop draws its Task Map with the shares it selects by (select.taskmap): with
+    shares other than the defaults, the ambiguous / easy / difficult selections of a round
+    are exactly the tasks the map puts in those categories."""
+    import numpy as np
+    import pyarrow as pa
+
+    from raysys.config import SelectConfig, TaskMapConfig
+    from raysys.loop.core import round_dir
+    from raysys.loop.results import draw_taskmap
+    from raysys.loop.stages import RayStages
+
+    path, uni = pool
+    ids = list(uni.pool_ids[:30])
+    rng = np.random.default_rng(7)
+    shares = TaskMapConfig(ambiguous_share=0.2, easy_share=0.25)
+    cfg = small_cfg(tmp_path / "w", path, strategies=("ambiguous", "easy", "difficult"), seeds=(0,), schedule=(4, 8),
+                    select=SelectConfig(taskmap=shares))
+    scores = round_dir(tmp_path / "w", "ambiguous", 0, 1) / "scores" / "scores.parquet"
+    scores.parent.mkdir(parents=True)
+    pq.write_table(pa.table({"task_id": ids, "prompt_uncertainty": rng.permutation(30) / 30.0,
+                             "prediction_probability": rng.permutation(30) / 30.0}), scores)
+    tm = draw_taskmap(cfg, tmp_path / "w")
+    counts = {r["category"]: r["tasks"] for r in tm["counts"]}
+    assert counts == {"Ambiguous": 6, "Easy": 6, "Difficult": 18}  # 0.2 x 30, then 0.25 x 24
+    stages = RayStages(cfg, path, path)
+    for strategy, category in (("ambiguous", "Ambiguous"), ("easy", "Easy"), ("difficult", "Difficult")):
+        picked = stages.select(strategy, counts[category], 0, ids, str(scores), tmp_path / strategy)
+        assert set(picked) == {t for t, c in tm["categories"].items() if c == category}, strategy
 
 
 # ---- the rounds, with fakes ------------------------------------------------------------------
@@ -255,7 +289,7 @@ sys.path.insert(0, {tests!r})
 from loop_fakes import FakeStages
 from raysys.config import from_mapping, LoopConfig
 from raysys.io import read_json
-from raysys.loop.driver import run_loop
+from raysys.loop.driver import prepare, run_loop
 cfg = from_mapping(LoopConfig, read_json({cfg!r}))
 run_loop(cfg, FakeStages({log!r}, slow_round=int(sys.argv[1]), delay=120.0), num_cpus=8)
 """
@@ -346,7 +380,7 @@ def test_demo_prints_the_pool_the_prompts_and_the_results_table(tmp_path):
 def test_in_process_stages_score_select_and_evaluate(pool, tiny_model_dir, tmp_path):
     """actors=0: scoring and evaluation in the trial's own process (no Ray needed), with
     validation and test tasks evaluated in one pass and split afterwards."""
-    from raysys.config import EvalConfig, ScoringConfig
+    from raysys.config import EvalConfig, GenerationConfig, ScoringConfig
     from raysys.evaluation.evaluate import Evaluator
     from raysys.evaluation.metrics import aggregate
     from raysys.loop.stages import RayStages, flat_metrics
@@ -354,8 +388,8 @@ def test_in_process_stages_score_select_and_evaluate(pool, tiny_model_dir, tmp_p
 
     path, uni = pool
     cfg = small_cfg(tmp_path / "w", path, actors=0,
-                    scoring=ScoringConfig(instances=1, perturbations=2, max_new_tokens=4),
-                    evaluation=EvalConfig(instances=1, max_new_tokens=4))
+                    generation=GenerationConfig(4), scoring=ScoringConfig(instances=1, perturbations=2),
+                    evaluation=EvalConfig(instances=1))
     st = RayStages(cfg, path, path)
     ids = list(uni.pool_ids[:6])
     scores = st.score(str(tiny_model_dir), ids, tmp_path / "s")

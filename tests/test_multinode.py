@@ -6,7 +6,7 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 import pytest
 
-from raysys.config import ScoringConfig, SynthConfig, TrainConfig
+from raysys.config import GenerationConfig, PromptConfig, ScoringConfig, SynthConfig, TrainConfig
 from raysys.pools import write_parquet_tasks
 from raysys.pools.markov import generate
 
@@ -41,7 +41,7 @@ def test_scoring_actors_spread_over_nodes_and_match_one_process(cluster, tiny_mo
 
     tasks = generate(SynthConfig(rules=12, examples_per_rule=2, seed=5))
     write_parquet_tasks(tasks, tmp_path / "pool.parquet")
-    cfg = ScoringConfig(instances=1, perturbations=2, max_new_tokens=4, tasks_per_batch=3)
+    cfg = ScoringConfig(instances=1, perturbations=2, generation=GenerationConfig(4), tasks_per_batch=3)
     score_pool(str(tmp_path / "pool.parquet"), str(tiny_model_dir), str(tmp_path / "s.parquet"), cfg, actors=2,
                progress=False)
     assert len(_nodes_of("ScoreBatch")) == 2  # the two actors on two nodes
@@ -63,7 +63,7 @@ def test_training_workers_spread_over_nodes_and_match_a_single_node_run(cluster,
 
     tasks = generate(SynthConfig(rules=8, examples_per_rule=4, seed=6))
     ids = [t.task_id for t in tasks]
-    cfg = TrainConfig(epochs=1, batch_size=8, micro_batch_size=4, workers=2, backend="ddp", demonstrations=0,
+    cfg = TrainConfig(epochs=1, batch_size=8, micro_batch_size=4, workers=2, backend="ddp", prompt=PromptConfig(demonstrations=0),
                       max_source_tokens=256, max_target_tokens=32, learning_rate=1e-3)
     run = train_model(tasks, ids, str(tiny_model_dir), str(tmp_path / "out"), cfg, progress=False)
     assert run.examples == 32 and (tmp_path / "out" / "config.json").is_file()

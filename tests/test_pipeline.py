@@ -13,14 +13,14 @@ import psutil
 import pyarrow.parquet as pq
 import pytest
 
-from raysys.config import ScoringConfig, SynthConfig
+from raysys.config import GenerationConfig, ScoringConfig, SynthConfig
 from raysys.pools import write_parquet_tasks
 from raysys.pools.markov import generate
 from raysys.scoring.pipeline import score_pool
 from raysys.scoring.scorer import TaskScorer
 
 pytestmark = pytest.mark.ray
-CFG = ScoringConfig(instances=2, perturbations=2, max_new_tokens=6, tasks_per_batch=3)
+CFG = ScoringConfig(instances=2, perturbations=2, generation=GenerationConfig(6), tasks_per_batch=3)
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +81,7 @@ def _score_workers() -> list[psutil.Process]:
 def test_killed_actor_is_restarted_and_output_is_complete(ray_local, pool, tiny_model_dir, tmp_path):
     path, tasks = pool
     out = tmp_path / "scores.parquet"
-    cfg = ScoringConfig(instances=3, perturbations=3, max_new_tokens=24, tasks_per_batch=2, seed=5)
+    cfg = ScoringConfig(instances=3, perturbations=3, generation=GenerationConfig(24), tasks_per_batch=2, seed=5)
     result: dict = {}
     worker = threading.Thread(target=lambda: result.update(run=score_pool(
         str(path), str(tiny_model_dir), str(out), cfg, actors=2, progress=False)))
@@ -135,7 +135,7 @@ def test_non_parquet_pool_is_converted_and_an_edited_pool_is_a_new_run(ray_local
     tasks = generate(SynthConfig(rules=4, examples_per_rule=2, seed=2))
     pool = tmp_path / "pool.jsonl"
     write_jsonl_tasks(tasks, pool)
-    cfg = ScoringConfig(instances=1, perturbations=1, max_new_tokens=3, tasks_per_batch=2)
+    cfg = ScoringConfig(instances=1, perturbations=1, generation=GenerationConfig(3), tasks_per_batch=2)
     out = tmp_path / "s.parquet"
     score_pool(str(pool), str(tiny_model_dir), str(out), cfg, actors=1, progress=False)
     check_complete(out, tasks)

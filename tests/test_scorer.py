@@ -9,16 +9,17 @@ import numpy as np
 import pytest
 import torch
 
-from raysys.config import ScoringConfig, SynthConfig
+from raysys.config import GenerationConfig, ScoringConfig, SynthConfig
 from raysys.perturb import perturb_prompt_parts
 from raysys.pools import load_pool
 from raysys.pools.markov import generate
 from raysys.prompts import format_prompt
 from raysys.schema import Instance, Task
+from raysys.scoring.items import label_set, sample_instances
 from raysys.scoring.reference import reference_mean_logprobs
-from raysys.scoring.scorer import TaskScorer, label_set, sample_instances
+from raysys.scoring.scorer import TaskScorer
 
-CFG = ScoringConfig(instances=3, perturbations=3, max_new_tokens=6, seed=1)
+CFG = ScoringConfig(instances=3, perturbations=3, generation=GenerationConfig(max_new_tokens=6), seed=1)
 
 
 @torch.inference_mode()
@@ -50,8 +51,8 @@ def reference_scores(lm, task: Task, cfg: ScoringConfig) -> dict:
                                  rate=cfg.drop_rate, seed=cfg.seed)
     ys, p = [], np.zeros((len(insts), cfg.perturbations + 1))
     for i, inst in enumerate(insts):
-        prompts = [format_prompt(cfg.template, d, inst.input, demos, cfg.demonstrations) for d, demos in parts]
-        y = greedy(lm, prompts[0], cfg.max_new_tokens)
+        prompts = [format_prompt(cfg.prompt.template, d, inst.input, demos, cfg.prompt.demonstrations) for d, demos in parts]
+        y = greedy(lm, prompts[0], cfg.generation.max_new_tokens)
         ys.append(y)
         p[i] = np.exp(reference_mean_logprobs(lm.model, lm.tokenizer, lm.kind, prompts, [y] * len(prompts)))
     u = sum(abs(p[i, j] - p[i, 0]) for i in range(len(insts)) for j in range(1, cfg.perturbations + 1))
@@ -101,11 +102,12 @@ def test_entropy_and_ifd_against_reference(tasks, tiny_lm):
     assert sorted(labels) == sorted({o for i in task.instances for o in i.outputs})
     ents, ifds = [], []
     for inst in sample_instances(task, cfg.instances, cfg.seed):
-        prompt = format_prompt(cfg.template, task.instruction, inst.input, task.demonstrations, cfg.demonstrations)
+        prompt = format_prompt(cfg.prompt.template, task.instruction, inst.input, task.demonstrations,
+                               cfg.prompt.demonstrations)
         lab = reference_mean_logprobs(tiny_lm.model, tiny_lm.tokenizer, "causal", [prompt] * len(labels), labels)
         q = np.exp(lab) / np.exp(lab).sum()
         ents.append(-(q * np.log(q)).sum())
-        y = greedy(tiny_lm, prompt, cfg.max_new_tokens)
+        y = greedy(tiny_lm, prompt, cfg.generation.max_new_tokens)
         cond, alone = reference_mean_logprobs(tiny_lm.model, tiny_lm.tokenizer, "causal", [prompt, ""], [y, y])
         ifds.append(math.exp(alone - cond))  # PPL(y|x) / PPL(y) = exp(-cond) / exp(-alone)
     assert math.isclose(row["classification_entropy"], np.mean(ents), rel_tol=1e-5)
@@ -123,7 +125,7 @@ def test_instance_sampling():
 def test_long_prompts_drop_demonstrations_first(tiny_lm):
     from raysys.schema import Demonstration
 
-    cfg = dataclasses.replace(CFG, max_prompt_tokens=300, instances=2)
+    cfg = dataclasses.replace(CFG, generation=GenerationConfig(6, max_prompt_tokens=300), instances=2)
     long_demo = Demonstration("x" * 200, "y")
     fits_with_one = Task("demos", "Copy the input.", tuple(Instance(str(i), "ab", ("ab",)) for i in range(2)),
                          demonstrations=(Demonstration("short", "s"), long_demo))

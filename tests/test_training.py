@@ -16,13 +16,13 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from raysys.config import SynthConfig, TrainConfig
+from raysys.config import PromptConfig, SynthConfig, TrainConfig
 from raysys.errors import ConfigError
 from raysys.pools import load_pool
 from raysys.synth import write_synthetic_pool
 from raysys.training.data import IGNORE, collate, encode, training_examples
 
-CFG = TrainConfig(epochs=2, batch_size=8, micro_batch_size=4, workers=2, learning_rate=1e-3, demonstrations=0,
+CFG = TrainConfig(epochs=2, batch_size=8, micro_batch_size=4, workers=2, learning_rate=1e-3, prompt=PromptConfig(demonstrations=0),
                   instances_per_task=4)
 
 
@@ -111,11 +111,11 @@ def test_training_lowers_the_loss_and_exports(pool, tiny_model_dir, ray_cluster,
     facts = _check_export(tmp_path / "out", tiny_model_dir, path, tmp_path)
     assert facts["chosen_epoch"] == 1 and facts["config"]["backend"] == backend
     if stage == 3 and lora:  # ZeRO-3 shards consolidated and LoRA merged: an ordinary model raysys can score
-        from raysys.config import ScoringConfig
+        from raysys.config import GenerationConfig, ScoringConfig
         from raysys.scoring.pipeline import score_pool
 
         scored = score_pool(str(path), str(tmp_path / "out"), str(tmp_path / "scores.parquet"),
-                            ScoringConfig(instances=1, perturbations=2, max_new_tokens=4), actors=1, progress=False)
+                            ScoringConfig(instances=1, perturbations=2, generation=GenerationConfig(4)), actors=1, progress=False)
         assert scored.n_tasks == len(tasks) and (tmp_path / "scores.parquet").exists()
     again = train_model(tasks, [t.task_id for t in tasks[:16]], str(tiny_model_dir), str(tmp_path / "out"), cfg)
     assert again.resumed  # the finished export is reused, nothing retrained

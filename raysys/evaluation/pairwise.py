@@ -64,7 +64,7 @@ def compare_models(pool: str, model_a: str, model_b: str, judge: str, out: str, 
     judged in both orders on an actor pool; pairwise.json (atomic) with the counts."""
     import pyarrow.parquet as pq
 
-    from raysys.config import EvalConfig, ScoringConfig
+    from raysys.config import EvalConfig, GenerationConfig
     from raysys.evaluation.evaluate import evaluate_pool
     from raysys.io import write_json
     from raysys.models import check_model_path
@@ -85,8 +85,8 @@ def compare_models(pool: str, model_a: str, model_b: str, judge: str, out: str, 
         q, a, b = answers["a"][k]["prompt"], answers["a"][k]["prediction"], answers["b"][k]["prediction"]
         rows.append({"pair": i, "order": "ab", "prompt": judge_prompt(q, a, b)})
         rows.append({"pair": i, "order": "ba", "prompt": judge_prompt(q, b, a)})
-    judge_cfg = ScoringConfig(max_new_tokens=judge_max_new_tokens, generation_batch=16, tasks_per_batch=16,
-                              max_prompt_tokens=cfg.max_prompt_tokens)
+    judge_cfg = EvalConfig(generation=GenerationConfig(judge_max_new_tokens, cfg.generation.max_prompt_tokens, 16),
+                           tasks_per_batch=16)
     replies = generate_rows(rows, judge, judge_cfg, actors=actors, gpus_per_actor=gpus_per_actor,
                             trust_remote_code=trust_remote_code, num_cpus=num_cpus)
     by_pair: dict[int, dict[str, str]] = {}

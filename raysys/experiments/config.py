@@ -8,7 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from raysys.config import (
+    GenerationConfig,
     ModelConfig,
+    PromptConfig,
     ScoringConfig,
     SynthConfig,
     TaskMapConfig,
@@ -16,6 +18,7 @@ from raysys.config import (
     TrainConfig,
     _check,
     parse_family,
+    share,
 )
 
 
@@ -47,7 +50,7 @@ class DiversityConfig:
     tiny: TinyConfig = field(default_factory=lambda: TinyConfig(hidden_size=96, layers=3, heads=4,
                                                                 intermediate_size=288, max_positions=256))
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        template="plain", demonstrations=0, batch_size=64, micro_batch_size=64, workers=1, learning_rate=2e-3,
+        prompt=PromptConfig("plain", 0), batch_size=64, micro_batch_size=64, workers=1, learning_rate=2e-3,
         warmup_ratio=0.05, lr_schedule="linear", max_target_tokens=32))
     max_new_tokens: int = 24  # answer length cap at test time
     cpus_per_cell: int = 1  # CPUs (torch threads) per cell; cells run side by side on the rest
@@ -92,15 +95,15 @@ class NoveltyConfig:
     model: ModelConfig = field(default_factory=ModelConfig)  # path "" = the built-in tiny model
     tiny: TinyConfig = field(default_factory=lambda: TinyConfig(hidden_size=96, layers=3, heads=4,
                                                                 intermediate_size=288, max_positions=256))
+    prompt: PromptConfig = field(default_factory=lambda: PromptConfig("plain", 0))  # scoring, train, base_train
     base_train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        template="plain", demonstrations=0, instances_per_task=4, epochs=6, learning_rate=2e-3, lr_schedule="linear",
+        instances_per_task=4, epochs=6, learning_rate=2e-3, lr_schedule="linear",
         warmup_ratio=0.05, batch_size=64, micro_batch_size=32, workers=2, zero_stage=2))  # M0 from the model
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        template="plain", demonstrations=0, instances_per_task=4, epochs=4, learning_rate=1e-3, batch_size=64,
+        instances_per_task=4, epochs=4, learning_rate=1e-3, batch_size=64,
         micro_batch_size=32, workers=2, zero_stage=2))  # M1 from M0
     scoring: ScoringConfig = field(default_factory=lambda: ScoringConfig(
-        instances=4, perturbations=8, max_new_tokens=16, template="plain", demonstrations=0, entropy=False,
-        ifd=False))
+        instances=4, perturbations=8, generation=GenerationConfig(max_new_tokens=16), entropy=False, ifd=False))
     taskmap: TaskMapConfig = field(default_factory=TaskMapConfig)
     actors: int = 0  # scorer actors (one GPU each); 0 = score in the driver's process (small pools)
 
@@ -110,5 +113,4 @@ class NoveltyConfig:
         _check(min(self.train_tasks, self.related_tasks, self.unrelated_tasks) >= 1,
                "train_tasks, related_tasks and unrelated_tasks must be >= 1")
         _check(self.base_tasks >= 0 and self.actors >= 0, "base_tasks and actors must be >= 0")
-        _check(self.train.template == self.scoring.template == self.base_train.template,
-               "train, base_train and scoring must use the same prompt template")
+        share(self, "prompt", "scoring", "train", "base_train")

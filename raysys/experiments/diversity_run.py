@@ -10,7 +10,6 @@ exactly the finished cells, and a failed cell is named, never dropped.
 """
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 from collections.abc import Callable, Sequence
@@ -18,7 +17,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
-from raysys.config import ScoringConfig
+from raysys.config import GenerationConfig
 from raysys.errors import RaysysError
 from raysys.experiments.config import DiversityConfig
 from raysys.experiments.diversity import (
@@ -34,6 +33,7 @@ from raysys.experiments.diversity import (
     unseen_tasks,
 )
 from raysys.io import read_json, write_json
+from raysys.runs import atomic_dir
 from raysys.workspace import claim_work_dir
 
 RESULT = "result.json"
@@ -54,11 +54,8 @@ class TinyLearner:
     (raysys.training.local) and saved to <cell>/model (an ordinary HF folder)."""
 
     def fit(self, cfg, cell, rows, out_dir, device):
-        import tempfile
-
         from transformers.utils import logging as hf_logging
 
-        from raysys.io import publish_dir
         from raysys.models import LoadedModel, char_tokenizer, tiny_model
         from raysys.training.local import train_steps
 
@@ -69,20 +66,16 @@ class TinyLearner:
         stats = train_steps(model, tok, kind, rows, replace(cfg.train, seed=cell.seed), cfg.steps, device=device,
                             log=lambda m: print(f"{cell.cell_id}: {m}", flush=True), log_every=max(1, cfg.steps // 5))
         target = out_dir / "model"
-        tmp = Path(tempfile.mkdtemp(prefix=".model.", dir=out_dir))
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        publish_dir(tmp)
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(tmp, target)
+        with atomic_dir(target) as tmp:
+            model.save_pretrained(tmp)
+            tok.save_pretrained(tmp)
         return LoadedModel(model, tok, kind, str(target)), stats
 
     def answer(self, model, cfg, prompts, device):
-        from raysys.scoring.scorer import TaskScorer
+        from raysys.scoring.runner import ModelRunner
 
-        sc = ScoringConfig(perturbations=0, max_new_tokens=cfg.max_new_tokens, template=cfg.train.template,
-                           demonstrations=0, entropy=False, ifd=False, generation_batch=256)
-        return TaskScorer(model.name, sc, loaded=model, device=device).generate(prompts)
+        gen = GenerationConfig(max_new_tokens=cfg.max_new_tokens, batch=256)
+        return ModelRunner(model.name, gen, loaded=model, device=device).generate(prompts)
 
 
 def cell_dir(work: Path, cell: Cell) -> Path:
@@ -98,11 +91,11 @@ def run_cell(cfg: DiversityConfig, cell: Cell, learner: Learner, work: Path, dev
     out.mkdir(parents=True, exist_ok=True)
     test = unseen_tasks(cfg, cell.family, cell.seed)
     train = training_tasks(cfg, cell, test)
-    rows = prompt_rows(train, cfg.train.template)
+    rows = prompt_rows(train, cfg.train.prompt.template)
     say(f"{cell.cell_id}: {len(train)} rules, {len(rows)} distinct examples, {cfg.steps} steps")
     model, stats = learner.fit(cfg, cell, rows, out, device)
-    test_rows = prompt_rows(test, cfg.train.template)
-    seen_rows = prompt_rows(train[: cfg.seen_checked], cfg.train.template, per_task=1)
+    test_rows = prompt_rows(test, cfg.train.prompt.template)
+    seen_rows = prompt_rows(train[: cfg.seen_checked], cfg.train.prompt.template, per_task=1)
     answers = learner.answer(model, cfg, [r["prompt"] for r in test_rows + seen_rows], device)
     test_em = exact_matches(test_rows, answers[: len(test_rows)])
     seen_em = exact_matches(seen_rows, answers[len(test_rows):])["all"] if seen_rows else None

@@ -26,7 +26,8 @@ from raysys.config import TrainConfig
 from raysys.experiments.config import NoveltyConfig
 from raysys.experiments.novelty import Roles, draw_roles, novelty_ratio, render
 from raysys.io import write_json
-from raysys.workspace import claim_work_dir, pool_tasks, score_tasks
+from raysys.runs import pool_tasks
+from raysys.workspace import claim_work_dir, score_tasks
 
 
 class Stages(Protocol):

@@ -15,7 +15,6 @@ loop_state.json (the mark of a finished round).
 """
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Any, Callable, Protocol, Sequence
 import numpy as np
 
 from raysys.config import LoopConfig
-from raysys.io import write_json
+from raysys.io import read_json, write_json
 from raysys.loop.plan import SeedSets, Universe, remaining, selection_seed
 from raysys.selection.candidates import read_scores
 from raysys.selection.strategies import NEEDS_SCORES
@@ -95,7 +94,7 @@ def base_round(cfg: LoopConfig, base_model: str, sets: SeedSets, universe: Unive
     out = seed_dir(work, sets.seed)
     done = out / RECORD
     if done.is_file():
-        return json.loads(done.read_text(encoding="utf-8"))
+        return read_json(done)
     t0 = time.perf_counter()
     say(f"[seed {sets.seed}] round 0: training on {len(sets.initial)} random tasks")
     model, train_metrics = stages.train(base_model, sets.initial, sets.validation, out)
@@ -163,7 +162,7 @@ def latest_state(work: Path, strategy: str, seed: int, rounds: int) -> LoopState
     for r in range(rounds - 1, 0, -1):
         path = round_dir(work, strategy, seed, r) / STATE
         if path.is_file():
-            return LoopState.from_json(json.loads(path.read_text(encoding="utf-8")))
+            return LoopState.from_json(read_json(path))
     return None
 
 

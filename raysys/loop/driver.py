@@ -46,18 +46,19 @@ def saved_config(work_dir: str) -> LoopConfig:
 
 
 def prepare(cfg: LoopConfig, say: Callable[[str], None] = print) -> Prepared:
-    from raysys.pools import load_pool, write_parquet_tasks
+    from raysys.pools import load_pool
+    from raysys.runs import pool_copy
+    from raysys.selection.strategies import check_strategies
     from raysys.workspace import claim_work_dir, work_model, work_pool
 
+    check_strategies(*cfg.strategies)
     work = claim_work_dir(cfg, Path(CONFIG).stem, hint="use another work_dir, or `raysys loop --resume "
                           f"--work-dir {Path(cfg.work_dir).resolve()}` to continue it")
     pool = work_pool(work, cfg.pool, cfg.synth, say)
     tasks = load_pool(pool).tasks
     test_pool, test_tasks = pool, tasks
     if cfg.test_pool:
-        test_pool = work / "test.parquet"
-        if not test_pool.is_file():
-            write_parquet_tasks(list(load_pool(cfg.test_pool).tasks), test_pool)
+        test_pool = Path(pool_copy(cfg.test_pool, work / "test.parquet"))
         test_tasks = load_pool(test_pool).tasks
     test_ids = [t.task_id for t in test_tasks if not cfg.test_splits or t.metadata.get("split") in cfg.test_splits]
     pool_ids = [t.task_id for t in tasks if not cfg.pool_splits or t.metadata.get("split") in cfg.pool_splits]

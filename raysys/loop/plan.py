@@ -16,6 +16,7 @@ import numpy as np
 
 from raysys.config import LoopConfig
 from raysys.errors import RaysysError
+from raysys.runs import cpus_needed
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ def plan_trials(cluster: Mapping[str, float], cfg: LoopConfig) -> TrialPlan:
         fit = gpus // width
         per_gpu = width
     else:
-        least = width * 0.25 + 1  # a quarter CPU per actor or worker, and one for Ray Data's tasks
+        least = cpus_needed(width)
         if cpus < least:
             raise RaysysError(f"one trial needs at least {least:g} CPUs ({cfg.actors} scorer actor(s), "
                               f"{cfg.train.workers} training worker(s)); the cluster has {cpus:g}")
@@ -102,6 +103,6 @@ def plan_trials(cluster: Mapping[str, float], cfg: LoopConfig) -> TrialPlan:
                           f"({what}: at most {fit})")
     concurrent = min(trials, cfg.max_concurrent_trials or fit)
     share = cpus / concurrent
-    if not gpus and share < width * 0.25 + 1:
-        raise RaysysError(f"{concurrent} trials at once leave {share:g} CPUs each; one needs {width * 0.25 + 1:g}")
+    if not gpus and share < cpus_needed(width):
+        raise RaysysError(f"{concurrent} trials at once leave {share:g} CPUs each; one needs {cpus_needed(width):g}")
     return TrialPlan(trials, concurrent, math.floor(share * 100) / 100, per_gpu)

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 import pyarrow as pa
 
-from raysys.config import LoopConfig, TaskMapConfig
+from raysys.config import LoopConfig
 from raysys.errors import RaysysError
 from raysys.io import atomic_path, read_json, write_parquet
 from raysys.loop.core import RECORD, round_dir, seed_dir
@@ -148,8 +148,6 @@ def write_results(cfg: LoopConfig, work: Path) -> dict[str, Any]:
     """results.parquet/.csv, curves.png, uncertainty.png, taskmap.png/.csv in `work`."""
     import pyarrow.csv as pacsv
 
-    from raysys.selection.strategies import NEEDS_SCORES
-
     rows = collect(cfg, work)
     table = pa.Table.from_pylist(rows)
     write_parquet(work / "results.parquet", table)
@@ -162,13 +160,22 @@ def write_results(cfg: LoopConfig, work: Path) -> dict[str, Any]:
         out["curves"] = str(work / "curves.png")
     if plot_uncertainty(rows, work / "uncertainty.png"):
         out["uncertainty"] = str(work / "uncertainty.png")
-    ranked = [s for s in cfg.strategies if s in NEEDS_SCORES]
-    if ranked and cfg.rounds > 1:
-        from raysys.selection.run import run_taskmap
-
-        scores = round_dir(work, ranked[0], cfg.seeds[0], 1) / "scores" / "scores.parquet"
-        if scores.is_file():
-            tm = run_taskmap(str(scores), str(work / "taskmap.png"), TaskMapConfig(), table=str(work / "taskmap.csv"),
-                             title=f"Task Map: the pool under seed {cfg.seeds[0]}'s round-0 model")
-            out["taskmap"], out["taskmap_counts"] = tm["map"], tm["counts"]
+    tm = draw_taskmap(cfg, work)
+    if tm:
+        out["taskmap"], out["taskmap_counts"] = tm["map"], tm["counts"]
     return out
+
+
+def draw_taskmap(cfg: LoopConfig, work: Path) -> dict[str, Any] | None:
+    """taskmap.png/.csv of round 1's scores (the pool under the first seed's round-0 model),
+    with the shares the loop selects by (cfg.select.taskmap); None when no strategy
+    ranked by scores or the loop has a single round."""
+    from raysys.selection.run import run_taskmap
+    from raysys.selection.strategies import NEEDS_SCORES
+
+    ranked = [s for s in cfg.strategies if s in NEEDS_SCORES]
+    scores = round_dir(work, ranked[0], cfg.seeds[0], 1) / "scores" / "scores.parquet" if ranked else None
+    if scores is None or cfg.rounds < 2 or not scores.is_file():
+        return None
+    return run_taskmap(str(scores), str(work / "taskmap.png"), cfg.select.taskmap, table=str(work / "taskmap.csv"),
+                       title=f"Task Map: the pool under seed {cfg.seeds[0]}'s round-0 model")

@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Sequence
 
 from raysys.config import LoopConfig
-from raysys.workspace import pool_tasks, score_tasks, subset_pool
+from raysys.runs import pool_tasks, subset_pool
+from raysys.workspace import score_tasks
 
 
 @dataclass(frozen=True)

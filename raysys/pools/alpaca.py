@@ -2,6 +2,7 @@
 
 Every entry is its own task with one instance (Alpaca has no task grouping). The task id
 is the entry's `id` when present, else `alpaca-<index>` (index from 0 in file order).
+`instruction` and `output` are required strings; `input` and `id` are optional strings.
 """
 from __future__ import annotations
 
@@ -9,20 +10,23 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from raysys.errors import InvalidFile, InvalidRecord
-from raysys.pools.jsonio import iter_jsonl, read_json
-from raysys.pools.record import Item, Record, require
+from raysys.io import read_json
+from raysys.jsontypes import field, record, type_name
+from raysys.pools.jsonio import iter_jsonl
+from raysys.pools.record import Item, Record, fields_of
 from raysys.schema import Instance, Task
 
 SOURCE = "alpaca"
 
 
 def task_from_entry(entry: Any, index: int, source, where: str) -> Task:
-    instruction = require(entry, "instruction", source, where)
-    output = require(entry, "output", source, where)
-    inp = entry.get("input") or ""
-    if not isinstance(inp, str):
-        raise InvalidRecord(source, where, f"field 'input' must be str, got {type(inp).__name__}")
-    task_id = str(entry["id"]) if entry.get("id") is not None else f"alpaca-{index:05d}"
+    """One entry's task; every field is checked for its JSON type (all are strings)."""
+    with fields_of(source, where):
+        entry = record(entry)
+        instruction = field(entry, "instruction")
+        output = field(entry, "output")
+        inp = field(entry, "input", default="")
+        task_id = field(entry, "id", default=f"alpaca-{index:05d}")
     return Task(
         task_id=task_id,
         instruction=instruction,
@@ -44,7 +48,7 @@ def read(path: Path) -> Iterator[Item]:
         return
     data = read_json(path)
     if not isinstance(data, list):
-        raise InvalidFile(path, f"expected a JSON array of entries, got {type(data).__name__}")
+        raise InvalidFile(path, f"expected a JSON array of entries, got {type_name(data)}")
     for index, entry in enumerate(data):
         yield _one(entry, index, path, f"index {index}")
 

@@ -3,29 +3,26 @@ canonical JSONL (one task object per line, same field names; metadata may be an 
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from raysys.errors import InvalidFile, InvalidRecord
+from raysys.errors import InvalidFile, InvalidRecord, first_line
 from raysys.io import write_jsonl, write_parquet
 from raysys.pools.jsonio import iter_jsonl
-from raysys.pools.record import Item, Record
+from raysys.pools.record import Item, Record, fields_of, library_rows
 from raysys.schema import REQUIRED_FIELDS, Task, from_row, to_row, to_table
 
 
 def record_from_row(row: Any, source: Path, where: str) -> Item:
-    if not isinstance(row, dict):
-        return InvalidRecord(source, where, f"expected a JSON object, got {type(row).__name__}")
+    """The task of one row (every field checked by from_row), or the InvalidRecord."""
     try:
-        return Record(str(source), where, from_row(row))
-    except KeyError as e:
-        return InvalidRecord(source, where, f"missing required field {e.args[0]!r}")
-    except (TypeError, ValueError, json.JSONDecodeError) as e:
-        return InvalidRecord(source, where, str(e))
+        with fields_of(source, where):
+            return Record(str(source), where, from_row(row))
+    except InvalidRecord as e:
+        return e
 
 
 def read_jsonl(path: Path) -> Iterator[Item]:
@@ -37,18 +34,19 @@ def read_jsonl(path: Path) -> Iterator[Item]:
 
 
 def read_parquet(path: Path, batch_size: int = 4096) -> Iterator[Item]:
+    """Each row's task. Values are checked like JSON ones (a number column where strings
+    belong is an InvalidRecord per row); a file that cannot be opened is an InvalidFile,
+    and so is one that cannot be decoded, naming the row reading stopped at."""
     try:
         pf = pq.ParquetFile(path)
-    except (OSError, pa.ArrowInvalid) as e:
-        raise InvalidFile(path, f"not a readable Parquet file ({e})") from None
+    except Exception as e:  # pyarrow raises several types for a file that is not Parquet
+        raise InvalidFile(path, f"not a readable Parquet file ({first_line(e)})") from None
     missing = [c for c in REQUIRED_FIELDS if c not in pf.schema_arrow.names]
     if missing:
         raise InvalidFile(path, f"not a raysys task file: missing columns {missing}")
-    row = 0
-    for batch in pf.iter_batches(batch_size=batch_size):
-        for rec in batch.to_pylist():
-            yield record_from_row(rec, path, f"row {row}")
-            row += 1
+    rows = (rec for batch in pf.iter_batches(batch_size=batch_size) for rec in batch.to_pylist())
+    for i, rec in library_rows(path, rows):
+        yield record_from_row(rec, path, f"row {i}")
 
 
 def write_parquet_tasks(tasks: list[Task], path: str | Path, metadata: dict[str, str] | None = None) -> None:

@@ -4,16 +4,18 @@ is reachable (prefix the name with `hf:` or pass format `hf`).
 Rows are mapped by their columns: canonical columns (task_id, instruction, instances),
 Alpaca columns (instruction, output[, input]), Self-Instruct columns (instruction,
 instances), or NIV2-on-the-hub columns (task_name, definition, inputs, targets), whose
-rows are grouped into one task per task_name.
+rows are grouped into one task per task_name. Every field is checked for its JSON type
+as in the matching file reader.
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Iterator
 
-from raysys.errors import InvalidFile, InvalidRecord
+from raysys.errors import InvalidFile, InvalidRecord, first_line
+from raysys.jsontypes import ARRAY, STRING, field, strings
 from raysys.pools import alpaca, canonical, self_instruct
-from raysys.pools.record import Item, Record
+from raysys.pools.record import Item, Record, fields_of, library_rows
 from raysys.schema import Instance, Task
 
 NIV2_HUB_COLUMNS = {"task_name", "definition", "inputs", "targets"}
@@ -29,9 +31,9 @@ def _open(path: str, split: str | None):
         else:
             ds = datasets.load_dataset(name, split=split)
     except FileNotFoundError as e:
-        raise InvalidFile(path, f"not a Hugging Face dataset ({e})") from None
-    except Exception as e:  # hub unreachable, unknown name, ...: the user's input
-        raise InvalidFile(path, f"cannot load Hugging Face dataset: {type(e).__name__}: {e}") from None
+        raise InvalidFile(path, f"not a Hugging Face dataset ({first_line(e)})") from None
+    except Exception as e:  # hub unreachable, unknown name, corrupt files, ...: the user's input
+        raise InvalidFile(path, f"cannot load Hugging Face dataset: {type(e).__name__}: {first_line(e)}") from None
     if isinstance(ds, datasets.DatasetDict):
         if split is None:
             split = "train" if "train" in ds else (next(iter(ds)) if len(ds) == 1 else None)
@@ -48,17 +50,17 @@ def read(path: str | Path, split: str | None = None) -> Iterator[Item]:
     ds = _open(path, split)
     cols = set(ds.column_names)
     if {"task_id", "instruction", "instances"} <= cols:
-        for i, row in enumerate(ds):
+        for i, row in library_rows(path, ds):
             yield canonical.record_from_row(row, Path(path), f"row {i}")
     elif {"instruction", "instances"} <= cols:
-        for i, row in enumerate(ds):
+        for i, row in library_rows(path, ds):
             where = f"row {i}"
             try:
                 yield Record(path, where, self_instruct.task_from_record(row, f"row-{i}", path, where))
             except InvalidRecord as e:
                 yield e
     elif {"instruction", "output"} <= cols:
-        for i, row in enumerate(ds):
+        for i, row in library_rows(path, ds):
             where = f"row {i}"
             try:
                 yield Record(path, where, alpaca.task_from_entry(row, i, path, where))
@@ -72,15 +74,20 @@ def read(path: str | Path, split: str | None = None) -> Iterator[Item]:
 
 
 def _grouped_niv2(ds, path: str) -> Iterator[Item]:
+    """One task per task_name; a row with a field of the wrong type is its own bad record."""
     groups: dict[str, dict] = {}
-    for i, row in enumerate(ds):
-        g = groups.setdefault(row["task_name"], {"definition": row["definition"], "instances": []})
-        targets = row["targets"]
-        g["instances"].append(Instance(
-            id=str(row.get("id") or f"{row['task_name']}-{len(g['instances'])}"),
-            input=row["inputs"],
-            outputs=(targets,) if isinstance(targets, str) else tuple(targets),
-        ))
+    for i, row in library_rows(path, ds):
+        try:
+            with fields_of(path, f"row {i}"):
+                name, definition, inp = (field(row, k) for k in ("task_name", "definition", "inputs"))
+                targets = field(row, "targets", (STRING, ARRAY))
+                outputs = (targets,) if isinstance(targets, str) else strings(targets, "targets")
+                inst_id = field(row, "id", default=None)
+        except InvalidRecord as e:
+            yield e
+            continue
+        g = groups.setdefault(name, {"definition": definition, "instances": []})
+        g["instances"].append(Instance(id=inst_id or f"{name}-{len(g['instances'])}", input=inp, outputs=outputs))
     for name, g in groups.items():
         yield Record(path, f"task {name}", Task(
             task_id=name, instruction=g["definition"], instances=tuple(g["instances"]), source="niv2"

@@ -8,14 +8,14 @@ record, unless skip_invalid is set: then it is kept in `Pool.skipped` with its r
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from raysys.errors import InvalidFile, InvalidRecord
-from raysys.io import write_jsonl
+from raysys.io import cannot_read, write_jsonl
 from raysys.pools import alpaca, canonical, hf, niv2, self_instruct
 from raysys.pools.classify import with_flag
+from raysys.pools.jsonio import iter_jsonl
 from raysys.pools.record import Record
 from raysys.schema import Task, problems
 
@@ -54,8 +54,13 @@ def detect_format(path: str | Path) -> str:
     if p.suffix == ".parquet":
         return "parquet"
     if p.suffix == ".json":
-        with open(p, "rb") as f:
-            head = f.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+        try:
+            with open(p, "rb") as f:
+                head = f.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+        except OSError as e:
+            raise cannot_read(p, e) from None
+        if not head:
+            raise InvalidFile(p, "empty file")
         if head.startswith(b"["):
             return "alpaca"
         if head.startswith(b"{"):
@@ -77,21 +82,14 @@ def _first_jsonl_record(p: Path) -> dict:
     """The first line that parses as a JSON object: a bad line before it is left for the
     reader to report (or skip), so detection never blocks --skip-invalid."""
     first_bad = None
-    with open(p, "rb") as f:
-        for lineno, raw in enumerate(f, start=1):
-            if not raw.strip():
-                continue
-            try:
-                rec = json.loads(raw.decode("utf-8-sig"))
-            except UnicodeDecodeError:
-                first_bad = first_bad or f"line {lineno} is not valid UTF-8"
-                continue
-            except json.JSONDecodeError:
-                first_bad = first_bad or f"line {lineno} is not JSON"
-                continue
-            if isinstance(rec, dict):
-                return rec
-            first_bad = first_bad or f"line {lineno} is not a JSON object"
+    for item in iter_jsonl(p):
+        if isinstance(item, InvalidRecord):
+            first_bad = first_bad or f"{item.where}: {item.reason}"
+            continue
+        lineno, rec = item
+        if isinstance(rec, dict):
+            return rec
+        first_bad = first_bad or f"line {lineno} is not a JSON object"
     if first_bad:
         raise InvalidFile(p, f"no line is a JSON object ({first_bad}): cannot detect the format")
     raise InvalidFile(p, "empty file")

@@ -4,16 +4,19 @@ Accepts a folder with tasks/*.json and optional splits/*.txt (the official layou
 folder of task files, or one task file. Keeps Definition, Positive Examples (as
 demonstrations), Instances and Categories; domains, reasoning, languages, license and the
 split a task belongs to go into metadata. Each task file is one record: a broken file is
-skippable like a bad JSONL line.
+skippable like a bad JSONL line. Every field taken is checked for its JSON type (Definition
+a string or an array of strings, examples and instances objects of strings, outputs a
+string or an array of strings, the list fields arrays of strings).
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from raysys.errors import InvalidFile, InvalidRecord
-from raysys.pools.jsonio import decode, parse_json, read_bytes
-from raysys.pools.record import Item, Record, require
+from raysys.io import decode, read_bytes, read_json
+from raysys.jsontypes import ARRAY, STRING, field, items, record, strings
+from raysys.pools.record import Item, Record, fields_of
 from raysys.schema import Demonstration, Instance, Task
 
 SOURCE = "niv2"
@@ -51,52 +54,49 @@ def read(path: Path, split: str | None = None) -> Iterator[Item]:
         if split is not None and split_of.get(name) != split:
             continue
         try:
-            raw = parse_json(decode(read_bytes(f), f), f)
-            yield Record(str(f), f"task {name}", task_from_dict(raw, name, split_of.get(name), f))
+            yield Record(str(f), f"task {name}", task_from_dict(read_json(f), name, split_of.get(name), f))
         except InvalidFile as e:  # a bad file is one bad record of the pool
             yield InvalidRecord(f, f"task {name}", e.reason)
         except InvalidRecord as e:
             yield e
 
 
-def task_from_dict(raw: dict, name: str, split: str | None, source) -> Task:
-    where = f"task {name}"
-    definition = require(raw, "Definition", source, where, (list, str))
-    if isinstance(definition, list):
-        definition = "\n".join(d for d in definition if isinstance(d, str))
-    instances = require(raw, "Instances", source, where, list)
-    demos = []
-    for k, ex in enumerate(raw.get("Positive Examples") or []):
-        w = f"{where} Positive Examples[{k}]"
-        out = require(ex, "output", source, w, (str, list))
-        if isinstance(out, list):  # a few tasks list several acceptable outputs: show the first
-            out = str(out[0]) if out else ""
-        demos.append(Demonstration(require(ex, "input", source, w), out))
-    insts = []
-    for k, inst in enumerate(instances):
-        w = f"{where} Instances[{k}]"
-        outs = require(inst, "output", source, w, (list, str))
-        insts.append(Instance(
-            id=str(inst.get("id", f"{name}-{k}")),
-            input=require(inst, "input", source, w),
-            outputs=(outs,) if isinstance(outs, str) else tuple(str(o) for o in outs),
-        ))
-    meta = {
-        "split": split,
-        "domains": list(raw.get("Domains") or []),
-        "reasoning": list(raw.get("Reasoning") or []),
-        "input_language": list(raw.get("Input_language") or []),
-        "output_language": list(raw.get("Output_language") or []),
-        "instance_license": list(raw.get("Instance License") or []),
-        "datasets": list(raw.get("Source") or []),
-    }
+# NIV2's list-of-strings fields that go into metadata, by metadata key.
+META_LISTS = {"domains": "Domains", "reasoning": "Reasoning", "input_language": "Input_language",
+              "output_language": "Output_language", "instance_license": "Instance License", "datasets": "Source"}
+
+
+def task_from_dict(raw: Any, name: str, split: str | None, source) -> Task:
+    """One task file's task; every field it takes is checked for its JSON type."""
+    with fields_of(source, f"task {name}"):
+        raw = record(raw)
+        definition = field(raw, "Definition", (STRING, ARRAY))
+        if not isinstance(definition, str):
+            definition = "\n".join(strings(definition, "Definition"))
+        instances = items(field(raw, "Instances", ARRAY), "Instances")
+        demos = []
+        for path, ex in items(raw.get("Positive Examples"), "Positive Examples"):
+            out = field(ex, "output", (STRING, ARRAY), path=path)
+            if not isinstance(out, str):  # a few tasks list several acceptable outputs: show the first
+                out = (strings(out, f"{path}.output") or ("",))[0]
+            demos.append(Demonstration(field(ex, "input", path=path), out))
+        insts = []
+        for k, (path, inst) in enumerate(instances):
+            outs = field(inst, "output", (ARRAY, STRING), path=path)
+            insts.append(Instance(
+                id=field(inst, "id", path=path, default=f"{name}-{k}"),
+                input=field(inst, "input", path=path),
+                outputs=(outs,) if isinstance(outs, str) else strings(outs, f"{path}.output"),
+            ))
+        meta = {"split": split, **{key: list(strings(raw.get(src), src)) for key, src in META_LISTS.items()}}
+        categories = strings(raw.get("Categories"), "Categories")
     return Task(
         task_id=name,
         instruction=definition,
         demonstrations=tuple(demos),
         instances=tuple(insts),
         is_classification=None,  # NIV2 has no flag: derived by raysys.pools.classify
-        categories=tuple(raw.get("Categories") or ()),
+        categories=categories,
         source=SOURCE,
         metadata=meta,
     )

@@ -22,19 +22,30 @@ Doing less work for the same numbers:
 - **Seq2seq.** Identical prompts in a batch are encoded once and their encoder states
   reused (e.g. the label candidates of a classification instance).
 
+Profiling: `phase`, a function from a step's name to a context manager, is entered
+around each step: "tokenize", "prefix" (the shared-prefix passes), "suffix" (the member
+rows) and, inside it, "log_softmax" (seq2seq: "tokenize" and "log_softmax"). The default
+does nothing; benchmarks/bench_scoring.py times the steps with it.
+
 Shapes: B = rows in a batch, L = prefix length, S = suffix length, V = vocabulary.
 """
 from __future__ import annotations
 
 import inspect
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from transformers.modeling_outputs import BaseModelOutput
 
 IGNORE = -100
+Phase = Callable[[str], AbstractContextManager]
+
+
+def no_phase(name: str) -> AbstractContextManager:
+    return nullcontext()
 
 
 @dataclass(frozen=True)
@@ -85,14 +96,27 @@ def _mean_logprobs(logits: torch.Tensor, targets: torch.Tensor, counts: Sequence
     return (sums / torch.tensor(counts, dtype=torch.float64, device=lp.device)).tolist()
 
 
+def _bind(scorer, model, tokenizer, budget: Budget, max_prompt_tokens: int | None, phase: Phase) -> None:
+    """The settings both scorers keep: the model, its tokenizer and device, the budget."""
+    scorer.model, scorer.tokenizer, scorer.budget, scorer.phase = model, tokenizer, budget, phase
+    scorer.max_prompt_tokens = max_prompt_tokens
+    scorer.device = next(model.parameters()).device
+    scorer.vocab = model.get_output_embeddings().weight.shape[0]
+
+
+def _tokenized(scorer, prompts: Sequence[str], targets: Sequence[str]) -> tuple[list[list[int]], list[list[int]]]:
+    """A scorer's prompt ids (each cut to its last max_prompt_tokens) and target ids."""
+    with scorer.phase("tokenize"):
+        return (prompt_ids(scorer.tokenizer, prompts, scorer.max_prompt_tokens),
+                target_ids(scorer.tokenizer, targets))
+
+
 class CausalScorer:
     """Mean target log-probabilities for a causal LM, with shared-prefix KV reuse."""
 
-    def __init__(self, model, tokenizer, budget: Budget = Budget(), max_prompt_tokens: int | None = None):
-        self.model, self.tokenizer, self.budget = model, tokenizer, budget
-        self.max_prompt_tokens = max_prompt_tokens
-        self.device = next(model.parameters()).device
-        self.vocab = model.get_output_embeddings().weight.shape[0]
+    def __init__(self, model, tokenizer, budget: Budget = Budget(), max_prompt_tokens: int | None = None,
+                 phase: Phase = no_phase):
+        _bind(self, model, tokenizer, budget, max_prompt_tokens, phase)
         self.keep_mask = _supports_logits_to_keep(model)
         self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
@@ -103,8 +127,7 @@ class CausalScorer:
         n = len(prompts)
         if n == 0:
             return np.zeros(0)
-        p_ids = prompt_ids(self.tokenizer, prompts, self.max_prompt_tokens)
-        t_ids = target_ids(self.tokenizer, targets)
+        p_ids, t_ids = _tokenized(self, prompts, targets)
         for i, p in enumerate(p_ids):
             if not p:
                 raise ValueError(f"prompt {i} tokenizes to nothing and the tokenizer adds no BOS")
@@ -190,7 +213,8 @@ class CausalScorer:
         c = common_prefix_len([p_ids[i] for _, idx in chunk for i in idx])
         c = min([c] + [len(p_ids[i]) - 1 for _, idx in chunk for i in idx])
         chunk = [(max(lcp, c), idx) for lcp, idx in chunk]
-        layers, pmask, row_of = self._prefix_cache(chunk, p_ids)
+        with self.phase("prefix"):
+            layers, pmask, row_of = self._prefix_cache(chunk, p_ids)
         rows = []  # (item, lcp, cache row or -1)
         for lcp, idx in chunk:
             for i in idx:
@@ -198,7 +222,8 @@ class CausalScorer:
         rows.sort(key=lambda r: len(p_ids[r[0]]) - r[1] + len(t_ids[r[0]]))  # bucket by suffix length
         lmax = pmask.shape[1] if pmask is not None else 0
         for batch in self._row_batches(rows, p_ids, t_ids, lmax):
-            self._run_rows(batch, p_ids, t_ids, layers, pmask, out, DynamicCache)
+            with self.phase("suffix"):
+                self._run_rows(batch, p_ids, t_ids, layers, pmask, out, DynamicCache)
 
     def _row_batches(self, rows, p_ids, t_ids, lmax):
         """Rows (sorted by suffix length) in batches within the budget, cut early when
@@ -250,7 +275,9 @@ class CausalScorer:
         else:  # models without logits_to_keep: project everything, keep the target positions
             logits = self.model(input_ids=ids.to(self.device), attention_mask=mask, position_ids=pos.to(self.device),
                                 **kwargs).logits[keep.to(self.device)]
-        means = _mean_logprobs(logits, torch.tensor(tgt, device=self.device), [len(t_ids[i]) for i, _, _ in batch])
+        with self.phase("log_softmax"):
+            means = _mean_logprobs(logits, torch.tensor(tgt, device=self.device),
+                                   [len(t_ids[i]) for i, _, _ in batch])
         for (i, _, _), m in zip(batch, means):
             out[i] = m
 
@@ -258,11 +285,9 @@ class CausalScorer:
 class Seq2SeqScorer:
     """Mean target log-probabilities for an encoder-decoder model (T5 and kin)."""
 
-    def __init__(self, model, tokenizer, budget: Budget = Budget(), max_prompt_tokens: int | None = None):
-        self.model, self.tokenizer, self.budget = model, tokenizer, budget
-        self.max_prompt_tokens = max_prompt_tokens
-        self.device = next(model.parameters()).device
-        self.vocab = model.get_output_embeddings().weight.shape[0]
+    def __init__(self, model, tokenizer, budget: Budget = Budget(), max_prompt_tokens: int | None = None,
+                 phase: Phase = no_phase):
+        _bind(self, model, tokenizer, budget, max_prompt_tokens, phase)
         self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
     @torch.inference_mode()
@@ -270,8 +295,7 @@ class Seq2SeqScorer:
         n = len(prompts)
         if n == 0:
             return np.zeros(0)
-        p_ids = prompt_ids(self.tokenizer, prompts, self.max_prompt_tokens)
-        t_ids = target_ids(self.tokenizer, targets)
+        p_ids, t_ids = _tokenized(self, prompts, targets)
         order = sorted(range(n), key=lambda i: (len(p_ids[i]), len(t_ids[i])))
         out = np.empty(n)
         batch: list[int] = []
@@ -310,7 +334,8 @@ class Seq2SeqScorer:
         logits = self.model(encoder_outputs=BaseModelOutput(last_hidden_state=states[sel]),
                             attention_mask=emask[sel], decoder_input_ids=decoder_in).logits
         keep = labels != IGNORE
-        means = _mean_logprobs(logits[keep], labels[keep], [len(t_ids[i]) for i in batch])
+        with self.phase("log_softmax"):
+            means = _mean_logprobs(logits[keep], labels[keep], [len(t_ids[i]) for i in batch])
         for i, m in zip(batch, means):
             out[i] = m
 
@@ -338,6 +363,7 @@ class Deduplicated:
         return self.inner.score(uniq_p, uniq_t, uniq_g)[np.array(where, dtype=np.int64)]
 
 
-def make_scorer(model, tokenizer, kind: str, budget: Budget = Budget(), max_prompt_tokens: int | None = None):
+def make_scorer(model, tokenizer, kind: str, budget: Budget = Budget(), max_prompt_tokens: int | None = None,
+                phase: Phase = no_phase):
     cls = Seq2SeqScorer if kind == "seq2seq" else CausalScorer
-    return Deduplicated(cls(model, tokenizer, budget, max_prompt_tokens))
+    return Deduplicated(cls(model, tokenizer, budget, max_prompt_tokens, phase))

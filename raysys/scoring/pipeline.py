@@ -13,16 +13,13 @@ and retries its batch (Ray Data's defaults for actor pools).
 
 `<run>` is a hash of the scoring config, the model, the pool path and its files' sizes and
 modification times, so a rerun with other settings or an edited pool never mixes with old
-parts.
+parts. Run keys, part files and CPU shares are raysys.runs's.
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import sys
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,10 +30,11 @@ import pyarrow.parquet as pq
 
 from raysys.config import ScoringConfig, to_dict
 from raysys.errors import RaysysError
-from raysys.io import atomic_path, write_parquet
+from raysys.io import write_parquet
 from raysys.models import check_model_path
 from raysys.pools import detect_format
 from raysys.rayinit import ray_init
+from raysys.runs import Parts, as_parquet, cpu_share, model_ref, pool_stats, run_key
 
 RUN_KEY = "raysys_scoring_run"
 
@@ -51,19 +49,11 @@ class ScoreRun:
     details: str | None
 
 
-def pool_fingerprint(pool: str) -> list:
-    """(name, size, mtime) of the pool's file(s): an edited pool starts a new run."""
-    path = Path(pool)
-    files = sorted(f for f in path.rglob("*") if f.is_file()) if path.is_dir() else [path]
-    return [(str(f.relative_to(path)) if path.is_dir() else f.name, f.stat().st_size, f.stat().st_mtime_ns)
-            for f in files if f.exists()]
-
-
-def run_id(cfg: ScoringConfig, model: str, pool: str, details: bool) -> str:
-    """Hash of everything that changes the numbers (and whether details are kept)."""
-    blob = {"cfg": to_dict(cfg), "model": os.path.abspath(model) if os.path.exists(model) else model,
-            "pool": os.path.abspath(pool), "pool_files": pool_fingerprint(pool), "details": details}
-    return hashlib.sha256(json.dumps(blob, sort_keys=True).encode()).hexdigest()[:16]
+def run_id(cfg: Any, model: str, pool: str, details: bool, **more: Any) -> str:
+    """Hash of everything that changes the numbers (and whether details are kept); `more`:
+    what else a caller's run depends on (evaluation: the task ids)."""
+    return run_key({"cfg": to_dict(cfg), "model": model_ref(model), "pool": str(Path(pool).resolve()),
+                    "pool_files": pool_stats(pool), "details": details, **more})
 
 
 class ScoreBatch:
@@ -83,49 +73,27 @@ class ScoreBatch:
             torch.set_num_threads(torch_threads)
         module, _, name = make.partition(":")
         self.worker = getattr(importlib.import_module(module), name)(model, cfg, trust_remote_code=trust_remote_code)
-        self.parts_dir, self.details = Path(parts_dir), details
-        self.detail_schema = detail_schema or _detail_schema()
+        self.parts, self.details = Parts(Path(parts_dir)), details
+        self.detail_schema = detail_schema or DETAIL_SCHEMA
 
     def __call__(self, batch: pa.Table) -> dict[str, Any]:
         from raysys.schema import from_row
 
         tasks = [from_row(r) for r in batch.to_pylist()]
         rows, detail_rows = self.worker.process(tasks, details=self.details)
-        name = uuid.uuid4().hex
-        if self.details:  # details first: a scores part is the commit record of its batch
-            write_parquet(self.parts_dir / f"details-{name}.parquet",
-                          pa.Table.from_pylist(detail_rows, schema=self.detail_schema))
-        write_parquet(self.parts_dir / f"scores-{name}.parquet", pa.Table.from_pylist(rows))
+        self.parts.write(rows, detail_rows if self.details else None, self.detail_schema)
         return {"task_id": [r["task_id"] for r in rows]}
 
 
-def _detail_schema() -> pa.Schema:
-    return pa.schema([("task_id", pa.string()), ("instance_id", pa.string()), ("perturbation", pa.int32()),
-                      ("prompt", pa.string()), ("target", pa.string()), ("p", pa.float64())])
-
-
-def _score_parts(parts_dir: Path) -> list[Path]:
-    return sorted(parts_dir.glob("scores-*.parquet"))
-
-
-def done_task_ids(parts_dir: Path) -> set[str]:
-    done: set[str] = set()
-    for part in _score_parts(parts_dir):
-        done.update(pq.read_table(part, columns=["task_id"]).column("task_id").to_pylist())
-    return done
+DETAIL_SCHEMA = pa.schema([("task_id", pa.string()), ("instance_id", pa.string()), ("perturbation", pa.int32()),
+                           ("prompt", pa.string()), ("target", pa.string()), ("p", pa.float64())])
 
 
 def _pool_parquet(pool: str, run_dir: Path) -> tuple[str, int]:
     """A canonical Parquet path for the pool and its task count; other formats are
     converted once into the run's folder (the run id changes when the pool does)."""
-    if pool.endswith(".parquet") and Path(pool).is_file():
-        return pool, pq.ParquetFile(pool).metadata.num_rows
-    from raysys.pools import load_pool, write_parquet_tasks
-
-    converted = run_dir / "pool.parquet"
-    if not converted.exists():
-        write_parquet_tasks(list(load_pool(pool).tasks), converted)
-    return str(converted), pq.ParquetFile(converted).metadata.num_rows
+    path = as_parquet(pool, run_dir / "pool.parquet")
+    return path, pq.ParquetFile(path).metadata.num_rows
 
 
 class _Progress:
@@ -164,13 +132,8 @@ def _actor_resources(actors: int, gpus_per_actor: float, cpus: float | None = No
             raise RaysysError(f"{actors} scorer actor(s) x {gpus_per_actor:g} GPU need {need:g} GPUs; "
                               f"the cluster has {have.get('GPU', 0):g}")
         return {"num_gpus": gpus_per_actor, "num_cpus": min(1.0, max(cpus - 1, 0.25) / actors)}, 0
-    # CPU actors: leave one CPU for Ray Data's file listing and read tasks (each asks for a
-    # whole CPU), or the pipeline would wait on them forever.
-    per_actor = min(1.0, (cpus - 1) / actors)
-    if per_actor < 0.25:
-        raise RaysysError(f"{actors} scorer actor(s) need at least {actors * 0.25 + 1:g} CPUs; "
-                          f"the cluster has {cpus:g}")
-    return {"num_cpus": per_actor}, max(1, int(cpus // actors))
+    per_actor, threads = cpu_share(actors, cpus, f"{actors} scorer actor(s)")
+    return {"num_cpus": per_actor}, threads
 
 
 @dataclass(frozen=True)
@@ -194,7 +157,7 @@ def map_pool(pool: str, parts_dir: Path, model: str, cfg: Any, *, actors: int = 
 
     parts_dir.mkdir(parents=True, exist_ok=True)
     pool_path, n_tasks = _pool_parquet(pool, parts_dir)
-    done = done_task_ids(parts_dir)
+    done = Parts(parts_dir).done()
     order = pq.read_table(pool_path, columns=["task_id"]).column("task_id").to_pylist()
     n_resumed = len(set(order) & done)
     remaining = n_tasks - n_resumed
@@ -257,48 +220,15 @@ def score_pool(
     mapped = map_pool(pool, parts_dir, model, cfg, actors=actors, gpus_per_actor=gpus_per_actor,
                       details=details is not None, trust_remote_code=trust_remote_code, num_cpus=num_cpus,
                       progress=progress, cpus=cpus)
-    order, n_tasks, n_resumed, scored_now = mapped.order, mapped.n_tasks, mapped.n_resumed, mapped.n_now
-    _merge(parts_dir, order, out, details, cfg, model, run)
-    return ScoreRun(out=out, n_tasks=n_tasks, n_scored_now=scored_now, n_resumed=n_resumed,
-                    seconds=time.perf_counter() - start, details=details)
-
-
-def _merge(parts_dir: Path, order: list[str], out: str, details: str | None,
-           cfg: ScoringConfig, model: str, run: str) -> None:
-    """One row per task of `order` (the pool's task ids) from the score parts (first part
-    wins), checked complete, in pool order."""
-    rank = {tid: i for i, tid in enumerate(order)}
-    chosen: dict[str, str] = {}  # task_id -> part uuid
-    tables = []
-    for part in _score_parts(parts_dir):
-        t = pq.read_table(part)
-        name = part.stem.removeprefix("scores-")
-        keep = [tid not in chosen and tid in rank for tid in t.column("task_id").to_pylist()]
-        for tid, k in zip(t.column("task_id").to_pylist(), keep):
-            if k:
-                chosen[tid] = name
-        tables.append(t.filter(pa.array(keep)))
-    missing = [tid for tid in order if tid not in chosen]
-    if missing:
-        raise RaysysError(f"{len(missing)} task(s) were not scored (e.g. {missing[0]}); rerun the same command "
-                          f"to finish them (finished work is kept in {parts_dir})")
-    table = pa.concat_tables(tables, promote_options="permissive") if tables else pa.table({})
-    ids = table.column("task_id").to_pylist()
-    table = table.take(pa.array(sorted(range(table.num_rows), key=lambda i: rank[ids[i]])))  # pool order
+    table, chosen = Parts(parts_dir).merge(mapped.order)
     table = table.append_column("model", pa.array([model] * table.num_rows))
     table = table.append_column("config_hash", pa.array([run] * table.num_rows))
     meta = {RUN_KEY: run, "raysys_scoring_config": json.dumps(to_dict(cfg), sort_keys=True), "raysys_model": model}
     write_parquet(out, table.replace_schema_metadata(meta))
     if details:
-        parts = []
-        for part in sorted(parts_dir.glob("details-*.parquet")):
-            name = part.stem.removeprefix("details-")
-            t = pq.read_table(part)
-            keep = [chosen.get(tid) == name for tid in t.column("task_id").to_pylist()]
-            parts.append(t.filter(pa.array(keep, type=pa.bool_())))
-        merged = pa.concat_tables(parts) if parts else pa.Table.from_pylist([], schema=_detail_schema())
-        with atomic_path(details) as tmp:
-            pq.write_table(merged, tmp)
+        write_parquet(details, Parts(parts_dir).merged_details(chosen, DETAIL_SCHEMA))
+    return ScoreRun(out=out, n_tasks=mapped.n_tasks, n_scored_now=mapped.n_now, n_resumed=mapped.n_resumed,
+                    seconds=time.perf_counter() - start, details=details)
 
 
 class GenerateBatch:
@@ -307,14 +237,14 @@ class GenerateBatch:
     def __init__(self, model: str, cfg: Any, trust_remote_code: bool, torch_threads: int = 0):
         import torch
 
-        from raysys.scoring.scorer import TaskScorer
+        from raysys.scoring.runner import ModelRunner
 
         if torch_threads:
             torch.set_num_threads(torch_threads)
-        self.scorer = TaskScorer(model, cfg, trust_remote_code=trust_remote_code)
+        self.runner = ModelRunner(model, cfg.generation, trust_remote_code=trust_remote_code)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        answers = self.scorer.generate(batch.column("prompt").to_pylist())
+        answers = self.runner.generate(batch.column("prompt").to_pylist())
         return batch.append_column("answer", pa.array(answers, type=pa.string()))
 
 
@@ -322,8 +252,8 @@ def generate_rows(rows: list[dict[str, Any]], model: str, cfg: Any, *, actors: i
                   gpus_per_actor: float | None = None, trust_remote_code: bool = False,
                   num_cpus: int | None = None) -> list[dict[str, Any]]:
     """Each row (with a `prompt`) plus the model's greedy `answer`, generated on an actor
-    pool (cfg: a ScoringConfig: max_new_tokens, generation_batch, tasks_per_batch rows per
-    actor call); the result keeps the rows' order."""
+    pool (cfg: any config with `generation` and `tasks_per_batch` (rows per
+    actor call)); the result keeps the rows' order."""
     import ray
     import ray.data
     from ray.data import ActorPoolStrategy

@@ -19,11 +19,7 @@ returns the finished report without training again.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import random
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -32,19 +28,13 @@ import numpy as np
 
 from raysys.config import AlignConfig, config_hash, to_dict
 from raysys.errors import InvalidFile, RaysysError
-from raysys.io import publish_dir
+from raysys.io import read_json, write_json
 from raysys.perturb import perturb_text
+from raysys.runs import atomic_dir, run_key, tasks_content
 from raysys.schema import Task
 from raysys.selection.embed import default_encoder_path, embed, load_encoder
 
 REPORT = "raysys_align.json"
-
-
-def pool_fingerprint(tasks: Sequence[Task]) -> str:
-    h = hashlib.sha256()
-    for t in tasks:
-        h.update(t.task_id.encode() + b"\0" + t.instruction.encode() + b"\0" + str(len(t.instances)).encode() + b"\1")
-    return h.hexdigest()[:16]
 
 
 def split_tasks(n: int, heldout_fraction: float, seed: int) -> tuple[list[int], list[int]]:
@@ -137,11 +127,11 @@ def align_encoder(tasks: Sequence[Task], out: str | Path, cfg: AlignConfig = Ali
     """Fine-tune the encoder on `tasks` (minus the held-out share), save it to `out`, and
     return the report (retrieval accuracy before and after on the held-out tasks)."""
     out = Path(out)
-    fingerprint = pool_fingerprint(tasks)
+    content = run_key(tasks_content(tasks))  # what the encoder learns from
     report_path = out / REPORT
     if report_path.is_file():
-        old = json.loads(report_path.read_text(encoding="utf-8"))
-        if old.get("config_hash") == config_hash(cfg) and old.get("pool_fingerprint") == fingerprint:
+        old = read_json(report_path)
+        if old.get("config_hash") == config_hash(cfg) and old.get("pool_content") == content:
             return {**old, "resumed": True}
     elif out.exists() and any(out.iterdir()):
         raise InvalidFile(out, "exists and is not a raysys align output; choose a new folder")
@@ -159,18 +149,9 @@ def align_encoder(tasks: Sequence[Task], out: str | Path, cfg: AlignConfig = Ali
         "n_train": len(train), "n_heldout": len(held), "heldout_task_ids": [t.task_id for t in held],
         "retrieval_before": before, "retrieval_after": after, "epoch_losses": losses,
         "seconds": round(time.perf_counter() - start, 1), "config": to_dict(cfg),
-        "config_hash": config_hash(cfg), "pool_fingerprint": fingerprint,
+        "config_hash": config_hash(cfg), "pool_content": content,
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:  # replaces an older alignment (other config or pool) whole
         encoder.save(str(tmp), create_model_card=False)
-        (tmp / REPORT).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-        publish_dir(tmp)
-        if out.exists():
-            shutil.rmtree(out)  # an older alignment (other config or pool), replaced whole
-        tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+        write_json(tmp / REPORT, report)
     return report

@@ -14,10 +14,12 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from raysys.config import TaskMapConfig
-from raysys.errors import InvalidFile, RaysysError
+from raysys.errors import InvalidFile, RaysysError, first_line
+from raysys.jsontypes import type_name
 from raysys.schema import Task
 
 SCORE_SIGNALS = ("prompt_uncertainty", "prediction_probability", "perplexity", "classification_entropy", "ifd")
@@ -63,20 +65,26 @@ class Candidates:
 
 
 def read_scores(path: str | Path) -> dict[str, np.ndarray | list]:
-    """The columns of a scores file; a clear error when it is not one."""
+    """The columns of a scores file; a clear error when it is not one (unreadable, a
+    column missing or of the wrong type, a task id that is not a string or repeats, a
+    main signal that is not a finite number)."""
     p = Path(path)
     if not p.is_file():
         raise InvalidFile(p, "no such scores file")
     try:
         table = pq.read_table(p)
     except Exception as e:  # pyarrow raises several types for a non-Parquet file
-        raise InvalidFile(p, f"not a Parquet scores file ({e})") from None
+        raise InvalidFile(p, f"not a Parquet scores file ({first_line(e)})") from None
     missing = [c for c in ("task_id", "prompt_uncertainty", "prediction_probability") if c not in table.column_names]
     if missing:
         raise InvalidFile(p, f"not a raysys scores file: missing column(s) {missing}")
+    _check_column_types(table, p)
     ids = table.column("task_id").to_pylist()
     seen: set[str] = set()
     for i, t in enumerate(ids):
+        if not isinstance(t, str) or not t:
+            raise InvalidFile(p, f"row {i}: task_id must be a non-empty string, got "
+                                 f"{'an empty string' if t == '' else type_name(t)}")
         if t in seen:
             raise InvalidFile(p, f"row {i}: duplicate task_id {t!r}")
         seen.add(t)
@@ -89,6 +97,25 @@ def read_scores(path: str | Path) -> dict[str, np.ndarray | list]:
         if len(bad):
             raise InvalidFile(p, f"row {bad[0]} (task {ids[bad[0]]!r}): {c} is not a finite number")
     return out
+
+
+def _check_column_types(table, p: Path) -> None:
+    """Column types a scores file must have: a boolean is not a number here, nor a number a flag."""
+    for c in table.column_names:
+        t = table.schema.field(c).type
+        if c == "task_id":
+            ok = pa.types.is_string(t) or pa.types.is_large_string(t)
+            want = "strings"
+        elif c in SCORE_SIGNALS:
+            ok = pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_null(t)
+            want = "numbers"
+        elif c == "is_classification":
+            ok = pa.types.is_boolean(t) or pa.types.is_null(t)
+            want = "booleans (or nulls)"
+        else:
+            continue
+        if not ok:
+            raise InvalidFile(p, f"column {c!r} must hold {want}, got Arrow type {t}")
 
 
 def _answer_words(task: Task) -> float:

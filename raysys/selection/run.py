@@ -15,9 +15,11 @@ import numpy as np
 
 from raysys.config import AlignConfig, SelectConfig, TaskMapConfig
 from raysys.errors import InvalidFile, RaysysError
+from raysys.io import decode, read_bytes, read_json
+from raysys.jsontypes import type_name
 from raysys.selection.candidates import build_candidates, read_scores
 from raysys.selection.select import Selection, read_task_ids, select_tasks, write_selection
-from raysys.selection.strategies import NEEDS_EMBEDDINGS, NEEDS_SCORES, STRATEGIES
+from raysys.selection.strategies import NEEDS_EMBEDDINGS, NEEDS_SCORES, check_strategies
 
 
 def _load_tasks(path: str, skip_invalid: bool = False):
@@ -33,9 +35,7 @@ def target_instructions(path: str) -> list[str]:
     """Instructions of the target tasks: a .txt file (one per line) or any pool raysys reads."""
     p = Path(path)
     if p.suffix == ".txt":
-        if not p.is_file():
-            raise InvalidFile(p, "no such file")
-        lines = [line.strip() for line in p.read_text(encoding="utf-8").splitlines()]
+        lines = [line.strip() for line in decode(read_bytes(p), p).splitlines()]
         found = [line for line in lines if line]
     else:
         found = [t.instruction for t in _load_tasks(path)]
@@ -46,8 +46,7 @@ def target_instructions(path: str) -> list[str]:
 
 def run_select(cfg: SelectConfig, out: str, scores: str | None = None, pool: str | None = None,
                exclude: Sequence[str] = (), targets: str | None = None) -> Selection:
-    if cfg.strategy not in STRATEGIES:
-        raise RaysysError(f"unknown strategy {cfg.strategy!r}; one of {', '.join(STRATEGIES)}")
+    check_strategies(cfg.strategy)
     if cfg.strategy in NEEDS_SCORES and scores is None:
         raise RaysysError(f"the {cfg.strategy} strategy ranks by scores: give --scores")
     needs_embeddings = cfg.strategy in NEEDS_EMBEDDINGS
@@ -57,7 +56,7 @@ def run_select(cfg: SelectConfig, out: str, scores: str | None = None, pool: str
     if cfg.strategy == "similarity" and targets is None:
         raise RaysysError("the similarity strategy needs --targets (a pool or a .txt of instructions)")
     tasks = _load_tasks(pool) if pool else None
-    cands, notes = build_candidates(scores, tasks, TaskMapConfig(cfg.ambiguous_share, cfg.easy_share))
+    cands, notes = build_candidates(scores, tasks, cfg.taskmap)
     excluded: set[str] = set()
     for f in exclude:
         excluded.update(read_task_ids(f))
@@ -104,7 +103,7 @@ def run_taskmap(scores: str, out: str, cfg: TaskMapConfig = TaskMapConfig(), tab
     category = categorize(u, p, cfg)
     plot_taskmap(u, p, category, out, title=title or f"Task Map of {Path(scores).name}")
     counts = counts_table(u, p, category)
-    result: dict = {"map": out, "counts": counts}
+    result: dict = {"map": out, "counts": counts, "categories": dict(zip(cols["task_id"], category.tolist()))}
     if table:
         write_csv(counts, table)
         result["table"] = table
@@ -131,15 +130,18 @@ def run_taskmap(scores: str, out: str, cfg: TaskMapConfig = TaskMapConfig(), tab
 
 def _group_labels(path: str, ids: list[str]) -> np.ndarray:
     """Group of each task id from a JSON {group: [task ids]}; tasks in no group are 'other'."""
-    from raysys.io import read_json
-
     p = Path(path)
     data = read_json(p)
-    if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):
-        raise InvalidFile(p, 'expected {"group name": ["task id", ...], ...}')
+    if not isinstance(data, dict):
+        raise InvalidFile(p, f'expected {{"group name": ["task id", ...], ...}}, got {type_name(data)}')
     group_of: dict[str, str] = {}
     for g, members in data.items():
-        for t in members:
+        if not isinstance(members, list):
+            raise InvalidFile(p, f"group {g!r}: expected an array of task ids, got {type_name(members)}")
+        for i, t in enumerate(members):
+            if not isinstance(t, str) or not t:
+                got = "an empty string" if t == "" else type_name(t)
+                raise InvalidFile(p, f"group {g!r}[{i}]: a task id must be a non-empty string, got {got}")
             if t in group_of and group_of[t] != g:
                 raise InvalidFile(p, f"task {t!r} is in two groups ({group_of[t]!r} and {g!r})")
             group_of[t] = g

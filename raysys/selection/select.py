@@ -16,11 +16,12 @@ from typing import Any, Iterable
 import numpy as np
 
 from raysys.config import SelectConfig, to_dict
-from raysys.errors import InvalidFile, RaysysError
+from raysys.errors import InvalidFile
 from raysys.io import read_json, write_json
+from raysys.jsontypes import type_name
 from raysys.selection.candidates import Candidates
 from raysys.selection.rank import interleave
-from raysys.selection.strategies import STRATEGIES
+from raysys.selection.strategies import STRATEGIES, check_strategies
 from raysys.selection.stratify import strata
 
 
@@ -51,8 +52,7 @@ def _num(v: float) -> float | None:
 def select_tasks(c: Candidates, cfg: SelectConfig, exclude: Iterable[str] = (),
                  notes: Iterable[str] = ()) -> Selection:
     """Up to cfg.budget task ids chosen by cfg.strategy among the non-excluded candidates."""
-    if cfg.strategy not in STRATEGIES:
-        raise RaysysError(f"unknown strategy {cfg.strategy!r}; one of {', '.join(STRATEGIES)}")
+    check_strategies(cfg.strategy)
     notes = list(notes)
     excluded = set(exclude)
     keep = np.array([t not in excluded for t in c.task_ids], dtype=bool)
@@ -96,8 +96,10 @@ def read_task_ids(path: str | Path) -> list[str]:
     data = read_json(p)
     ids = data.get("task_ids") if isinstance(data, dict) else data
     if not isinstance(ids, list):
-        raise InvalidFile(p, "expected a selected.json (with task_ids) or a JSON list of task ids")
+        got = f"an object with task_ids {type_name(ids)}" if isinstance(data, dict) else type_name(data)
+        raise InvalidFile(p, f"expected a selected.json (with task_ids) or a JSON list of task ids, got {got}")
     for i, t in enumerate(ids):
         if not isinstance(t, str) or not t:
-            raise InvalidFile(p, f"task_ids[{i}]: expected a non-empty string, got {t!r}")
+            got = "an empty string" if t == "" else type_name(t)
+            raise InvalidFile(p, f"task_ids[{i}]: a task id must be a non-empty string, got {got}")
     return ids

@@ -32,7 +32,7 @@ from typing import Callable
 import numpy as np
 
 from raysys.config import SelectConfig
-from raysys.errors import RaysysError
+from raysys.errors import ConfigError, RaysysError
 from raysys.selection.candidates import Candidates
 from raysys.selection.rank import order_by
 
@@ -143,3 +143,11 @@ STRATEGIES: dict[str, Strategy] = {
 }
 NEEDS_EMBEDDINGS = frozenset({"similarity", "uncertainty-diverse", "uncertainty-kcenter"})
 NEEDS_SCORES = frozenset(STRATEGIES) - {"random", "similarity"}
+
+
+def check_strategies(*names: str) -> None:
+    """The one check of strategy names (selection, the loop): ConfigError for unknown ones."""
+    unknown = [n for n in names if n not in STRATEGIES]
+    if unknown:
+        what = f"strategy {unknown[0]!r}" if len(unknown) == 1 else f"strategies {unknown}"
+        raise ConfigError(f"unknown {what}; one of {', '.join(STRATEGIES)}")

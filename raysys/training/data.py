@@ -40,7 +40,8 @@ def training_examples(tasks: Sequence[Task], task_ids: Sequence[str], cfg: Train
         for inst in insts:
             if not inst.outputs:
                 continue
-            prompt = format_prompt(cfg.template, task.instruction, inst.input, task.demonstrations, cfg.demonstrations)
+            prompt = format_prompt(cfg.prompt.template, task.instruction, inst.input, task.demonstrations,
+                                   cfg.prompt.demonstrations)
             rows.append({"task_id": tid, "instance_id": inst.id, "prompt": prompt, "target": inst.outputs[0]})
     return rows
 

@@ -10,13 +10,11 @@ under a temporary name and renamed when complete.
 """
 from __future__ import annotations
 
-import json
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from raysys.io import publish_dir
+from raysys.io import write_json
+from raysys.runs import atomic_dir
 
 REPORT = "raysys_train.json"
 
@@ -56,17 +54,8 @@ def export_model(checkpoint_dir: str | Path, base_model: str, kind: str, cfg, ou
         raise RuntimeError(f"checkpoint does not match the model: missing {untied[:5]}, unexpected {unexpected[:5]}")
     if cfg.lora and cfg.lora_export == "merged":
         model = model.merge_and_unload()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         model.save_pretrained(tmp)
         AutoTokenizer.from_pretrained(base_model, trust_remote_code=trust_remote_code).save_pretrained(tmp)
-        (tmp / REPORT).write_text(json.dumps(facts, indent=2) + "\n", encoding="utf-8")
-        publish_dir(tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+        write_json(tmp / REPORT, facts)
     return out

@@ -14,17 +14,17 @@ from the next epoch. A finished export with the same name is returned as is.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from raysys.config import TrainConfig, config_hash, to_dict
+from raysys.config import TrainConfig, to_dict
 from raysys.errors import RaysysError
+from raysys.io import read_json
 from raysys.models import check_model_path
+from raysys.runs import cpu_share, model_ref, run_key, tasks_content
 from raysys.schema import Task
 from raysys.training.data import training_examples
 from raysys.training.export import REPORT, export_model
@@ -50,15 +50,10 @@ def model_kind(model: str, trust_remote_code: bool = False) -> str:
 
 def run_name(model: str, cfg: TrainConfig, task_ids: Sequence[str], val_ids: Sequence[str],
              tasks: Sequence[Task]) -> str:
-    h = hashlib.sha256()
-    h.update(json.dumps([str(Path(model).resolve()) if Path(model).exists() else model, config_hash(cfg),
-                         list(task_ids), list(val_ids)]).encode())
+    """The model, the config, the task ids and the content of those tasks."""
     wanted = set(task_ids) | set(val_ids)
-    for t in tasks:
-        if t.task_id in wanted:
-            h.update(json.dumps([t.task_id, t.instruction, [(i.id, i.input, i.outputs) for i in t.instances],
-                                 [(d.input, d.output) for d in t.demonstrations]]).encode())
-    return "train-" + h.hexdigest()[:16]
+    return run_key({"model": model_ref(model), "cfg": to_dict(cfg), "tasks": list(task_ids), "val": list(val_ids),
+                    "content": tasks_content(t for t in tasks if t.task_id in wanted)}, "train-")
 
 
 def _scaling(cfg: TrainConfig, use_gpu: bool, cpus: float | None = None):
@@ -73,13 +68,9 @@ def _scaling(cfg: TrainConfig, use_gpu: bool, cpus: float | None = None):
             raise RaysysError(f"{cfg.workers} training worker(s) need {cfg.workers} GPUs; the cluster has "
                               f"{have.get('GPU', 0):g}")
         return ScalingConfig(num_workers=cfg.workers, use_gpu=True), 0
-    cpus = have.get("CPU", 0) if cpus is None else cpus
-    per = min(1.0, (cpus - 1) / cfg.workers)  # one CPU stays free for Ray Data's tasks
-    if per < 0.25:
-        raise RaysysError(f"{cfg.workers} training worker(s) need at least {cfg.workers * 0.25 + 1:g} CPUs; "
-                          f"the cluster has {cpus:g}")
-    return ScalingConfig(num_workers=cfg.workers, use_gpu=False, resources_per_worker={"CPU": per}), \
-        max(1, int(cpus // cfg.workers))
+    per, threads = cpu_share(cfg.workers, have.get("CPU", 0) if cpus is None else cpus,
+                             f"{cfg.workers} training worker(s)")
+    return ScalingConfig(num_workers=cfg.workers, use_gpu=False, resources_per_worker={"CPU": per}), threads
 
 
 def train_model(tasks: Sequence[Task], task_ids: Sequence[str], model: str, out: str, cfg: TrainConfig = TrainConfig(),
@@ -99,7 +90,7 @@ def train_model(tasks: Sequence[Task], task_ids: Sequence[str], model: str, out:
     name = run_name(model, cfg, task_ids, val_ids, tasks)
     report = Path(out) / REPORT
     if report.is_file():
-        facts = json.loads(report.read_text(encoding="utf-8"))
+        facts = read_json(report)
         if facts.get("run") == name:
             return TrainRun(out, name, facts["examples"], facts["epochs"], facts["chosen_epoch"], 0.0, True)
     rows = training_examples(tasks, task_ids, cfg)
@@ -143,7 +134,7 @@ def train_model(tasks: Sequence[Task], task_ids: Sequence[str], model: str, out:
     from raysys.training.worker import STATE
 
     with result.checkpoint.as_directory() as d:
-        history = json.loads((Path(d) / STATE).read_text())["history"]  # every epoch, resumed ones included
+        history = read_json(Path(d) / STATE)["history"]  # every epoch, resumed ones included
     if cfg.best_by == "validation":
         chosen, metrics = min(result.best_checkpoints, key=lambda cm: cm[1]["val_loss"])
     else:

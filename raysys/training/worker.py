@@ -17,7 +17,6 @@ checkpoint (`ds/`, written by every rank: each writes its own shards) or, for DD
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import tempfile
@@ -69,6 +68,7 @@ def train_loop(config: dict[str, Any]) -> None:
     import torch
     from transformers import AutoTokenizer
 
+    from raysys.io import read_json, write_json
     from raysys.training.data import collate
     from raysys.training.dsconfig import deepspeed_config
 
@@ -114,7 +114,7 @@ def train_loop(config: dict[str, Any]) -> None:
     ckpt = ray.train.get_checkpoint()
     if ckpt:
         with ckpt.as_directory() as d:
-            state = json.loads((Path(d) / STATE).read_text())
+            state = read_json(Path(d) / STATE)
             if use_ds:
                 engine.load_checkpoint(str(Path(d) / "ds"), tag="ckpt")
             else:
@@ -178,7 +178,6 @@ def train_loop(config: dict[str, Any]) -> None:
                 torch.save(optimizer.state_dict(), os.path.join(tmp, "ddp", "optimizer.pt"))
                 torch.save(scheduler.state_dict(), os.path.join(tmp, "ddp", "scheduler.pt"))
             if rank == 0:
-                Path(tmp, STATE).write_text(json.dumps({"epoch": epoch, "step": step, "metrics": metrics,
-                                                        "history": history}))
+                write_json(Path(tmp, STATE), {"epoch": epoch, "step": step, "metrics": metrics, "history": history})
             has_files = any(Path(tmp).iterdir())
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp) if has_files else None)

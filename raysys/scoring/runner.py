@@ -1,0 +1,77 @@
+"""A loaded model that writes greedy answers: the part of scoring and evaluation that runs
+generation. It fits prompts to the model's length (fewer demonstrations first, then the
+last tokens) and generates in batches sorted by prompt length (left-padded for causal
+LMs, right-padded for the encoder of seq2seq models). Knows nothing of Ray or of scores.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+
+from raysys.config import GenerationConfig
+from raysys.models import LoadedModel, load_model
+from raysys.scoring.items import FittedPrompt
+from raysys.scoring.likelihood import prompt_ids
+
+
+class ModelRunner:
+    """`loaded` reuses a model already in memory (tests, in-process experiments)."""
+
+    def __init__(self, model_path: str, generation: GenerationConfig, *, device: str | None = None,
+                 trust_remote_code: bool = False, loaded: LoadedModel | None = None):
+        self.generation = generation
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        dtype = "bfloat16" if self.device.startswith("cuda") else "float32"
+        self.lm = loaded or load_model(model_path, trust_remote_code=trust_remote_code, dtype=dtype, device=self.device)
+        limit = getattr(self.lm.model.config, "max_position_embeddings", None) or getattr(
+            self.lm.tokenizer, "model_max_length", 4096)
+        limit = min(limit, 1 << 20)  # tokenizers without a limit report a huge sentinel
+        # room for the answer: a prompt and max_new_tokens together must fit the positions
+        self.max_prompt = generation.max_prompt_tokens or max(16, limit - generation.max_new_tokens - 1)
+
+    def fit_prompt(self, make: Callable[[int], str], demonstrations: int) -> FittedPrompt:
+        """The prompt `make(n)` with the most demonstrations n <= `demonstrations` that fits
+        max_prompt tokens (n = 0 when none does: then it is truncated)."""
+        n = demonstrations
+        while True:
+            text = make(n)
+            ids = self.lm.tokenizer(text).input_ids
+            if n == 0 or len(ids) <= self.max_prompt:
+                return FittedPrompt(n, text, tuple(ids), len(ids) > self.max_prompt)
+            n -= 1
+
+    @torch.inference_mode()
+    def generate(self, prompts: Sequence[str]) -> list[str]:
+        """Greedy answers to prompt texts."""
+        return self.generate_ids(prompt_ids(self.lm.tokenizer, prompts, self.max_prompt))
+
+    @torch.inference_mode()
+    def generate_ids(self, ids: Sequence[Sequence[int]]) -> list[str]:
+        """Greedy answers to tokenized prompts; a prompt longer than max_prompt keeps its
+        last tokens."""
+        ids = [list(p[-self.max_prompt:]) for p in ids]
+        tok, model, gen = self.lm.tokenizer, self.lm.model, self.generation
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # little padding per batch
+        answers = [""] * len(ids)
+        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        for s in range(0, len(order), gen.batch):
+            batch = order[s: s + gen.batch]
+            width = max(len(ids[i]) for i in batch)
+            x = torch.full((len(batch), width), pad, dtype=torch.long)
+            m = torch.zeros_like(x)
+            for r, i in enumerate(batch):
+                if self.lm.kind == "seq2seq":  # right padding for the encoder
+                    x[r, : len(ids[i])], m[r, : len(ids[i])] = torch.tensor(ids[i]), 1
+                else:
+                    x[r, width - len(ids[i]):], m[r, width - len(ids[i]):] = torch.tensor(ids[i]), 1
+            out = model.generate(input_ids=x.to(self.device), attention_mask=m.to(self.device), do_sample=False,
+                                 max_new_tokens=gen.max_new_tokens, pad_token_id=pad,
+                                 eos_token_id=tok.eos_token_id)
+            new = out[:, 1:] if self.lm.kind == "seq2seq" else out[:, width:]  # drop decoder start / prompt
+            for r, i in enumerate(batch):
+                row = new[r].tolist()
+                if tok.eos_token_id in row:
+                    row = row[: row.index(tok.eos_token_id)]
+                answers[i] = tok.decode(row, skip_special_tokens=True)
+        return answers

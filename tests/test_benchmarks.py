@@ -1,0 +1,46 @@
+"""The scoring benchmark's smoke test: `bench_scoring.py --quick` runs end to end on the
+real data and prints a table whose engine-vs-reference agreement is within tolerance."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from conftest import ROOT
+
+COLUMNS = ["model", "pool", "tasks", "prompts", "tgt tok", "ref s", "ref p/s", "ref tok/s", "eng s", "eng p/s",
+           "eng tok/s", "eng/ref", "max|dlogp|", "max|dp|", "max|dU|", "max U", "max p", "MFU"]
+
+
+def parse_table(out: str) -> list[dict[str, str]]:
+    """The rows of the printed table, by column name (the header names some columns with
+    two words, so rows are split on whitespace and the '|' separators dropped)."""
+    lines = out.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("model ") and "max|dU|" in line)
+    assert set(lines[head + 1]) == {"-"}
+    rows = []
+    for line in lines[head + 2:]:
+        if not line.strip():
+            break
+        cells = [c for c in line.split() if c != "|"]
+        assert len(cells) == len(COLUMNS), line
+        rows.append(dict(zip(COLUMNS, cells)))
+    return rows
+
+
+def test_bench_scoring_quick(shared_data):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_scoring.py"), "--quick",
+                           "--shared", str(shared_data)], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = parse_table(proc.stdout)
+    assert [(r["model"], r["pool"]) for r in rows] == [("tiny", "niv2"), ("tiny", "alpaca")]
+    # the quick NIV2 pool is one classification task (COPA: labels 1/2), n = 2, k = 2: per
+    # instance 3 prompts, 2 label items and y alone (IFD); Alpaca: 6 tasks x (3 + 1)
+    assert [int(r["prompts"]) for r in rows] == [2 * (3 + 2 + 1), 6 * (3 + 1)]
+    for r in rows:
+        assert float(r["ref s"]) > 0 and float(r["eng s"]) > 0 and r["eng/ref"].endswith("x")
+        # the engine computes the reference's numbers (float32 rounding apart)
+        assert float(r["max|dlogp|"]) < 1e-5, r
+        assert float(r["max|dp|"]) < 1e-6 and float(r["max|dU|"]) < 1e-6, r
+        assert 0 < float(r["max p"]) <= 1 and float(r["max U"]) > 0, r

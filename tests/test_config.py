@@ -101,11 +101,13 @@ def test_registries_are_the_owning_modules():
     """Template and perturbation names are checked against the modules that own them."""
     from raysys.config import PromptConfig, ScoringConfig
     from raysys.perturb import KINDS
-    from raysys.prompts import TEMPLATES, prompt_parts
+    from raysys.prompts import BODIES, TEMPLATES, prompt_parts
 
     for name in TEMPLATES:
         PromptConfig(template=name)
-        prompt_parts(name, "Do it.", "x")  # every registered template formats
+    for name in BODIES:
+        prompt_parts(name, "Do it.", "x")  # every text template formats (chat wraps one: tests/test_chat.py)
+    assert set(TEMPLATES) == set(BODIES) | {"chat"}
     for kind in KINDS:
         ScoringConfig(perturbation=kind)
     with pytest.raises(ConfigError, match="template must be one of"):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from raysys.config import PromptConfig, ScoringConfig
-from raysys.prompts import format_prompt
+from raysys.prompts import Template, format_prompt
 from raysys.schema import Demonstration, Instance, Task
 from raysys.scoring.items import (
     DETAIL_COLUMNS,
@@ -144,6 +144,6 @@ def test_detail_rows(batch):
 
 def test_original_prompts_are_the_unperturbed_ones():
     inst = CLS.instances[0]
-    assert TaskPrompts.original(CLS, "tk").text(0, inst, 1) == format_prompt(
+    assert TaskPrompts.original(CLS, Template("tk")).text(0, inst, 1) == format_prompt(
         "tk", CLS.instruction, inst.input, CLS.demonstrations, 1)
-    assert plan_task(CLS, CFG).prompts.text(0, inst, 2) == TaskPrompts.original(CLS, "tk").text(0, inst, 2)
+    assert plan_task(CLS, CFG).prompts.text(0, inst, 2) == TaskPrompts.original(CLS, Template("tk")).text(0, inst, 2)

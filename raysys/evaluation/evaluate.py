@@ -20,7 +20,8 @@ import pyarrow as pa
 from raysys.config import EvalConfig, to_dict
 from raysys.evaluation.metrics import aggregate, exact_match, rouge_l
 from raysys.io import write_json, write_parquet
-from raysys.models import check_model_path
+from raysys.models import check_model_path, prompt_template
+from raysys.prompts import template_for
 from raysys.runs import Parts, subset_pool
 from raysys.schema import Task
 
@@ -37,6 +38,8 @@ class Evaluator:
         self.cfg = cfg
         self.runner = ModelRunner(model, cfg.generation, trust_remote_code=trust_remote_code, loaded=loaded,
                                   device=device)
+        lm = self.runner.lm
+        self.template = template_for(cfg.prompt.template, cfg.prompt.chat_body, lm.tokenizer, lm.name)
 
     def process(self, tasks: Sequence[Task], details: bool = False):
         from raysys.scoring.items import TaskPrompts, sample_instances
@@ -44,7 +47,7 @@ class Evaluator:
         cfg = self.cfg
         work = []  # (task index, instance, fitted prompt), every task's instances in turn
         for ti, t in enumerate(tasks):
-            prompts = TaskPrompts.original(t, cfg.prompt.template)
+            prompts = TaskPrompts.original(t, self.template)
             for inst in sample_instances(t, cfg.instances, cfg.seed):
                 work.append((ti, inst, self.runner.fit_prompt(partial(prompts.text, 0, inst),
                                                               cfg.prompt.demonstrations)))
@@ -78,6 +81,7 @@ def evaluate_pool(pool: str, model: str, out: str, cfg: EvalConfig = EvalConfig(
 
     start = time.perf_counter()
     check_model_path(model)
+    prompt_template(model, cfg.prompt.template, cfg.prompt.chat_body, trust_remote_code)  # a chat template: usable?
     detect_format(pool)
     run = "eval-" + run_id(cfg, model, pool, details is not None, tasks=list(task_ids or []))
     parts_dir = Path(f"{out}.parts") / run

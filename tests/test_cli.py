@@ -12,7 +12,7 @@ from raysys.pools import load_pool
 
 VERBS = [[], ["pool"], ["pool", "inspect"], ["pool", "convert"], ["pool", "synth"], ["pool", "show"],
          ["score"], ["select"], ["taskmap"], ["align"], ["train"], ["eval"], ["model"], ["model", "init-tiny"],
-         ["model", "info"], ["loop"], ["demo"]]
+         ["model", "import"], ["model", "info"], ["loop"], ["demo"]]
 
 
 @pytest.mark.parametrize("verb", VERBS, ids=lambda v: " ".join(v) or "raysys")

@@ -1,0 +1,59 @@
+"""The real model (SmolLM2-135M-Instruct, imported offline) scored with its own chat
+template: `raysys score --template chat` on real NIV2 tasks, every p in --details against
+a straightforward reference: plain transformers, one prompt at a time, full logits,
+`tokenizer(prompt).input_ids`, and the engine's target contract (the answer's tokens
+alone, then eos = <|im_end|>, which closes the assistant's turn)."""
+from __future__ import annotations
+
+import math
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from conftest import run_cli
+
+TASKS = ["task1393_superglue_copa_text_completion", "task664_mmmlu_answer_generation_abstract_algebra"]
+
+
+@pytest.fixture(scope="module")
+def niv2_pair(shared_data, tmp_path_factory):
+    from raysys.pools import load_pool, write_parquet_tasks
+
+    tasks = [t for t in load_pool(shared_data / "niv2").tasks if t.task_id in TASKS]
+    path = tmp_path_factory.mktemp("real") / "pool.parquet"
+    write_parquet_tasks(tasks, path)
+    return path
+
+
+@torch.inference_mode()
+def reference_p(model, tok, prompt: str, target: str) -> float:
+    p_ids = tok(prompt).input_ids
+    t_ids = tok(target, add_special_tokens=False).input_ids + [tok.eos_token_id]
+    ids = torch.tensor([p_ids + t_ids])
+    logp = torch.log_softmax(model(input_ids=ids).logits[0].double(), dim=-1)
+    n = len(p_ids)
+    return math.exp(sum(float(logp[n - 1 + i, t]) for i, t in enumerate(t_ids)) / len(t_ids))
+
+
+def test_score_with_the_chat_template_equals_a_plain_reference(real_model, niv2_pair, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out, details = tmp_path / "scores.parquet", tmp_path / "details.parquet"
+    r = run_cli("score", "--pool", niv2_pair, "--model", real_model, "--out", out, "--details", details,
+                "--template", "chat", "--instances", "2", "--perturbations", "2", "--max-new-tokens", "8",
+                "--no-entropy", "--no-ifd", "--actors", "1", timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = pq.read_table(details).to_pylist()
+    assert len(rows) == len(TASKS) * 2 * 3 and {r["task_id"] for r in rows} == set(TASKS)
+    tok = AutoTokenizer.from_pretrained(real_model)
+    model = AutoModelForCausalLM.from_pretrained(real_model, dtype=torch.float32).eval()
+    assert tok.eos_token == "<|im_end|>"
+    for row in rows:
+        prompt = row["prompt"]
+        assert prompt.startswith("<|im_start|>system\n") and "<|im_start|>user\nDefinition: " in prompt
+        assert prompt.endswith("Output:<|im_end|>\n<|im_start|>assistant\n")
+        assert abs(reference_p(model, tok, prompt, row["target"]) - row["p"]) < 1e-5, row["prompt"][-200:]
+    scores = pq.read_table(out).to_pylist()
+    assert [s["task_id"] for s in scores] == [t for t in TASKS if t in {s["task_id"] for s in scores}]
+    assert all(0.0 < s["prediction_probability"] <= 1.0 for s in scores)

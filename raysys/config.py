@@ -276,7 +276,8 @@ class TrainConfig:
     zero_stage: int = 2  # DeepSpeed ZeRO stage 0-3
     offload_optimizer: bool = False  # ZeRO optimizer states in CPU memory
     offload_params: bool = False  # ZeRO-3 parameters in CPU memory
-    bf16: bool = True  # bf16 mixed precision on GPU (CPU runs stay float32)
+    bf16: bool = True  # bf16 mixed precision on GPU (CPU runs: see cpu_bf16)
+    cpu_bf16: bool = False  # CPU runs: bf16 autocast (weights, gradients, optimizer states stay float32)
     gradient_checkpointing: bool = False
     lora: bool = False  # train LoRA adapters (peft) instead of all weights
     lora_r: int = 8

@@ -1,6 +1,7 @@
 """Export a training checkpoint as an ordinary Hugging Face model folder (torch, peft).
 
-The trained weights come from the checkpoint alone, in float32: a DeepSpeed ZeRO-1/2/3
+The trained weights come from the checkpoint (with LoRA: the adapters; the frozen
+weights are the base model's), in float32: a DeepSpeed ZeRO-1/2/3
 checkpoint is consolidated with DeepSpeed's zero_to_fp32 (ZeRO-3 shards included), a
 ZeRO-0 checkpoint holds the whole module, a DDP checkpoint holds `model.pt`. They are
 loaded into a fresh copy of the base model (wrapped with the same LoRA config when LoRA
@@ -40,16 +41,18 @@ def export_model(checkpoint_dir: str | Path, base_model: str, kind: str, cfg, ou
     import torch
     from transformers import AutoTokenizer
 
-    from raysys.training.worker import build_model
+    from raysys.training.worker import build_model, is_frozen
 
     out = Path(out)
     state = trained_state_dict(checkpoint_dir, cfg)
     model = build_model(base_model, kind, cfg, torch.float32, trust_remote_code)
     missing, unexpected = model.load_state_dict(state, strict=False)
-    # a tied weight (e.g. lm_head = embed_tokens) is stored once: missing is fine if its twin is present
+    # a tied weight (e.g. lm_head = embed_tokens) is stored once: missing is fine if its twin is present;
+    # a LoRA checkpoint leaves the frozen base weights out (they are the base model's, loaded above)
     ptr = {k: v.data_ptr() for k, v in model.state_dict(keep_vars=True).items()}
     present = {ptr[k] for k in state if k in ptr}
-    untied = [k for k in missing if ptr.get(k) not in present]
+    frozen = {k for k, v in model.state_dict(keep_vars=True).items() if cfg.lora and is_frozen(v)}
+    untied = [k for k in missing if ptr.get(k) not in present and k not in frozen]
     if unexpected or untied:
         raise RuntimeError(f"checkpoint does not match the model: missing {untied[:5]}, unexpected {unexpected[:5]}")
     if cfg.lora and cfg.lora_export == "merged":

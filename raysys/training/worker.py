@@ -13,10 +13,21 @@ validation set, and at the end of every epoch saves a checkpoint and calls
 Checkpoint layout: `raysys_state.json` (epoch, step, this epoch's metrics and those of
 every epoch so far) plus either a DeepSpeed
 checkpoint (`ds/`, written by every rank: each writes its own shards) or, for DDP,
-`ddp/model.pt` and `ddp/optimizer.pt` (rank 0).
+`ddp/model.pt` and `ddp/optimizer.pt` (rank 0). With LoRA the checkpoint holds the
+adapters and their optimizer states only (the frozen base weights are left out: 4 MB
+instead of 548 MB for SmolLM2-135M with r 8 on q/k/v/o); export takes the base weights
+from the base model.
+
+Metrics per epoch: the losses, tokens/s over the whole epoch and in steady state (after
+the first micro batch: Ray Data's iterator start-up and the first, allocation-heavy step
+left out), the time to the first batch and of the first step, the padded tokens, the
+set-up time (model load, wrappers) and the checkpoint's save time and size. On CPU,
+`cpu_bf16` runs the forward passes under bf16 autocast (weights, gradients and optimizer
+states stay float32).
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import tempfile
@@ -63,7 +74,41 @@ def build_model(model_path: str, kind: str, cfg, dtype, trust_remote_code: bool)
     return model
 
 
+def trained_state(module, lora: bool) -> dict[str, Any]:
+    """The module's state dict; with LoRA only what training changes (the adapters, and any
+    buffers): the frozen base weights are the base model's, and export takes them from it."""
+    if not lora:
+        return module.state_dict()
+    # keep_vars: a tied weight (lm_head = embed_tokens) appears under both names, frozen under both
+    return {k: v.detach() for k, v in module.state_dict(keep_vars=True).items() if not is_frozen(v)}
+
+
+def _adapters_only(engine) -> None:
+    """DeepSpeed's save_checkpoint(exclude_frozen_parameters=True) leaves frozen weights out
+    by their parameter names; a tied weight also has a second name that it keeps (SmolLM2's
+    lm_head = embed_tokens: 113 MB per checkpoint): leave every frozen entry out."""
+    original = engine.module_state_dict
+
+    def module_state_dict(*args, exclude_frozen_parameters: bool = False, **kwargs):
+        sd = original(*args, exclude_frozen_parameters=exclude_frozen_parameters, **kwargs)
+        if exclude_frozen_parameters:
+            for k, v in engine.module.state_dict(keep_vars=True).items():
+                if is_frozen(v):
+                    sd.pop(k, None)
+        return sd
+
+    engine.module_state_dict = module_state_dict
+
+
+def is_frozen(v) -> bool:
+    """A state dict entry (keep_vars=True) that is a parameter training does not change."""
+    import torch
+
+    return isinstance(v, torch.nn.Parameter) and not v.requires_grad
+
+
 def train_loop(config: dict[str, Any]) -> None:
+    started = time.perf_counter()
     import ray.train
     import torch
     from transformers import AutoTokenizer
@@ -106,6 +151,8 @@ def train_loop(config: dict[str, Any]) -> None:
         engine, optimizer, _, scheduler = deepspeed.initialize(model=model, optimizer=optimizer,
                                                                lr_scheduler=scheduler, config=ds_config)
         module = engine
+        if cfg.lora:
+            _adapters_only(engine)
     else:
         model.to(device)
         module = ray.train.torch.prepare_model(model) if world > 1 else model
@@ -116,13 +163,20 @@ def train_loop(config: dict[str, Any]) -> None:
         with ckpt.as_directory() as d:
             state = read_json(Path(d) / STATE)
             if use_ds:
-                engine.load_checkpoint(str(Path(d) / "ds"), tag="ckpt")
+                engine.load_checkpoint(str(Path(d) / "ds"), tag="ckpt", load_module_strict=not cfg.lora)
             else:
                 target = module.module if hasattr(module, "module") else module
-                target.load_state_dict(torch.load(Path(d) / "ddp" / "model.pt", map_location=device))
+                target.load_state_dict(torch.load(Path(d) / "ddp" / "model.pt", map_location=device),
+                                       strict=not cfg.lora)
                 optimizer.load_state_dict(torch.load(Path(d) / "ddp" / "optimizer.pt", map_location=device))
                 scheduler.load_state_dict(torch.load(Path(d) / "ddp" / "scheduler.pt"))
         start_epoch, step, history = state["epoch"] + 1, state["step"], state["history"]
+
+    # bf16 autocast: on GPU through the dtype above (or DeepSpeed's bf16); on CPU when asked
+    # (cfg.cpu_bf16): matmuls in bf16, weights, gradients and optimizer states stay float32
+    autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if (cfg.cpu_bf16 and not on_gpu) \
+        else contextlib.nullcontext
+    setup_seconds = time.perf_counter() - started  # imports, model load, wrappers, resumption
 
     def batches(name: str):
         shard = ray.train.get_dataset_shard(name)
@@ -133,8 +187,12 @@ def train_loop(config: dict[str, Any]) -> None:
     for epoch in range(start_epoch, cfg.epochs):
         module.train()
         t0, losses, tokens, micro = time.perf_counter(), [], 0, 0
+        padded, first_batch, first_step, steady_from, steady_tokens = 0, math.nan, math.nan, 0.0, 0
         for batch in batches("train"):
-            out = module(**batch)
+            if not losses:  # Ray Data's iterator start-up (and the first collate)
+                first_batch = time.perf_counter() - t0
+            with autocast():
+                out = module(**batch)
             if use_ds:
                 engine.backward(out.loss)
                 engine.step()
@@ -147,36 +205,53 @@ def train_loop(config: dict[str, Any]) -> None:
                     scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
             losses.append(out.loss.item())
-            tokens += int(batch["attention_mask"].sum()) + (int((batch["labels"] != -100).sum()) if kind == "seq2seq"
-                                                            else 0)
+            n = int(batch["attention_mask"].sum()) + (int((batch["labels"] != -100).sum()) if kind == "seq2seq" else 0)
+            tokens += n
+            padded += batch["input_ids"].numel() + (batch["labels"].numel() if kind == "seq2seq" else 0)
+            if len(losses) == 1:  # the first micro batch allocates everything: steady state starts after it
+                steady_from = time.perf_counter()
+                first_step = steady_from - t0 - first_batch
+            else:
+                steady_tokens += n
         step = engine.global_steps if use_ds else step + micro // cfg.accumulation
-        seconds = time.perf_counter() - t0
+        end = time.perf_counter()
+        seconds = end - t0
         metrics = {"epoch": epoch, "step": step, "started_at_epoch": start_epoch,
                    "train_loss": float(sum(losses) / max(len(losses), 1)),
                    "first_loss": losses[0] if losses else math.nan, "last_loss": losses[-1] if losses else math.nan,
-                   "tokens_per_s_worker": tokens / max(seconds, 1e-9), "epoch_seconds": seconds}
+                   # tokens/s over the whole epoch (data start-up and the first step included), and
+                   # in steady state: after the first micro batch (None with a single micro batch)
+                   "tokens_per_s_worker": tokens / max(seconds, 1e-9), "epoch_seconds": seconds,
+                   "steady_tokens_per_s_worker": steady_tokens / (end - steady_from) if steady_tokens else None,
+                   "tokens": tokens, "padded_tokens": padded, "micro_batches": len(losses),
+                   "first_batch_seconds": first_batch, "first_step_seconds": first_step,
+                   "setup_seconds": setup_seconds if epoch == start_epoch else 0.0}
         if config["has_validation"]:
             module.eval()
             total, count = 0.0, 0
             with torch.no_grad():
                 for batch in batches("validation"):
                     n = int((batch["labels"] != -100).sum())
-                    total += module(**batch).loss.item() * n
+                    with autocast():
+                        total += module(**batch).loss.item() * n
                     count += n
             stats = torch.tensor([total, count], dtype=torch.float64)
             if world > 1:
                 torch.distributed.all_reduce(stats)
             metrics["val_loss"] = float(stats[0] / max(stats[1], 1))
-        history = history + [metrics]
         with tempfile.TemporaryDirectory(prefix="raysys-ckpt-") as tmp:
+            saving = time.perf_counter()
             if use_ds:
-                engine.save_checkpoint(os.path.join(tmp, "ds"), tag="ckpt")
+                engine.save_checkpoint(os.path.join(tmp, "ds"), tag="ckpt", exclude_frozen_parameters=cfg.lora)
             elif rank == 0:
                 os.makedirs(os.path.join(tmp, "ddp"))
                 target = module.module if hasattr(module, "module") else module
-                torch.save(target.state_dict(), os.path.join(tmp, "ddp", "model.pt"))
+                torch.save(trained_state(target, cfg.lora), os.path.join(tmp, "ddp", "model.pt"))
                 torch.save(optimizer.state_dict(), os.path.join(tmp, "ddp", "optimizer.pt"))
                 torch.save(scheduler.state_dict(), os.path.join(tmp, "ddp", "scheduler.pt"))
+            metrics["checkpoint_seconds"] = time.perf_counter() - saving  # this rank's save (the report copies it)
+            metrics["checkpoint_mb"] = sum(f.stat().st_size for f in Path(tmp).rglob("*") if f.is_file()) / 1e6
+            history = history + [metrics]
             if rank == 0:
                 write_json(Path(tmp, STATE), {"epoch": epoch, "step": step, "metrics": metrics, "history": history})
             has_files = any(Path(tmp).iterdir())

@@ -5,7 +5,7 @@ autocast or float32, ZeRO-2 vs DDP vs one unwrapped worker, LoRA vs full fine-tu
 
     python benchmarks/bench_train.py [--workers 2] [--tasks 64] [--instances 8] [--epochs 2]
         [--micro-batch-size 8] [--model tiny|DIR] [--pool synthetic|DIR] [--template tk|chat]
-        [--demonstrations 0] [--cpu | --setting W/BACKEND/PRECISION/lora|full ...]
+        [--demonstrations 0] [--cpu | --setting W/BACKEND/PRECISION/lora|full[/gN] ...]
     # the real model on 2 cores (README "Training on Ray Train"):
     python benchmarks/bench_train.py --cpu --model /work/models/smollm2-135m-instruct \
         --pool ../shared/data/niv2 --template chat --tasks 8 --instances 8
@@ -21,7 +21,8 @@ the whole run (worker start-up, checkpoints and export included). Tokens are the
 non-padding tokens of each micro batch (prompt and target for causal models). A setting W/BACKEND/PRECISION/lora|full: W workers (torch
 threads each: raysys.runs.cpu_share), BACKEND ddp | zero2 | zero3 | plain (one worker, no
 distributed wrapper), PRECISION fp32 | bf16 (bf16 autocast on CPU: TrainConfig.cpu_bf16;
-on GPUs bf16 mixed precision). On a GPU cluster pass a real model folder and
+on GPUs bf16 mixed precision), /gN: length_grouping N (rows of N micro batches sorted by
+length: less padding; the "pad" column is padded over real tokens). On a GPU cluster pass a real model folder and
 --workers = GPUs; the MFU column is then 6 x parameters x tokens/s over --peak-tflops.
 """
 from __future__ import annotations
@@ -43,23 +44,26 @@ SETTINGS = [("DDP", "ddp", 0, False), ("ZeRO-2", "deepspeed", 2, False), ("ZeRO-
             ("DDP + LoRA", "ddp", 0, True), ("ZeRO-2 + LoRA", "deepspeed", 2, True),
             ("ZeRO-3 + LoRA", "deepspeed", 3, True)]
 # --cpu: the old CPU default first (2 workers x 1 thread, float32, ZeRO-2), then one change at a time
-CPU_SETTINGS = ["2/zero2/fp32/lora", "2/zero2/bf16/lora", "2/ddp/bf16/lora", "1/zero2/bf16/lora",
-                "1/plain/bf16/lora", "1/plain/fp32/lora", "1/plain/bf16/full"]
+CPU_SETTINGS = ["2/zero2/fp32/lora", "2/zero2/bf16/lora", "2/ddp/bf16/lora", "2/ddp/bf16/lora/g8",
+                "1/zero2/bf16/lora", "1/plain/bf16/lora", "1/plain/fp32/lora", "1/plain/bf16/full",
+                "2/ddp/bf16/full"]
 BACKENDS = {"ddp": ("ddp", 0), "plain": ("ddp", 0), "zero2": ("deepspeed", 2), "zero3": ("deepspeed", 3)}
 
 
 def parse_setting(spec: str) -> dict:
-    """W/BACKEND/PRECISION/lora|full as TrainConfig fields (see the module docstring)."""
+    """W/BACKEND/PRECISION/lora|full[/gN] as TrainConfig fields (see the module docstring)."""
     try:
-        w, backend, precision, what = spec.split("/")
+        w, backend, precision, what, *group = spec.split("/")
         workers, (kind, stage) = int(w), BACKENDS[backend]
         assert precision in ("fp32", "bf16") and what in ("lora", "full") and workers >= 1
         assert backend != "plain" or workers == 1, "plain: one worker"
+        assert len(group) <= 1 and (not group or group[0].startswith("g")), "gN: length grouping"
+        grouping = int(group[0][1:]) if group else 1
     except (ValueError, KeyError, AssertionError) as e:
-        raise SystemExit(f"bad setting {spec!r} ({e}): W/ddp|zero2|zero3|plain/fp32|bf16/lora|full")
+        raise SystemExit(f"bad setting {spec!r} ({e}): W/ddp|zero2|zero3|plain/fp32|bf16/lora|full[/gN]")
     bf16 = precision == "bf16"
     return {"workers": workers, "backend": kind, "zero_stage": stage, "lora": what == "lora", "cpu_bf16": bf16,
-            "bf16": bf16}
+            "bf16": bf16, "length_grouping": grouping}
 
 
 def _f(x, spec: str) -> str:
@@ -82,7 +86,7 @@ def main() -> None:
     ap.add_argument("--lora-targets", nargs="+", default=None, help="default: TrainConfig's")
     ap.add_argument("--max-source-tokens", type=int, default=1024)
     ap.add_argument("--cpu", action="store_true", help="the CPU settings (CPU_SETTINGS) instead of the backends")
-    ap.add_argument("--setting", action="append", default=[], metavar="W/BACKEND/PRECISION/lora|full")
+    ap.add_argument("--setting", action="append", default=[], metavar="W/BACKEND/PRECISION/lora|full[/gN]")
     ap.add_argument("--num-cpus", type=int, default=None, help="the local Ray cluster's CPUs (default: all)")
     ap.add_argument("--peak-tflops", type=float, default=0.0, help="bf16 matmul peak per GPU, for MFU")
     args = ap.parse_args()
@@ -116,8 +120,8 @@ def main() -> None:
     print(f"model {model}: {n_params:,} parameters; {len(tasks)} tasks x {args.instances} instances "
           f"({args.pool}, template {args.template}, {args.demonstrations} demonstrations); micro batch "
           f"{args.micro_batch_size}, batch = micro batch x workers, {args.epochs} epochs; {cpus:g} CPUs")
-    print(f"{'setting':<18} {'thr':>3} {'steady/wkr':>10} {'steady all':>10} {'epoch tok/s':>11} {'1st batch':>9} "
-          f"{'1st step':>8} {'ckpt s':>6} {'ckpt MB':>7} {'loss e0':>7} {'loss eN':>7} {'wall s':>6}"
+    print(f"{'setting':<21} {'thr':>3} {'steady/wkr':>10} {'steady all':>10} {'epoch tok/s':>11} {'1st batch':>9} "
+          f"{'1st step':>8} {'pad':>5} {'ckpt s':>6} {'ckpt MB':>7} {'loss e0':>7} {'loss eN':>7} {'wall s':>6}"
           + (f" {'MFU':>6}" if args.peak_tflops else ""), flush=True)
     for i, (name, fields) in enumerate(settings):
         cfg = replace(base, **fields)
@@ -130,9 +134,10 @@ def main() -> None:
         steady = last.get("steady_tokens_per_s_worker")
         tps = (steady or last["tokens_per_s_worker"]) * cfg.workers
         mfu = f" {6 * n_params * tps / (args.peak_tflops * 1e12 * cfg.workers):>6.1%}" if args.peak_tflops else ""
-        print(f"{name:<18} {threads:>3} {_f(steady, '>10,.0f')} {_f(steady and steady * cfg.workers, '>10,.0f')} "
+        print(f"{name:<21} {threads:>3} {_f(steady, '>10,.0f')} {_f(steady and steady * cfg.workers, '>10,.0f')} "
               f"{last['tokens_per_s_worker'] * cfg.workers:>11,.0f} {last['first_batch_seconds']:>9.2f} "
-              f"{last['first_step_seconds']:>8.2f} {last['checkpoint_seconds']:>6.1f} {last['checkpoint_mb']:>7.1f} "
+              f"{last['first_step_seconds']:>8.2f} {last['padded_tokens'] / last['tokens']:>5.2f} "
+              f"{last['checkpoint_seconds']:>6.1f} {last['checkpoint_mb']:>7.1f} "
               f"{run.epochs[0]['train_loss']:>7.3f} {last['train_loss']:>7.3f} {wall:>6.0f}{mfu}", flush=True)
 
 

@@ -271,6 +271,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     batch_size: int = 128  # examples per optimizer step over all workers (via accumulation)
     micro_batch_size: int = 8  # examples per worker per forward pass
+    length_grouping: int = 1  # micro batches whose rows a worker sorts by length (less padding); 1: as read
     workers: int = 2  # Ray Train workers (one GPU each on GPU clusters)
     backend: str = "deepspeed"  # deepspeed | ddp
     zero_stage: int = 2  # DeepSpeed ZeRO stage 0-3
@@ -297,7 +298,8 @@ class TrainConfig:
         _check(self.learning_rate > 0 and self.weight_decay >= 0, "learning_rate > 0 and weight_decay >= 0")
         _check(self.lr_schedule in ("constant", "linear"), "lr_schedule must be constant or linear")
         _check(0.0 <= self.warmup_ratio < 1.0, "warmup_ratio must be in [0, 1)")
-        _check(min(self.micro_batch_size, self.workers) >= 1, "micro_batch_size and workers must be >= 1")
+        _check(min(self.micro_batch_size, self.workers, self.length_grouping) >= 1,
+               "micro_batch_size, workers and length_grouping must be >= 1")
         _check(self.batch_size % (self.micro_batch_size * self.workers) == 0,
                f"batch_size ({self.batch_size}) must be a multiple of micro_batch_size x workers "
                f"({self.micro_batch_size} x {self.workers})")

@@ -20,7 +20,7 @@ from raysys.config import PromptConfig, SynthConfig, TrainConfig
 from raysys.errors import ConfigError
 from raysys.pools import load_pool
 from raysys.synth import write_synthetic_pool
-from raysys.training.data import IGNORE, collate, encode, training_examples
+from raysys.training.data import IGNORE, collate, encode, length_grouped, training_examples
 
 CFG = TrainConfig(epochs=2, batch_size=8, micro_batch_size=4, workers=2, learning_rate=1e-3, prompt=PromptConfig(demonstrations=0),
                   instances_per_task=4)
@@ -70,6 +70,24 @@ def test_examples_and_labels(pool, tiny_lm, tiny_t5):
     assert loss == pytest.approx(np.mean(nll), rel=1e-5)
     with pytest.raises(ConfigError, match="multiple of micro_batch_size x workers"):
         TrainConfig(batch_size=10, micro_batch_size=4, workers=2)
+
+
+def test_length_grouping_pads_less_and_keeps_every_row(tiny_lm):
+    tok = tiny_lm.tokenizer
+    cfg = replace(CFG, micro_batch_size=2, length_grouping=3)
+    prompts = ["a" * n for n in (9, 1, 7, 2, 8, 3, 5)]
+    targets = ["x"] * len(prompts)
+    grouped = length_grouped(tok, "causal", prompts, targets, cfg, drop_last=False)
+    widths = [b["input_ids"].shape[1] for b in grouped]
+    assert [b["input_ids"].shape[0] for b in grouped] == [2, 2, 2, 1] and widths == sorted(widths)
+    as_read = [collate(tok, "causal", prompts[i:i + 2], targets[i:i + 2], cfg) for i in range(0, 7, 2)]
+    assert sum(b["input_ids"].size for b in grouped) < sum(b["input_ids"].size for b in as_read)
+    rows = sorted(tuple(r[m == 1]) for b in grouped for r, m in zip(b["input_ids"], b["attention_mask"]))
+    assert rows == sorted(tuple(r[m == 1]) for b in as_read for r, m in zip(b["input_ids"], b["attention_mask"]))
+    kept = length_grouped(tok, "causal", prompts, targets, cfg, drop_last=True)  # 7 rows: 3 full micro batches
+    assert len(kept) == 3 and all(b["input_ids"].shape[0] == 2 for b in kept)
+    with pytest.raises(ConfigError, match="length_grouping"):
+        TrainConfig(length_grouping=0)
 
 
 def _check_export(out: Path, base: Path, pool_path: Path, tmp_path: Path):

@@ -9,6 +9,9 @@ assistant's turn, the answer and the eos that closes the turn):
 - seq2seq: input = prompt ids; labels = target ids + EOS.
 Prompts longer than max_source_tokens keep their last tokens (the instance input and
 "Output:" stay); targets longer than max_target_tokens keep their first tokens.
+With `length_grouping` > 1 a worker sorts each run of that many micro batches' rows by
+length before cutting it into micro batches (`length_grouped`): less padding (SmolLM2 on
+NIV2 with the chat template, micro batch 8: 34% padded tokens as read, 9% grouped by 8).
 """
 from __future__ import annotations
 
@@ -60,7 +63,23 @@ def encode(tokenizer, kind: str, prompt: str, target: str, cfg: TrainConfig) -> 
 
 def collate(tokenizer, kind: str, prompts: Sequence[str], targets: Sequence[str], cfg: TrainConfig) -> dict[str, Any]:
     """A padded batch (numpy int64): input_ids, attention_mask, labels (right padding)."""
+    return pad_pairs(tokenizer, kind, [encode(tokenizer, kind, p, t, cfg) for p, t in zip(prompts, targets)])
+
+
+def length_grouped(tokenizer, kind: str, prompts: Sequence[str], targets: Sequence[str], cfg: TrainConfig,
+                   drop_last: bool) -> list[dict[str, Any]]:
+    """The padded micro batches of a group of rows: encoded, sorted by length (shortest
+    first; ties keep their order) so that each micro batch pads to little, then cut into
+    `cfg.micro_batch_size` rows each (with drop_last, an incomplete last one is dropped)."""
     pairs = [encode(tokenizer, kind, p, t, cfg) for p, t in zip(prompts, targets)]
+    pairs.sort(key=lambda xy: len(xy[0]) + (len(xy[1]) if kind == "seq2seq" else 0))
+    mb = cfg.micro_batch_size
+    return [pad_pairs(tokenizer, kind, pairs[i:i + mb]) for i in range(0, len(pairs), mb)
+            if not drop_last or i + mb <= len(pairs)]
+
+
+def pad_pairs(tokenizer, kind: str, pairs: Sequence[tuple[list[int], list[int]]]) -> dict[str, Any]:
+    """(input_ids, labels) pairs as one right-padded batch."""
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     width = max(len(x) for x, _ in pairs)
     ids = np.full((len(pairs), width), pad, dtype=np.int64)

@@ -99,6 +99,12 @@ def train_model(tasks: Sequence[Task], task_ids: Sequence[str], model: str, out:
     if len(rows) < cfg.micro_batch_size * cfg.workers:
         raise RaysysError(f"{len(rows)} training example(s) from {len(task_ids)} task(s): fewer than one micro batch "
                           f"per worker ({cfg.micro_batch_size} x {cfg.workers})")
+    micro_per_worker = len(rows) // cfg.workers // cfg.micro_batch_size
+    if micro_per_worker < cfg.accumulation:
+        print(f"warning: {len(rows)} examples give each of {cfg.workers} worker(s) {micro_per_worker} micro batch(es) "
+              f"an epoch, fewer than the {cfg.accumulation} that make one optimizer step (batch_size "
+              f"{cfg.batch_size}): DDP would make no step at all, DeepSpeed steps across epochs; lower batch_size",
+              file=sys.stderr)
     if cfg.best_by == "validation" and not val_rows:
         raise RaysysError("best_by=validation needs validation tasks (--val-tasks)")
     kind = model_kind(model, trust_remote_code)

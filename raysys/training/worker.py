@@ -114,7 +114,7 @@ def train_loop(config: dict[str, Any]) -> None:
     from transformers import AutoTokenizer
 
     from raysys.io import read_json, write_json
-    from raysys.training.data import collate
+    from raysys.training.data import collate, length_grouped
     from raysys.training.dsconfig import deepspeed_config
 
     cfg, model_path, kind = config["cfg"], config["model"], config["kind"]
@@ -180,9 +180,16 @@ def train_loop(config: dict[str, Any]) -> None:
 
     def batches(name: str):
         shard = ray.train.get_dataset_shard(name)
-        for b in shard.iter_batches(batch_size=cfg.micro_batch_size, batch_format="numpy", drop_last=name == "train"):
-            t = collate(tokenizer, kind, list(b["prompt"]), list(b["target"]), cfg)
-            yield {k: torch.as_tensor(v, device=device) for k, v in t.items()}
+        train, group = name == "train", cfg.length_grouping if name == "train" else 1
+        # every worker reads as many rows (streaming_split(equal=True)), so all run as many micro batches
+        for b in shard.iter_batches(batch_size=cfg.micro_batch_size * group, batch_format="numpy",
+                                    drop_last=train and group == 1):
+            if group == 1:
+                micro_batches = [collate(tokenizer, kind, list(b["prompt"]), list(b["target"]), cfg)]
+            else:
+                micro_batches = length_grouped(tokenizer, kind, list(b["prompt"]), list(b["target"]), cfg, train)
+            for t in micro_batches:
+                yield {k: torch.as_tensor(v, device=device) for k, v in t.items()}
 
     for epoch in range(start_epoch, cfg.epochs):
         module.train()

@@ -2,7 +2,10 @@
 
     python benchmarks/bench_scoring.py [--quick] [--niv2-tasks 5] [--instances 10] [-k 4]
         [--alpaca-tasks 40] [--alpaca-k 4] [--targets greedy|reference] [--perturbed-only]
-        [--profile auto] [--repeats 1] [--token-budget 8192] [--models tiny,bpe32k] [--cache-dir ...]
+        [--profile auto] [--repeats 1] [--token-budget 8192] [--models tiny,bpe32k,smollm2|DIR]
+        [--template text|chat] [--cache-dir ...]
+    # the real model (README "Scoring throughput"):
+    python benchmarks/bench_scoring.py --models smollm2 --template chat
 
 A default run takes about 4 minutes on 2 CPU cores (the first one a few seconds more, to
 train the tokenizer); --quick (the tiny model, small pools, short answers) well under a
@@ -23,9 +26,13 @@ largest |delta mean log-prob|, |delta p| (p = exp(mean log-prob)) and |delta U| 
 prompt uncertainty of a task, raysys.scoring.items.task_rows once on the reference's
 log-probs and once on the engine's), next to the largest U and p.
 
-Models (random weights, float32, CPU; benchmarks/scoring_models.py):
-  tiny   the built-in tiny model (raysys.models.init_tiny into a temporary folder: a
+Models (float32, CPU; benchmarks/scoring_models.py):
+  tiny   the built-in tiny model (random weights) (raysys.models.init_tiny into a temporary folder: a
          4-layer Llama, hidden 128, character tokenizer, vocabulary 128);
+  smollm2 SmolLM2-135M-Instruct, the real pretrained model (`raysys model import
+         smollm2-135m-instruct`, imported once into --cache-dir): 49,152-token BPE, ChatML;
+         with --template chat its prompts are the TK / Alpaca text in its chat template;
+  DIR    any model folder;
   bpe32k a Llama with a 32,000-token vocabulary (default hidden 512, 6 layers, 8 heads,
          MLP 1376, tied embeddings: about 35M parameters), randomly initialised with a
          fixed seed, with a ByteLevel BPE tokenizer trained offline with the `tokenizers`
@@ -120,8 +127,9 @@ def make_pools(args) -> list[Pool]:
     shared = Path(args.shared)
 
     def cfg(template: str, instances: int, k: int) -> ScoringConfig:
+        prompt = PromptConfig("chat", 2, template) if args.template == "chat" else PromptConfig(template, 2)
         return ScoringConfig(instances=instances, perturbations=k, drop_rate=args.drop_rate, seed=args.seed,
-                             prompt=PromptConfig(template, demonstrations=2),
+                             prompt=prompt,
                              generation=GenerationConfig(max_new_tokens=args.max_target_tokens),
                              entropy=not args.perturbed_only, ifd=not args.perturbed_only,
                              token_budget=args.token_budget)
@@ -152,7 +160,7 @@ def cut(tok, text: str, max_tokens: int) -> str:
 
 def pool_items(scorer: TaskScorer, pool: Pool, targets: str) -> Batch:
     """The pool's items as the scorer builds them, with greedy or reference targets."""
-    plans = [plan_task(t, pool.cfg) for t in pool.tasks]
+    plans = [plan_task(t, pool.cfg, scorer.template) for t in pool.tasks]
     answers = None
     if targets == "reference":
         tok, most = scorer.runner.lm.tokenizer, pool.cfg.generation.max_new_tokens
@@ -240,7 +248,10 @@ def parse_args(argv=None):
                          "answers <= 8 tokens, no profile")
     ap.add_argument("--shared", default=str(DEFAULT_SHARED), help="the shared data folder")
     ap.add_argument("--cache-dir", default="~/.cache/raysys-bench", help="where the 32K model folder is cached")
-    ap.add_argument("--models", default=None, help="comma-separated: tiny, bpe32k (default both; --quick: tiny)")
+    ap.add_argument("--models", default=None,
+                    help="comma-separated: tiny, bpe32k, smollm2, or model folders (default tiny,bpe32k; --quick: tiny)")
+    ap.add_argument("--template", choices=("text", "chat"), default="text",
+                    help="text: the TK / Alpaca prompts; chat: the same in the model's chat template")
     ap.add_argument("--niv2-tasks", type=int, default=5, help="NIV2 tasks (0 = skip the pool)")
     ap.add_argument("--instances", type=int, default=10, help="instances n per NIV2 task")
     ap.add_argument("-k", "--k", type=int, default=4, help="perturbations per NIV2 task")

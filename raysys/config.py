@@ -399,12 +399,45 @@ class LoopConfig:
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """The README's demo: a pool summary and prompts, then the active loop on its defaults."""
+    """The README's demo (raysys.demo): a real pretrained model on real tasks, one round of
+    selection. Import the model (cached), build a pool and a held-out set from the real
+    data, score a random sample of the pool (prompt uncertainty), draw its Task Map, select
+    `budget` tasks with each strategy, fine-tune the model on each selection (LoRA, Ray
+    Train) and evaluate the held-out tasks with the base model and each fine-tuned one.
+    The tiny-model active loop is jobs/configs/loop_demo_tiny.yaml (`raysys loop`)."""
 
     work_dir: str = "raysys-demo"
-    show_prompts: int = 2
-    loop: LoopConfig = field(default_factory=LoopConfig)  # its work_dir is the demo's
+    model: str = "smollm2-135m-instruct"  # a `raysys model import` source (a name or a .gguf), or a model folder
+    model_cache: str = ""  # where imports are kept; "" = $XDG_CACHE_HOME/raysys/models (~/.cache/raysys/models)
+    data_dir: str = ""  # the real tasks; "" = ../shared/data beside the raysys checkout
+    pool: tuple[str, ...] = ("niv2", "self_instruct/seed_tasks.jsonl")  # under data_dir; test-split tasks are held out
+    heldout: tuple[str, ...] = ("self_instruct/user_oriented_instructions.jsonl",)  # held-out sources, under data_dir
+    heldout_per_source: int = 12  # the first tasks of each held-out source
+    heldout_from_pool: int = 8  # tasks of the first pool source drawn at random (seed) and held out too
+    candidates: int = 40  # pool tasks scored: a random sample (seed); 0 = the whole pool
+    budget: int = 12  # tasks each strategy selects
+    strategies: tuple[str, ...] = ("prompt-uncertainty", "random")
+    seed: int = 0
+    show_prompts: int = 1  # scored prompts printed before scoring
+    prompt: PromptConfig = field(default_factory=lambda: PromptConfig("chat", 0, "tk"))  # score, train, eval
+    generation: GenerationConfig = field(default_factory=lambda: GenerationConfig(max_new_tokens=32))  # score, eval
+    taskmap: TaskMapConfig = field(default_factory=TaskMapConfig)
+    scoring: ScoringConfig = field(default_factory=lambda: ScoringConfig(
+        instances=1, perturbations=4, entropy=False, ifd=False, tasks_per_batch=8))
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        epochs=2, batch_size=8, micro_batch_size=4, workers=2, instances_per_task=8, max_source_tokens=512,
+        max_target_tokens=64, learning_rate=1e-3, lr_schedule="constant", backend="ddp", cpu_bf16=True, lora=True,
+        lora_r=8, lora_alpha=16, lora_targets=("q_proj", "k_proj", "v_proj", "o_proj"), length_grouping=4))
+    evaluation: EvalConfig = field(default_factory=lambda: EvalConfig(instances=2, tasks_per_batch=8))
 
     def __post_init__(self) -> None:
-        _check(self.work_dir != "", "work_dir must not be empty")
-        _check(self.show_prompts >= 0, "show_prompts must be >= 0")
+        _check(self.work_dir != "" and self.model != "", "work_dir and model must not be empty")
+        _check(len(self.pool) >= 1, "pool must name at least one source")
+        _check(min(self.heldout_per_source, self.heldout_from_pool, self.candidates, self.show_prompts) >= 0,
+               "heldout_per_source, heldout_from_pool, candidates and show_prompts must be >= 0")
+        _check(self.budget >= 1 and (self.candidates == 0 or self.budget <= self.candidates),
+               "budget must be >= 1 and at most candidates")
+        _check(len(self.strategies) >= 1 and len(set(self.strategies)) == len(self.strategies),
+               "strategies must be a non-empty list without repeats")  # names: raysys.selection.check_strategies
+        share(self, "prompt", "scoring", "train", "evaluation")
+        share(self, "generation", "scoring", "evaluation")

@@ -1,59 +1,233 @@
-"""The README's demo on the embedded default (`DemoConfig`): the active loop end to end on
-this machine. A synthetic rewriting pool and the built-in tiny model (with a summary of
-the pool and a few formatted prompts), then the loop on local Ray: each seed's random
-round 0 trained once, then one Ray Tune trial per (strategy, seed) that scores the
-remaining pool, selects, fine-tunes through Ray Train and evaluates on validation and
-held-out unseen-rule tasks, round after round; finally the results table, the learning
-curves, the uncertainty of the selected tasks and the Task Map. Rerunning resumes the
-loop where it stopped, and a finished demo only prints its results again.
+"""The README's demo (`raysys demo`, `bash jobs/demo.sh`): a real pretrained model on real
+tasks, one round of selection, on local Ray.
+
+1. the model: `raysys model import` of `cfg.model` into the model cache (once), or a folder;
+2. the tasks: a pool from the real data (NIV2 training tasks and Self-Instruct seed tasks),
+   and held-out tasks never scored or trained (the sources' test-split tasks, the first
+   tasks of the held-out sources, and `heldout_from_pool` tasks of the first pool source);
+3. prompt uncertainty of a random sample of the pool (Ray Data scoring), and its Task Map;
+4. per strategy: `budget` tasks selected, LoRA fine-tuning on them through Ray Train;
+5. the held-out tasks evaluated (Rouge-L, exact match) with the base model and each
+   fine-tuned model; summary.json and the table.
+
+Every stage writes its own output in the work dir and skips or resumes from it, so a
+rerun continues where an interrupted demo stopped and a finished one only prints its
+results again (a rerun with other settings is refused: use another work_dir).
 """
 from __future__ import annotations
 
-from dataclasses import replace
-from typing import Callable
+import os
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
 
 from raysys.config import DemoConfig
+from raysys.errors import RaysysError
+
+STAGES = 6
+PROMPT_LINES = 14  # of each prompt shown
 
 
-def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print, stages=None) -> dict:
-    """The demo; `stages`: the loop's collaborators (default: the real ones on Ray)."""
-    from raysys.loop.driver import prepare, run_loop
-    from raysys.loop.results import render
-    from raysys.models import count_parameters, load_model
+def default_data_dir() -> Path:
+    """../shared/data beside the raysys checkout."""
+    return Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def model_cache(cfg: DemoConfig) -> Path:
+    if cfg.model_cache:
+        return Path(cfg.model_cache)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "raysys" / "models"
+
+
+def demo_model(cfg: DemoConfig, say: Callable[[str], None]) -> str:
+    """A model folder: `cfg.model` itself when it is one, else its import in the model cache."""
+    from raysys.modelimport import import_model
+
+    if Path(cfg.model).is_dir():
+        return str(Path(cfg.model).resolve())
+    out = model_cache(cfg) / Path(cfg.model).name.removesuffix(".gguf")
+    fresh = not (out / "config.json").is_file()
+    prov = import_model(cfg.model, str(out))
+    if fresh:
+        say(f"      imported {prov.get('gguf_file', cfg.model)} into {out} in {prov.get('seconds', 0):.0f} s")
+    return str(out)
+
+
+@dataclass(frozen=True)
+class DemoTasks:
+    pool: str  # canonical Parquet of the trainable pool
+    heldout: str  # canonical Parquet of the held-out tasks
+    candidates: tuple[str, ...]  # the pool tasks scored
+    groups: dict[str, tuple[str, ...]]  # held-out group name -> its task ids
+    sources: dict[str, int]  # pool source -> tasks it gave the pool
+
+
+def _source(data: Path, rel: str):
     from raysys.pools import load_pool
-    from raysys.pools.summary import render as render_pool
-    from raysys.pools.summary import summarize
-    from raysys.prompts import template_for
 
-    loop = replace(cfg.loop, work_dir=cfg.work_dir)
-    prep = prepare(loop, say)
-    pool = load_pool(prep.pool)
-    say(f"[1/4] the pool: {prep.pool}")
-    say(render_pool(summarize(pool)))
+    path = data / rel
+    if not path.exists():
+        raise RaysysError(f"the demo's data: {path} not found (data_dir is {data}; the real data lives in "
+                          "../shared/data beside the raysys checkout; set data_dir=DIR)")
+    return load_pool(path).tasks
 
-    lm = load_model(prep.model, trust_remote_code=loop.model.trust_remote_code, dtype=loop.model.dtype)
-    say(f"[2/4] the model: {prep.model}: {lm.kind}, {count_parameters(lm.model):,} parameters, "
-        f"vocabulary {len(lm.tokenizer)}; {cfg.show_prompts} prompt(s) as scored:")
-    s, pr = loop.scoring, loop.prompt
-    template = template_for(pr.template, pr.chat_body, lm.tokenizer, prep.model)
-    for task in pool.tasks[: cfg.show_prompts]:
-        inst = task.instances[0]
-        prompt = template.text(task.instruction, inst.input, task.demonstrations, pr.demonstrations)
-        say(f"--- {task.task_id} ({len(lm.tokenizer(prompt).input_ids)} tokens; reference {inst.outputs[0]!r})")
-        say(prompt)
 
-    say(f"[3/4] the active loop: {', '.join(loop.strategies)} x seeds {list(loop.seeds)}, rounds "
-        f"{' -> '.join(map(str, loop.schedule))} tasks; scoring n={s.instances}, k={s.perturbations}, "
-        f"drop rate {s.drop_rate}; training {loop.train.epochs} epochs with "
-        f"{'DeepSpeed ZeRO-%d' % loop.train.zero_stage if loop.train.backend == 'deepspeed' else 'DDP'} "
-        f"on {loop.train.workers} Ray Train workers")
-    out = run_loop(loop, stages, say=say)
+def draw(ids: Sequence[str], n: int, seed: int, salt: int) -> list[str]:
+    """`n` of `ids` drawn at random (all of them when n is 0 or too large), in their order."""
+    if n == 0 or n >= len(ids):
+        return list(ids)
+    keep = set(np.random.default_rng([seed, salt]).choice(len(ids), size=n, replace=False).tolist())
+    return [t for i, t in enumerate(ids) if i in keep]
 
-    say("[4/4] results (mean ± std over seeds; round 0 is each seed's shared random start):")
-    say(render(out["summary"]))
-    for k in ("table", "csv", "curves", "uncertainty", "taskmap"):
-        if k in out:
-            say(f"      {k}: {out[k]}")
-    if "taskmap_counts" in out:
-        say("      Task Map: " + ", ".join(f"{r['category']} {r['tasks']}" for r in out["taskmap_counts"]))
+
+def demo_tasks(cfg: DemoConfig, work: Path, data: Path) -> DemoTasks:
+    """The pool and the held-out tasks (written once into the work dir), and the candidates."""
+    from raysys.pools import write_parquet_tasks
+
+    pool, heldout, groups, sources = [], [], {}, {}
+    for k, rel in enumerate(cfg.pool):
+        tasks = _source(data, rel)
+        test = [t for t in tasks if t.metadata.get("split") == "test"]
+        rest = [t for t in tasks if t.metadata.get("split") != "test"]
+        if test:
+            groups[f"{rel} (test split)"] = tuple(t.task_id for t in test)
+        if k == 0 and cfg.heldout_from_pool:
+            out = set(draw([t.task_id for t in rest], cfg.heldout_from_pool, cfg.seed, 1))
+            groups[f"{rel} (held out)"] = tuple(t.task_id for t in rest if t.task_id in out)
+            heldout += [t for t in rest if t.task_id in out]
+            rest = [t for t in rest if t.task_id not in out]
+        heldout += test
+        pool += rest
+        sources[rel] = len(rest)
+    for rel in cfg.heldout:
+        tasks = list(_source(data, rel))[: cfg.heldout_per_source or None]
+        groups[rel] = tuple(t.task_id for t in tasks)
+        heldout += tasks
+    twice = [tid for tid, n in Counter(t.task_id for t in pool + heldout).items() if n > 1]
+    if twice:
+        raise RaysysError(f"{len(twice)} task id(s) occur in two of the demo's sources (e.g. {twice[0]!r}): "
+                          f"{', '.join((*cfg.pool, *cfg.heldout))}")
+    if len(pool) < cfg.budget:
+        raise RaysysError(f"the demo's pool has {len(pool)} tasks, fewer than budget ({cfg.budget})")
+    for path, tasks in ((work / "pool.parquet", pool), (work / "heldout.parquet", heldout)):
+        if not path.is_file():  # written once: scoring and evaluation resume by the file
+            write_parquet_tasks(tasks, path)
+    candidates = draw([t.task_id for t in pool], cfg.candidates, cfg.seed, 2)
+    return DemoTasks(str(work / "pool.parquet"), str(work / "heldout.parquet"), tuple(candidates), groups, sources)
+
+
+def group_metrics(per_task: Sequence[dict], groups: dict[str, Sequence[str]]) -> dict[str, dict]:
+    """Rouge-L and exact match over all held-out tasks and per group (per-task means
+    weighted by instances, as the evaluation's own aggregate)."""
+    from raysys.loop.stages import flat_metrics, split_metrics
+
+    rows = {r["task_id"]: r for r in per_task}
+    out = {"all": flat_metrics(split_metrics(list(rows.values())))}
+    for name, ids in groups.items():
+        out[name] = flat_metrics(split_metrics([rows[t] for t in ids]))
     return out
+
+
+def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> dict:
+    """The demo; see the module docstring. Returns the summary (also in summary.json)."""
+    from raysys.demo_report import BASE, render, summary
+    from raysys.evaluation.evaluate import evaluate_pool
+    from raysys.io import write_json
+    from raysys.training.plan import count_parameters_from_config
+    from raysys.runs import pool_tasks, subset_pool
+    from raysys.scoring.pipeline import score_pool
+    from raysys.selection.run import run_select, run_taskmap
+    from raysys.selection.strategies import check_strategies
+    from raysys.training.trainer import train_model
+    from raysys.workspace import claim_work_dir
+
+    start = time.perf_counter()
+    check_strategies(*cfg.strategies)
+    work = claim_work_dir(cfg, "demo")
+    data = Path(cfg.data_dir) if cfg.data_dir else default_data_dir()
+
+    say(f"[1/{STAGES}] the model: {cfg.model}")
+    model = demo_model(cfg, say)
+    n_params, _ = count_parameters_from_config(model, False)
+    say(f"      {model}: {n_params:,} parameters; template {cfg.prompt.template} ({cfg.prompt.chat_body} body)")
+
+    tasks = demo_tasks(cfg, work, data)
+    n_held = sum(len(v) for v in tasks.groups.values())
+    say(f"[2/{STAGES}] the tasks: a pool of {sum(tasks.sources.values())} ("
+        + ", ".join(f"{n} from {s}" for s, n in tasks.sources.items()) + f"); {n_held} held out ("
+        + ", ".join(f"{len(v)} {k}" for k, v in tasks.groups.items()) + ")")
+    candidates = subset_pool(tasks.pool, tasks.candidates, work / "candidates.parquet")
+    _show_prompts(cfg, model, candidates, say)
+
+    s = cfg.scoring
+    say(f"[3/{STAGES}] prompt uncertainty of {len(tasks.candidates)} pool tasks (a random sample): n={s.instances} "
+        f"instance(s), k={s.perturbations} perturbed instructions, answers <= {cfg.generation.max_new_tokens} tokens")
+    scores = str(work / "scores.parquet")
+    scored = score_pool(candidates, model, scores, s, actors=1)
+    tmap = run_taskmap(scores, str(work / "taskmap.png"), cfg.taskmap, table=str(work / "taskmap.csv"),
+                       title=f"Task Map: real tasks under {Path(model).name}")
+    say("      Task Map: " + ", ".join(f"{r['category']} {r['tasks']}" for r in tmap["counts"])
+        + f" -> {tmap['map']}")
+
+    t = cfg.train
+    say(f"[4/{STAGES}] select {cfg.budget} tasks per strategy and fine-tune each selection: LoRA r={t.lora_r} on "
+        f"{', '.join(t.lora_targets)}, {t.epochs} epoch(s), {t.workers} Ray Train worker(s)")
+    pool = pool_tasks(tasks.pool)
+    selected, trained = {}, {}
+    for strategy in cfg.strategies:
+        sel = run_select(select_config(cfg, strategy), str(work / "selected" / f"{strategy}.json"),
+                         scores=scores, pool=candidates)
+        selected[strategy] = list(sel.task_ids)
+        say(f"      {strategy}: {', '.join(selected[strategy][:4])}{', ...' if len(selected[strategy]) > 4 else ''}")
+        trained[strategy] = train_model([pool[i] for i in selected[strategy]], selected[strategy], model,
+                                        str(work / "models" / strategy), t)
+
+    say(f"[5/{STAGES}] evaluate {n_held} held-out tasks (up to {cfg.evaluation.instances} instances each) with the "
+        f"base model and each fine-tuned one")
+    evals = {}
+    for name, path in [(BASE, model)] + [(k, r.out) for k, r in trained.items()]:
+        slug = "base" if name == BASE else name
+        say(f"      {name}")
+        m = evaluate_pool(tasks.heldout, path, str(work / "eval" / f"{slug}.json"), cfg.evaluation, actors=1)
+        evals[name] = group_metrics(m["per_task"], tasks.groups)
+
+    out = summary(cfg, model, n_params, tasks, scored, tmap, selected, trained, evals,
+                  time.perf_counter() - start)
+    write_json(work / "summary.json", out)
+    say(f"[6/{STAGES}] results on the held-out tasks:")
+    say(render(out))
+    say(f"      wrote {work / 'summary.json'}, {tmap['map']}")
+    return out
+
+
+def select_config(cfg: DemoConfig, strategy: str):
+    from raysys.config import SelectConfig
+
+    return SelectConfig(strategy=strategy, budget=cfg.budget, seed=cfg.seed, taskmap=cfg.taskmap)
+
+
+def _show_prompts(cfg: DemoConfig, model: str, pool: str, say: Callable[[str], None]) -> None:
+    """The first candidates' prompts exactly as scored (chat template included)."""
+    if not cfg.show_prompts:
+        return
+    from transformers import AutoTokenizer
+
+    from raysys.prompts import template_for
+    from raysys.runs import pool_tasks
+
+    tok = AutoTokenizer.from_pretrained(model)
+    template = template_for(cfg.prompt.template, cfg.prompt.chat_body, tok, model)
+    for task in list(pool_tasks(pool).values())[: cfg.show_prompts]:
+        inst = task.instances[0]
+        prompt = template.text(task.instruction, inst.input, task.demonstrations, cfg.prompt.demonstrations)
+        say(f"      --- a prompt as scored: {task.task_id}, {len(tok(prompt).input_ids)} tokens; reference "
+            f"{inst.outputs[0][:60]!r}")
+        lines = prompt.splitlines()
+        for line in lines[:PROMPT_LINES]:
+            say(f"      | {line[:110]}")
+        if len(lines) > PROMPT_LINES:
+            say(f"      | ... ({len(lines) - PROMPT_LINES} more lines)")

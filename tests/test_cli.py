@@ -102,46 +102,6 @@ def test_model_init_tiny_and_info(tmp_path):
     assert r.returncode == 2 and "not empty" in r.stderr
 
 
-@pytest.mark.ray
-@pytest.mark.slow
-def test_demo_runs_the_loop_and_a_rerun_only_prints_its_results(tmp_path):
-    """The README demo on real parts (Ray Tune, Ray Data scoring, Ray Train, evaluation),
-    made small: 2 strategies x 1 seed x 2 rounds on a 28-task pool (about 2.5 minutes: kept
-    out of the default run; test_loop.py runs the demo on fake parts, and test_jobs.py a
-    loop on real parts through `raysys loop`)."""
-    work = tmp_path / "demo"
-    args = ["demo", f"work_dir={work}", "loop.synth.rules=24", "loop.synth.unseen_rules=4", "loop.tiny.layers=1",
-            "loop.seeds=[0]", "loop.schedule=[4, 8]", "loop.validation_tasks=3", "loop.generation.max_new_tokens=4",
-            "loop.train.epochs=1", "loop.train.batch_size=4", "loop.train.micro_batch_size=2",
-            "loop.evaluation.instances=1"]
-    r = run_cli(*args, timeout=900)
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert "synthetic pool written" in r.stdout and "num_tasks                28" in r.stdout
-    assert "built-in tiny model written" in r.stdout and r.stdout.count("Now complete the following example") == 2
-    assert "2 strategies x 1 seeds = 2 trials" in r.stdout and "4 test tasks" in r.stdout
-    table = pq.read_table(work / "results.parquet").to_pylist()
-    assert [(t["strategy"], t["round"], t["n_tasks"]) for t in table] == [
-        ("prompt-uncertainty", 0, 4), ("prompt-uncertainty", 1, 8), ("random", 0, 4), ("random", 1, 8)]
-    assert table[0]["test_rougeL"] == table[2]["test_rougeL"]  # round 0 is shared by the seed's strategies
-    for t in table:
-        assert t["test_rougeL"] is not None and t["val_loss"] > 0 and t["train_loss"] > 0
-    sel = json.loads((work / "prompt-uncertainty/seed-0/round-1/selected.json").read_text())
-    scores = pq.read_table(work / "prompt-uncertainty/seed-0/round-1/scores/scores.parquet").to_pydict()
-    u = dict(zip(scores["task_id"], scores["prompt_uncertainty"]))
-    assert len(u) == 28 - 4 - 4 - 3  # the remaining pool: minus test, round 0 and validation tasks
-    assert sel["strategy"] == "prompt-uncertainty" and min(u[t] for t in sel["task_ids"]) >= sorted(u.values())[-4]
-    assert table[1]["selected_prompt_uncertainty"] == pytest.approx(sum(u[t] for t in sel["task_ids"]) / 4)
-    trained = json.loads((work / "random/seed-0/round-1/model/raysys_train.json").read_text())
-    assert len(trained["tasks"]) == 8 and trained["base_model"] == str(work / "tiny-model")
-    for name in ("curves.png", "uncertainty.png", "taskmap.png"):
-        assert (work / name).stat().st_size > 10_000
-    assert "[4/4] results" in r.stdout and "prompt-uncertainty" in r.stdout.split("[4/4] results")[1]
-    r2 = run_cli(*args, timeout=600)
-    assert r2.returncode == 0, r2.stderr[-3000:]
-    assert "synthetic pool written" not in r2.stdout and "resuming the Tune experiment" in r2.stdout
-    assert pq.read_table(work / "results.parquet").to_pylist() == table
-    r = run_cli("demo", "loop.synth.rulez=3")
-    assert r.returncode == 2 and "unknown key" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_loop_mistakes_are_clear_errors(tmp_path):

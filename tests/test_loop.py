@@ -345,38 +345,6 @@ def test_split_metrics_equal_a_direct_mean_over_instances():
     assert flat_metrics(split_metrics(rows[1:2]))["rougeL_classification"] is None
 
 
-@pytest.mark.ray
-def test_demo_prints_the_pool_the_prompts_and_the_results_table(tmp_path):
-    """run_demo end to end on Ray Tune with the fake collaborators (the real ones run in
-    test_jobs.py through `raysys loop`, and in the slow CLI demo test)."""
-    import ray
-    import ray.cloudpickle
-
-    import loop_fakes
-    from raysys.config import DemoConfig, load_config
-    from raysys.demo import run_demo
-
-    ray.cloudpickle.register_pickle_by_value(loop_fakes)
-    cfg = load_config(DemoConfig, None, [f"work_dir={tmp_path / 'demo'}", "loop.synth.rules=40",
-                                         "loop.synth.unseen_rules=6", "loop.schedule=[4, 8, 12]",
-                                         "loop.validation_tasks=3", "loop.actors=1", "loop.train.workers=1",
-                                         "loop.train.batch_size=8"])
-    lines: list[str] = []
-    try:
-        out = run_demo(cfg, lines.append, stages=FakeStages(str(tmp_path / "calls.jsonl")))
-    finally:
-        ray.shutdown()
-    text = "\n".join(lines)
-    assert "[1/4] the pool" in text and "num_tasks                46" in text
-    assert "869,504 parameters" in text and text.count("Now complete the following example") == 2
-    assert "2 strategies x 2 seeds = 4 trials" in text and "6 test tasks" in text
-    table = text.split("[4/4] results")[1]
-    for strategy in ("prompt-uncertainty", "random"):
-        assert [line.split()[1:3] for line in table.splitlines() if line.startswith(strategy)] == [
-            ["0", "4"], ["1", "8"], ["2", "12"]]
-    assert len(out["rows"]) == 12 and "taskmap.png" in text
-
-
 def test_in_process_stages_score_select_and_evaluate(pool, tiny_model_dir, tmp_path):
     """actors=0: scoring and evaluation in the trial's own process (no Ray needed), with
     validation and test tasks evaluated in one pass and split afterwards."""

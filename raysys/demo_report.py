@@ -1,0 +1,100 @@
+"""The demo's summary (summary.json) and the table it prints: pure functions of the
+stages' outputs (raysys.demo runs the stages)."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Mapping
+
+import pyarrow.parquet as pq
+
+from raysys.config import DemoConfig, to_dict
+
+BASE = "base model"
+
+
+def _mean(xs) -> float | None:
+    xs = [x for x in xs if x is not None and math.isfinite(x)]
+    return sum(xs) / len(xs) if xs else None
+
+
+def train_facts(model_dir: str) -> dict[str, Any]:
+    """What a training run did, from its export's raysys_train.json (the same whether this
+    invocation trained or found the run finished): examples, losses, steady-state tokens/s
+    summed over the workers."""
+    from raysys.io import read_json
+
+    facts = read_json(Path(model_dir) / "raysys_train.json")
+    epochs = facts["epochs"]
+    steady = _mean(e.get("steady_tokens_per_s_worker") for e in epochs)
+    return {"model": model_dir, "examples": facts["examples"], "epochs": len(epochs),
+            "train_loss_first_epoch": epochs[0]["train_loss"], "train_loss_last_epoch": epochs[-1]["train_loss"],
+            "tokens_per_s": None if steady is None else steady * facts["config"]["workers"]}
+
+
+def summary(cfg: DemoConfig, model: str, n_params: int, tasks, scored, tmap: Mapping[str, Any],
+            selected: Mapping[str, list[str]], trained: Mapping[str, Any], evals: Mapping[str, dict],
+            seconds: float) -> dict[str, Any]:
+    """summary.json: the model, the tasks, the Task Map, and per strategy the selection,
+    its training and the held-out metrics; the top-level before/after figures are the
+    first strategy's (prompt uncertainty in the default)."""
+    cols = pq.read_table(scored.out, columns=["task_id", "prompt_uncertainty"]).to_pydict()
+    u = dict(zip(cols["task_id"], cols["prompt_uncertainty"]))
+    first = cfg.strategies[0]
+    before, after = evals[BASE]["all"], evals[first]["all"]
+    return {
+        "model": cfg.model, "model_path": model, "n_parameters": n_params,
+        "template": f"{cfg.prompt.template}/{cfg.prompt.chat_body}",
+        "pool_tasks": sum(tasks.sources.values()), "pool_sources": dict(tasks.sources),
+        "candidates_scored": len(tasks.candidates), "heldout_tasks": sum(len(v) for v in tasks.groups.values()),
+        "heldout_groups": {k: len(v) for k, v in tasks.groups.items()},
+        "taskmap": {r["category"]: r["tasks"] for r in tmap["counts"]},
+        "pool_mean_prompt_uncertainty": _mean(u.values()),
+        "heldout_rougeL_before": before["rougeL"], "heldout_rougeL_after": after["rougeL"],
+        "heldout_exact_match_before": before["exact_match"], "heldout_exact_match_after": after["exact_match"],
+        "after_is": first,
+        "heldout_before": evals[BASE],
+        "strategies": {s: {"selected": selected[s], "selected_mean_prompt_uncertainty": _mean(u.get(t) for t in
+                                                                                             selected[s]),
+                           "training": train_facts(trained[s].out), "heldout": evals[s]} for s in cfg.strategies},
+        "seconds": round(seconds, 1),
+        "config": to_dict(cfg),
+    }
+
+
+def _f(x, spec: str = ".3f") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def render(s: Mapping[str, Any]) -> str:
+    """The results table: Rouge-L / exact match on all held-out tasks and per group, for
+    the base model and each strategy, with what each strategy selected and trained."""
+    groups = ["all"] + list(s["heldout_groups"])
+    rows = [(BASE, None, s["heldout_before"])] + [(k, v, v["heldout"]) for k, v in s["strategies"].items()]
+    width = max(len(r[0]) for r in rows) + 2
+    lines = [f"      {'':<{width}}{'mean U':>8} {'loss':>13} {'tok/s':>6}  " + "  ".join(
+        f"{_short(g):>15}" for g in groups),
+        f"      {'':<{width}}{'selected':>8} {'first->last':>13} {'':>6}  " + "  ".join(
+        f"{'Rouge-L / EM %':>15}" for _ in groups)]
+    for name, st, m in rows:
+        if st is None:
+            head = f"{'':>8} {'':>13} {'':>6}"
+        else:
+            t = st["training"]
+            head = (f"{_f(st['selected_mean_prompt_uncertainty'], '.4f'):>8} "
+                    f"{_f(t['train_loss_first_epoch'], '.2f') + '->' + _f(t['train_loss_last_epoch'], '.2f'):>13} "
+                    f"{_f(t['tokens_per_s'], '.0f'):>6}")
+        cells = "  ".join(f"{_f(m[g]['rougeL'], '.1f') + ' / ' + _f(m[g]['exact_match'], '.1f'):>15}" for g in groups)
+        lines.append(f"      {name:<{width}}{head}  {cells}")
+    lines.append(f"      groups: " + "; ".join(f"{_short(g)} = {g} ({n} tasks)" for g, n in s["heldout_groups"].items())
+                 + f"; pool mean U {_f(s['pool_mean_prompt_uncertainty'], '.4f')}; {s['seconds']:.0f} s")
+    return "\n".join(lines)
+
+
+def _short(group: str) -> str:
+    """A column title for a held-out group ('niv2 (test split)' -> 'niv2 test')."""
+    if group == "all":
+        return "all"
+    name = Path(group.split(" (")[0]).stem
+    tag = group.split(" (")[1].rstrip(")").split()[0] if " (" in group else ""
+    return f"{name[:10]} {tag}".strip()

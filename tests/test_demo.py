@@ -1,0 +1,113 @@
+"""The README demo (raysys.demo): its tasks drawn from the real data, its per-group
+metrics against a hand computation, and the whole demo on the real model, made small,
+through the CLI: what it prints, summary.json against the stages' own outputs, a rerun."""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import run_cli
+from raysys.config import DemoConfig
+from raysys.demo import demo_tasks, group_metrics
+from raysys.errors import RaysysError
+from raysys.pools import load_pool
+
+
+def test_the_demo_tasks_come_from_the_real_data_and_stay_apart(shared_data, tmp_path):
+    cfg = DemoConfig()
+    tasks = demo_tasks(cfg, tmp_path, shared_data)
+    pool = {t.task_id: t for t in load_pool(tasks.pool).tasks}
+    held = {t.task_id: t for t in load_pool(tasks.heldout).tasks}
+    # 57 NIV2 training tasks less 8 held out, and the 175 seed tasks
+    assert tasks.sources == {"niv2": 49, "self_instruct/seed_tasks.jsonl": 175} and len(pool) == 224
+    assert {k: len(v) for k, v in tasks.groups.items()} == {
+        "niv2 (test split)": 3, "niv2 (held out)": 8, "self_instruct/user_oriented_instructions.jsonl": 12}
+    assert set(held) == {t for ids in tasks.groups.values() for t in ids} and not set(held) & set(pool)
+    assert all(held[t].metadata["split"] == "test" for t in tasks.groups["niv2 (test split)"])
+    assert all(held[t].metadata["split"] == "train" for t in tasks.groups["niv2 (held out)"])
+    assert tasks.groups["self_instruct/user_oriented_instructions.jsonl"] == tuple(
+        f"user_oriented_task_{i}" for i in range(12))
+    assert len(tasks.candidates) == 40 == len(set(tasks.candidates)) and set(tasks.candidates) <= set(pool)
+
+    # the same draw again; the written pools are kept as they are (scoring resumes by the file)
+    stamp = (tmp_path / "pool.parquet").stat().st_mtime_ns
+    again = demo_tasks(cfg, tmp_path, shared_data)
+    assert again == tasks and (tmp_path / "pool.parquet").stat().st_mtime_ns == stamp
+    other = demo_tasks(replace(cfg, seed=1), tmp_path / "other", shared_data)
+    assert other.candidates != tasks.candidates and other.groups["niv2 (held out)"] != tasks.groups["niv2 (held out)"]
+    everything = demo_tasks(replace(cfg, candidates=0, heldout_from_pool=0), tmp_path / "all", shared_data)
+    assert len(everything.candidates) == 232
+
+
+def test_missing_data_and_duplicate_ids_are_clear_errors(shared_data, tmp_path):
+    with pytest.raises(RaysysError, match="nowhere/niv2 not found.*data_dir"):
+        demo_tasks(DemoConfig(), tmp_path, tmp_path / "nowhere")
+    twice = replace(DemoConfig(), pool=("self_instruct/seed_tasks.jsonl", "self_instruct/seed_tasks.jsonl"),
+                    heldout_from_pool=0)
+    with pytest.raises(RaysysError, match="175 task id.*two of the demo's sources.*seed_task_0"):
+        demo_tasks(twice, tmp_path, shared_data)
+
+
+def test_group_metrics_are_instance_weighted_means_of_the_tasks():
+    rows = [{"task_id": "a", "is_classification": True, "n_instances": 4, "rougeL": 0.5, "exact_match": 0.25},
+            {"task_id": "b", "is_classification": False, "n_instances": 1, "rougeL": 1.0, "exact_match": 1.0},
+            {"task_id": "c", "is_classification": False, "n_instances": 3, "rougeL": 0.0, "exact_match": 0.0}]
+    m = group_metrics(rows, {"one": ("a",), "two": ("b", "c")})
+    assert m["all"]["rougeL"] == pytest.approx((4 * 0.5 + 1.0) / 8)
+    assert m["all"]["exact_match"] == pytest.approx((4 * 0.25 + 1.0) / 8)
+    assert m["one"]["rougeL"] == pytest.approx(0.5) and m["two"]["rougeL"] == pytest.approx(1.0 / 4)
+    assert m["two"]["exact_match_generative"] == pytest.approx(0.25) and m["two"]["rougeL_classification"] is None
+
+
+@pytest.mark.ray
+def test_the_demo_on_the_real_model_made_small_and_its_rerun(real_model, shared_data, tmp_path):
+    """Every stage on real parts (the import found in the cache, Ray Data scoring, the Task
+    Map, selection, LoRA through Ray Train, evaluation), at a few tasks and tokens."""
+    work = tmp_path / "demo"
+    args = ["demo", f"work_dir={work}", f"model={real_model}", f"data_dir={shared_data}", "candidates=4", "budget=2",
+            "heldout_per_source=2", "heldout_from_pool=1", "generation.max_new_tokens=4", "scoring.perturbations=2",
+            "train.epochs=1", "train.instances_per_task=2", "train.batch_size=4", "train.micro_batch_size=2",
+            "evaluation.instances=1"]
+    r = run_cli(*args, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = r.stdout + r.stderr
+    lines = out.splitlines()
+    assert len(lines) <= 100, out
+    for stage in range(1, 7):
+        assert f"[{stage}/6]" in r.stdout
+    s = json.loads((work / "summary.json").read_text())
+    assert s["n_parameters"] == 134_515_008 and s["model_path"] == str(real_model)
+    assert s["candidates_scored"] == 4 and s["heldout_tasks"] == 3 + 1 + 2
+
+    # the numbers are the stages' own outputs
+    u = dict(zip(*pq.read_table(work / "scores.parquet", columns=["task_id", "prompt_uncertainty"]).to_pydict()
+                 .values()))
+    pu = s["strategies"]["prompt-uncertainty"]
+    assert sorted(pu["selected"], key=u.get) == sorted(u, key=u.get)[-2:]
+    assert pu["selected_mean_prompt_uncertainty"] == pytest.approx(sum(u[t] for t in pu["selected"]) / 2)
+    base = json.loads((work / "eval" / "base.json").read_text())
+    assert s["heldout_rougeL_before"] == pytest.approx(base["rougeL"]["overall"])
+    assert s["heldout_exact_match_before"] == pytest.approx(base["exact_match"]["overall"])
+    after = json.loads((work / "eval" / "prompt-uncertainty.json").read_text())
+    assert s["heldout_rougeL_after"] == pytest.approx(after["rougeL"]["overall"])
+    trained = json.loads((work / "models" / "random" / "raysys_train.json").read_text())
+    assert trained["tasks"] == s["strategies"]["random"]["selected"] and trained["config"]["lora"]
+    assert sum(s["taskmap"].values()) == 4 and (work / "taskmap.png").stat().st_size > 10_000
+
+    r2 = run_cli(*args, timeout=600)  # a finished demo: every stage is found done
+    assert r2.returncode == 0, r2.stderr[-3000:]
+    s2 = json.loads((work / "summary.json").read_text())
+    assert {k: v for k, v in s2.items() if k != "seconds"} == {k: v for k, v in s.items() if k != "seconds"}
+    assert s2["seconds"] < s["seconds"] / 2
+
+
+def test_a_bad_demo_setting_is_one_line_before_anything_runs(tmp_path):
+    r = run_cli("demo", "candidatez=3")
+    assert r.returncode == 2 and "unknown key" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli("demo", f"work_dir={tmp_path / 'w'}", "budget=60")  # more than the 40 candidates
+    assert r.returncode == 2 and "budget must be >= 1 and at most candidates" in r.stderr
+    r = run_cli("demo", f"work_dir={tmp_path / 'w'}", "strategies=[prompt-uncertainty, nope]")
+    assert r.returncode == 2 and "nope" in r.stderr and not (tmp_path / "w").exists()

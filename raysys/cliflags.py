@@ -5,12 +5,15 @@ validation in raysys.configio).
 A nested config (a stage's `prompt`, `generation`, `taskmap`) gets one flag per field of
 its own, named by the field alone (`--template`, `--max-new-tokens`), or by the section and
 the field where the name alone would not say what it is (`--generation-batch`); the
-override it gives is dotted (`prompt.template=...`)."""
+override it gives is dotted (`prompt.template=...`).
+
+Also --verbose, the flag of every verb that runs Ray or models, and the log it decides on."""
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
+import os
 import types
 import typing
 
@@ -78,3 +81,16 @@ def flag_values(args: argparse.Namespace, cls) -> list[str]:
         if value is not None:
             out.append(f"{key}={json.dumps(list(value) if isinstance(value, (list, tuple)) else value)}")
     return out
+
+
+def add_verbose_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--verbose", action="store_true", help="keep Ray's and the libraries' output on the "
+                        "terminal (default: raysys.log in the output folder or work dir)")
+
+
+def start_log_in(args: argparse.Namespace, folder: str | os.PathLike | None = None) -> None:
+    """The libraries' output to `folder` (default: the folder of --out)/raysys.log, unless
+    --verbose (raysys.console.start_log)."""
+    from raysys.console import start_log
+
+    start_log(folder if folder is not None else os.path.dirname(os.path.abspath(args.out)), args.verbose)

@@ -1,13 +1,32 @@
 """Joining or starting Ray, the same way for every stage (Ray plumbing only).
 
 RAY_ADDRESS (a cluster, or a job started with `ray job submit`) wins; otherwise a local
-cluster starts on this machine, bound to loopback. Ray Data progress bars are off (raysys
-prints its own progress) and Ray's own logs are kept at ERROR.
+cluster starts on this machine, bound to loopback, with its dashboard (on 127.0.0.1, port
+8265 or the next free one): Ray Train's PlacementGroupCleaner asks the State API
+(`ray.util.state`), which the dashboard serves; without it, every training run printed
+hundreds of "State API may be temporarily unavailable" warnings (and with a second Ray
+instance on the machine, the State API client needs to be told which: see _local_cluster).
+Ray Data progress bars are off (raysys prints its own progress).
+
+Where Ray's output goes follows raysys.console: with a log file (a CLI command without
+--verbose), Ray's Python logging goes to the file, and so does every line Ray forwards
+from its worker processes (their stdout and stderr: DeepSpeed, warnings, Ray's own worker
+logs, the core worker's C++ error-level lines), the raylet's messages to the driver, and
+the driver's own C++ stderr; only the lines a worker relays (raysys.console.relay) reach
+the terminal. This swaps Ray's driver-side printer of worker output (the dispatcher in
+`ray._private.ray_logging` and `ray._private.worker.print_to_stdstream`, not public APIs;
+should they move, Ray prints as before and nothing is lost). Without a log (raysys as a
+library), Ray prints its worker output and keeps its own logs at ERROR; with --verbose it
+prints everything as usual.
 """
 from __future__ import annotations
 
 import logging
 import os
+import socket
+
+from raysys import console
+from raysys.errors import RaysysError
 
 
 def ray_init(num_cpus: int | None = None) -> None:
@@ -15,11 +34,68 @@ def ray_init(num_cpus: int | None = None) -> None:
 
     if not ray.is_initialized():
         address = os.environ.get("RAY_ADDRESS") or "local"  # never a stale `ray start` cluster found on disk
-        ray.init(address=address, include_dashboard=False, logging_level=logging.ERROR,
-                 num_cpus=num_cpus if address == "local" else None, configure_logging=True, log_to_driver=True)
+        logged = console.log_path() is not None
+        if logged:  # Ray's console handler (made at `import ray`) gives way to the log before ray.init speaks;
+            console.route_library_logs()  # ray.init(configure_logging=False) then leaves the "ray" logger alone
+            logging.getLogger("ray").setLevel(logging.INFO)
+        kwargs = _local_cluster(num_cpus) if address == "local" else {}
+        ray.init(address=address, logging_level=logging.INFO if console.verbose() else logging.ERROR,
+                 configure_logging=not logged, log_to_driver=True, **kwargs)
+        if logged:
+            _worker_output_to_log()
+            console.capture_native_stderr()  # Ray core's own error-level lines in the driver
     from ray.data import DataContext
 
     ctx = DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    logging.getLogger("ray.data").setLevel(logging.INFO if console.log_path() else logging.WARNING)
+    console.route_library_logs()  # ray.init and Ray Data's import set up their own console handlers
+    console.announce()
+
+
+def _local_cluster(num_cpus: int | None) -> dict:
+    """ray.init's arguments for a local cluster: its dashboard on loopback, on the first
+    free port from 8265, and that port's address in RAY_API_SERVER_ADDRESS, which the
+    cluster's processes inherit. Without it, the State API client in a worker looks for
+    "the" Ray instance on the machine and fails when there are two (another raysys command,
+    a `ray start` head): "Found multiple active Ray instances"."""
+    for port in range(8265, 8265 + 100):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
+        return {"num_cpus": num_cpus, "include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": port}
+    raise RaysysError("no free port for the Ray dashboard on 127.0.0.1 in 8265-8364")
+
+
+def _worker_output_to_log() -> None:
+    """Every forwarded worker line to the log file, relayed lines to the terminal."""
+    try:
+        import ray._private.worker as ray_worker
+        from ray._private.ray_logging import global_worker_stdstream_dispatcher as dispatcher
+        filter_autoscaler_events = ray_worker.filter_autoscaler_events
+    except (ImportError, AttributeError):  # Ray moved them: Ray keeps printing worker output itself
+        return
+
+    def handle(data: dict) -> None:
+        pid = data.get("pid")
+        name = data.get("actor_name") or data.get("task_name") or ""
+        who = f"({name} pid={pid})".replace("( ", "(") if pid not in ("raylet", "autoscaler") else f"({pid})"
+        lines = data.get("lines", [])
+        if pid == "autoscaler":  # its status report every few seconds: only its events, as Ray prints them
+            lines = list(filter_autoscaler_events(lines))
+        for line in lines:
+            if console.RELAY in line:
+                console.relayed(line.split(console.RELAY, 1)[1])
+            else:
+                console.log_line(who, line, "stderr" if data.get("is_err") else "stdout")
+
+    dispatcher.remove_handler("ray_print_logs")
+    dispatcher.remove_handler("raysys")  # a second ray.init in this process
+    dispatcher.add_handler("raysys", handle)
+    # the raylet's messages to the driver ("N PYTHON worker processes have been started",
+    # a worker that died: the driver's task or actor call raises for those) come another way
+    ray_worker.print_to_stdstream = lambda data, ignore_prefix=False: handle(data)

@@ -63,6 +63,23 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subpro
     )
 
 
+# What a raysys command must not print on the terminal (it goes to raysys.log): Ray
+# Train's State API warnings, Ray core's C++ error-level lines, library warnings, lines
+# Ray forwards from its worker processes or the raylet, tracebacks.
+NOISE = ("State API", "PlacementGroupCleaner", "core_worker", "Warning", "WARNING", "pid=", "(raylet)", "Traceback")
+
+
+def assert_readable(r: subprocess.CompletedProcess, log: Path) -> str:
+    """A finished raysys command's terminal holds none of NOISE and names its log, which
+    holds Ray's output; returns the log's text."""
+    noisy = [line for line in (r.stdout + r.stderr).splitlines() if any(n in line for n in NOISE)]
+    assert not noisy, noisy
+    assert f"log: {log}" in r.stderr.splitlines(), r.stderr
+    text = log.read_text(encoding="utf-8")
+    assert "Started a local Ray instance" in text
+    return text
+
+
 @pytest.fixture(scope="session")
 def tiny_t5_dir(tmp_path_factory) -> Path:
     from raysys.config import TinyConfig

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from conftest import NOISE
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -74,6 +75,11 @@ def test_ray_job_submit_runs_the_loop_on_a_local_head(head, tmp_path):
 
     assert JobSubmissionClient(url).get_job_status(sub) == JobStatus.SUCCEEDED
     assert "prompt-uncertainty" in r.stdout and "results.parquet" in r.stdout
+    # the job's terminal: the trial's per-round lines relayed, Ray's and the libraries' output in the log
+    assert "[prompt-uncertainty seed 0] round 1: training the base model on 8 tasks" in r.stdout, r.stdout
+    assert f"log: {work / 'raysys.log'}" in r.stdout and (work / "raysys.log").is_file()
+    noisy = [line for line in r.stdout.splitlines() if any(n in line for n in NOISE)]
+    assert not noisy, noisy
     rows = pq.read_table(work / "results.parquet").to_pylist()
     assert [(x["strategy"], x["seed"], x["round"], x["n_tasks"]) for x in rows] == [
         ("prompt-uncertainty", 0, 0, 4), ("prompt-uncertainty", 0, 1, 8)]

@@ -75,9 +75,13 @@ def test_training_workers_spread_over_nodes_and_match_a_single_node_run(cluster,
                         "--tasks", str(tmp_path / "ids.json"), "--model", str(tiny_model_dir), "--out",
                         str(tmp_path / "single"), "--backend", "ddp", "--workers", "2", "--epochs", "1",
                         "--batch-size", "8", "--micro-batch-size", "4", "--demonstrations", "0",
-                        "--max-source-tokens", "256", "--max-target-tokens", "32", "--learning-rate", "1e-3"],
+                        "--max-source-tokens", "256", "--max-target-tokens", "32", "--learning-rate", "1e-3",
+                        "--verbose"],
                        capture_output=True, text=True, timeout=300, env={**os.environ, "RAY_ADDRESS": ""})
     assert r.returncode == 0, r.stderr[-3000:]
+    # --verbose: Ray's and its workers' output stays on the terminal, and no log is written
+    assert "Started a local Ray instance" in r.stderr and "(RayTrainWorker pid=" in r.stdout + r.stderr
+    assert "log:" not in r.stderr and not (tmp_path / "raysys.log").exists()
     single = json.loads((tmp_path / "single" / "raysys_train.json").read_text())["epochs"][0]
     # the same loss; not to the last digit: the reported loss is rank 0's, and which of the
     # dataset's blocks each worker streams is decided at run time (measured: 1.4e-4 apart)

@@ -13,6 +13,7 @@ import psutil
 import pyarrow.parquet as pq
 import pytest
 
+from conftest import assert_readable
 from raysys.config import GenerationConfig, ScoringConfig, SynthConfig
 from raysys.pools import write_parquet_tasks
 from raysys.pools.markov import generate
@@ -123,6 +124,8 @@ def test_killed_driver_then_rerun_finishes_the_rest(pool, tiny_model_dir, tmp_pa
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     assert f"({done_before} already done)" in r.stderr
+    assert_readable(r, tmp_path / "raysys.log")
+    assert f"  scoring: {len(tasks)}/{len(tasks)} tasks" in r.stderr  # the bar's last word (not on a TTY: no bar)
     check_complete(out, tasks)
     n_rows = sum(pq.read_metadata(p).num_rows for p in parts.glob("*/scores-*.parquet"))
     assert n_rows == len(tasks)  # finished tasks were not scored again

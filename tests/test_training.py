@@ -16,6 +16,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from conftest import assert_readable
 from raysys.config import PromptConfig, SynthConfig, TrainConfig
 from raysys.errors import ConfigError
 from raysys.pools import load_pool
@@ -179,6 +180,10 @@ def test_killed_driver_then_rerun_resumes_from_the_checkpoint(pool, tiny_model_d
     assert [e["epoch"] for e in history] == [0, 1, 2]
     assert history[0]["started_at_epoch"] == 0 and history[-1]["started_at_epoch"] >= 1  # not trained from scratch
     assert "epoch 2: train loss" in r.stdout
+    # a readable terminal: a stage line and the bar of steps; Ray's and the workers' output in the log
+    log = assert_readable(r, tmp_path / "raysys.log")
+    assert "training train-" in r.stderr and "  training: 24/24 steps" in r.stderr
+    assert "(RayTrainWorker pid=" in log and "(TrainController pid=" in log
 
 
 @pytest.mark.ray

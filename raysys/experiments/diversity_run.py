@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from raysys.config import GenerationConfig
+from raysys.console import relay, to_log
 from raysys.errors import RaysysError
 from raysys.experiments.config import DiversityConfig
 from raysys.experiments.diversity import (
@@ -110,7 +111,7 @@ def _trial(config: dict[str, Any], *, cfg: DiversityConfig, learner: Learner, wo
 
     torch.set_num_threads(cfg.cpus_per_cell)
     cell = Cell(**config["cell"])
-    row = run_cell(cfg, cell, learner, Path(work), "cuda" if gpus else "cpu", say=lambda m: print(m, flush=True))
+    row = run_cell(cfg, cell, learner, Path(work), "cuda" if gpus else "cpu", say=relay)
     tune.report({k: v for k, v in row.items() if isinstance(v, (int, float, str))})
 
 
@@ -144,7 +145,8 @@ def run_diversity(cfg: DiversityConfig, learner: Learner | None = None, *, num_c
             param_space={"cell": tune.grid_search([asdict(c) for c in todo])},
             tune_config=tune.TuneConfig(trial_dirname_creator=lambda t: Cell(**t.config["cell"]).cell_id),
             run_config=tune.RunConfig(name="tune", storage_path=str(work), verbose=0))
-        failed = [r for r in tuner.fit() if r.error]
+        with to_log():  # Tune's own prints (its experiment box, where results go)
+            failed = [r for r in tuner.fit() if r.error]
         if failed:
             lines = [f"  {Cell(**r.config['cell']).cell_id}: {str(r.error).strip().splitlines()[-1]}" for r in failed]
             raise RaysysError(f"{len(failed)} of {len(todo)} cell(s) failed:\n" + "\n".join(lines)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from raysys.config import LoopConfig, from_mapping
+from raysys.console import relay, to_log
 from raysys.errors import RaysysError
 from raysys.io import read_json, write_json
 from raysys.loop.core import (RECORD, STATE, LoopState, Stages, base_round, latest_state, run_trial, seed_dir,
@@ -112,7 +113,7 @@ def _trial(config: dict[str, Any], *, cfg: LoopConfig, stages: Stages, prep: Pre
 
     sets = draw_sets(prep.universe, seed, cfg)
     run_trial(cfg, state, prep.model, sets, prep.universe, stages, prep.work, report, fresh,
-              say=lambda m: print(m, flush=True))
+              say=relay)
 
 
 def run_loop(cfg: LoopConfig, stages: Stages | None = None, *, num_cpus: int | None = None,
@@ -157,7 +158,8 @@ def run_loop(cfg: LoopConfig, stages: Stages | None = None, *, num_cpus: int | N
             run_config=tune.RunConfig(name="tune", storage_path=str(prep.work), verbose=0,
                                       failure_config=tune.FailureConfig(max_failures=cfg.max_failures)),
         )
-    grid = tuner.fit()
+    with to_log():  # Tune's own prints (its experiment box, where results go)
+        grid = tuner.fit()
     failed = [r for r in grid if r.error]
     if failed:
         lines = [f"  {r.config.get('strategy')} seed {r.config.get('seed')}: {str(r.error).strip().splitlines()[-1]}"

@@ -10,6 +10,9 @@ Resumption: the run's storage is `<out>.train/<name>` where `name` hashes the mo
 config, the selected and validation tasks and the pool; rerunning the same command after
 an interruption lets Ray Train find the run's latest checkpoint, and training continues
 from the next epoch. A finished export with the same name is returned as is.
+
+With `progress`, a stage line and a live bar of optimizer steps (rate, tokens/s, time
+left), drawn from the progress file rank 0 writes into the run's storage folder.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from raysys.config import TrainConfig, to_dict
+from raysys.console import Progress, stage, to_log, watch
 from raysys.errors import RaysysError
 from raysys.io import read_json
 from raysys.models import check_model_path, prompt_template
@@ -83,7 +87,7 @@ def train_model(tasks: Sequence[Task], task_ids: Sequence[str], model: str, out:
 
     from raysys.rayinit import ray_init
     from raysys.training.plan import check_plan, count_parameters_from_config, memory_plan
-    from raysys.training.worker import train_loop
+    from raysys.training.worker import PROGRESS, steps_per_epoch, train_loop
 
     start = time.perf_counter()
     check_model_path(model)
@@ -119,23 +123,30 @@ def train_model(tasks: Sequence[Task], task_ids: Sequence[str], model: str, out:
         datasets["validation"] = ray.data.from_items(val_rows)
     storage_path = str(Path(storage or f"{out}.train").resolve())
     score = {"checkpoint_score_attribute": "val_loss", "checkpoint_score_order": "min"} if val_rows else {}
-    if progress:
+    progress_file = Path(storage_path) / name / PROGRESS if progress else None
+    if progress_file:
+        progress_file.unlink(missing_ok=True)  # an interrupted run's
         how = f"DeepSpeed ZeRO-{cfg.zero_stage}" if cfg.backend == "deepspeed" else "DDP"
-        print(f"training {name}: {len(rows)} examples from {len(set(task_ids))} tasks, {cfg.epochs} epoch(s), "
-              f"{cfg.workers} worker(s), {how}{' + LoRA' if cfg.lora else ''}; checkpoints in {storage_path}/{name}",
-              file=sys.stderr)
+        stage(f"training {name}: {len(rows)} examples from {len(set(task_ids))} tasks, {cfg.epochs} epoch(s), "
+              f"{cfg.workers} worker(s), {how}{' + LoRA' if cfg.lora else ''}; checkpoints in {storage_path}/{name}")
+    rows_per_worker = len(rows) // cfg.workers
     trainer = TorchTrainer(
         train_loop,
         train_loop_config={"cfg": cfg, "model": model, "kind": kind, "trust_remote_code": trust_remote_code,
-                           "has_validation": bool(val_rows), "rows_per_worker": len(rows) // cfg.workers,
-                           "torch_threads": threads},
+                           "has_validation": bool(val_rows), "rows_per_worker": rows_per_worker,
+                           "torch_threads": threads, "progress_file": str(progress_file) if progress_file else None},
         scaling_config=scaling,
         datasets=datasets,
         run_config=RunConfig(name=name, storage_path=storage_path,
                              checkpoint_config=CheckpointConfig(num_to_keep=cfg.num_to_keep, **score),
                              failure_config=FailureConfig(max_failures=cfg.max_failures)),
     )
-    result = trainer.fit()
+    if progress_file:
+        bar = Progress("training", steps_per_epoch(cfg, rows_per_worker) * cfg.epochs, "steps")
+        with watch(progress_file, bar, "step", {"tokens": "tokens/s per worker"}):
+            result = trainer.fit()
+    else:
+        result = trainer.fit()
     if result.error:
         raise result.error
     from raysys.training.worker import STATE
@@ -152,7 +163,8 @@ def train_model(tasks: Sequence[Task], task_ids: Sequence[str], model: str, out:
     export_cfg = dataclasses.replace(cfg, gradient_checkpointing=False)
     with chosen.as_directory() as d:
         if sum(1 for n in ray.nodes() if n["Alive"]) == 1:  # one machine: a task would only add a process start
-            export_model(d, model, kind, export_cfg, out, facts, trust_remote_code)
+            with to_log():  # DeepSpeed's checkpoint conversion prints
+                export_model(d, model, kind, export_cfg, out, facts, trust_remote_code)
         else:  # a cluster: on a node with a free CPU; "DEFAULT": outside any placement group this runs in
             remote = ray.remote(num_cpus=1, scheduling_strategy="DEFAULT")(export_model)
             ray.get(remote.remote(d, model, kind, export_cfg, out, facts, trust_remote_code))

@@ -9,6 +9,8 @@ it in DDP. It reads its shard of the training Ray Dataset (`get_dataset_shard`),
 validation set, and at the end of every epoch saves a checkpoint and calls
 `ray.train.report` (all workers; it is a barrier). On start it resumes from
 `ray.train.get_checkpoint()` when Ray Train has one (an interrupted run of the same name).
+When the driver draws a progress bar, rank 0 also writes its optimizer steps and tokens so
+far to `progress_file` (raysys.console.ProgressFile, at most once a second).
 
 Checkpoint layout: `raysys_state.json` (epoch, step, this epoch's metrics and those of
 every epoch so far) plus either a DeepSpeed
@@ -36,6 +38,12 @@ from pathlib import Path
 from typing import Any
 
 STATE = "raysys_state.json"
+PROGRESS = "raysys_progress.json"  # rank 0's optimizer steps and tokens so far, for the driver's progress bar
+
+
+def steps_per_epoch(cfg, rows_per_worker: int) -> int:
+    """Optimizer steps of an epoch (for the schedule and the progress bar)."""
+    return max(1, rows_per_worker // cfg.micro_batch_size // cfg.accumulation)
 
 
 def _lr_lambda(cfg, total_steps: int):
@@ -113,6 +121,7 @@ def train_loop(config: dict[str, Any]) -> None:
     import torch
     from transformers import AutoTokenizer
 
+    from raysys.console import ProgressFile
     from raysys.io import read_json, write_json
     from raysys.training.data import collate, length_grouped
     from raysys.training.dsconfig import deepspeed_config
@@ -145,8 +154,8 @@ def train_loop(config: dict[str, Any]) -> None:
     model = build_model(model_path, kind, cfg, torch.float32 if use_ds else dtype, config["trust_remote_code"])
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    steps_per_epoch = max(1, config["rows_per_worker"] // cfg.micro_batch_size // cfg.accumulation)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, steps_per_epoch * cfg.epochs))
+    total_steps = steps_per_epoch(cfg, config["rows_per_worker"]) * cfg.epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, total_steps))
     if use_ds:
         engine, optimizer, _, scheduler = deepspeed.initialize(model=model, optimizer=optimizer,
                                                                lr_scheduler=scheduler, config=ds_config)
@@ -191,6 +200,8 @@ def train_loop(config: dict[str, Any]) -> None:
             for t in micro_batches:
                 yield {k: torch.as_tensor(v, device=device) for k, v in t.items()}
 
+    progress = ProgressFile(config["progress_file"]) if config.get("progress_file") and rank == 0 else None
+    run_tokens = 0  # this rank's tokens trained by this invocation (the progress bar's tokens/s)
     for epoch in range(start_epoch, cfg.epochs):
         module.train()
         t0, losses, tokens, micro = time.perf_counter(), [], 0, 0
@@ -214,6 +225,10 @@ def train_loop(config: dict[str, Any]) -> None:
             losses.append(out.loss.item())
             n = int(batch["attention_mask"].sum()) + (int((batch["labels"] != -100).sum()) if kind == "seq2seq" else 0)
             tokens += n
+            run_tokens += n
+            if progress:
+                progress.write(step=engine.global_steps if use_ds else step + micro // cfg.accumulation,
+                               tokens=run_tokens)
             padded += batch["input_ids"].numel() + (batch["labels"].numel() if kind == "seq2seq" else 0)
             if len(losses) == 1:  # the first micro batch allocates everything: steady state starts after it
                 steady_from = time.perf_counter()
@@ -221,6 +236,8 @@ def train_loop(config: dict[str, Any]) -> None:
             else:
                 steady_tokens += n
         step = engine.global_steps if use_ds else step + micro // cfg.accumulation
+        if progress:
+            progress.write(force=True, step=step, tokens=run_tokens)
         end = time.perf_counter()
         seconds = end - t0
         metrics = {"epoch": epoch, "step": step, "started_at_epoch": start_epoch,

@@ -1,11 +1,12 @@
 """Configs: every shipped YAML loads; overrides, validation and hashing."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from raysys.config import DemoConfig, SynthConfig, config_hash, load_config, to_dict
+from raysys.config import DemoConfig, LoopConfig, SynthConfig, config_hash, load_config, to_dict
 from raysys.configkinds import kind_of
 from raysys.errors import ConfigError
 
@@ -26,27 +27,33 @@ def test_demo_yaml_equals_the_embedded_default():
     assert load_config(DemoConfig, CONFIGS[0].parent / "demo.yaml") == DemoConfig()
 
 
+def test_the_tiny_loop_yaml_is_the_loops_embedded_default():
+    cfg = load_config(LoopConfig, CONFIGS[0].parent / "loop_demo_tiny.yaml")
+    assert replace(cfg, work_dir=LoopConfig().work_dir) == LoopConfig()
+
+
 def test_overrides_nested_and_typed():
-    cfg = load_config(DemoConfig, None, ["loop.synth.rules=10", "loop.synth.families=[repeated:2, mirror:1]",
-                                         "loop.synth.skew=1"])
-    synth = cfg.loop.synth
+    cfg = load_config(LoopConfig, None, ["synth.rules=10", "synth.families=[repeated:2, mirror:1]", "synth.skew=1"])
+    synth = cfg.synth
     assert synth.rules == 10 and synth.families == ("repeated:2", "mirror:1") and synth.skew == 1.0
-    assert synth.unseen_rules == DemoConfig().loop.synth.unseen_rules  # a partial section keeps its defaults
-    assert cfg.loop.train == DemoConfig().loop.train
+    assert synth.unseen_rules == LoopConfig().synth.unseen_rules  # a partial section keeps its defaults
+    assert cfg.train == LoopConfig().train
+    demo = load_config(DemoConfig, None, ["train.epochs=1", "heldout=[a.jsonl]"])
+    assert demo.train.epochs == 1 and demo.heldout == ("a.jsonl",) and demo.train.lora
     with pytest.raises(Exception):
         synth.rules = 3  # frozen
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["loop.synth.rulez=3"], "unknown key"),
-    (["loop.synth.rules=many"], "expected int"),
-    (["loop.synth.x_len=3"], "expected a list"),
+    (["synth.rulez=3"], "unknown key"),
+    (["synth.rules=many"], "expected int"),
+    (["synth.x_len=3"], "expected a list"),
     (["nokey"], "not key=value"),
-    (["loop.synth.skew=-2"], "skew"),
+    (["synth.skew=-2"], "skew"),
 ])
 def test_bad_overrides(overrides, message):
     with pytest.raises(ConfigError, match=message):
-        load_config(DemoConfig, None, overrides)
+        load_config(LoopConfig, None, overrides)
 
 
 def test_bad_yaml_file(tmp_path):

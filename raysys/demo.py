@@ -132,9 +132,14 @@ def group_metrics(per_task: Sequence[dict], groups: dict[str, Sequence[str]]) ->
     return out
 
 
-def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> dict:
+def _say(line: str) -> None:
+    print(line, flush=True)  # in order with the stages' own lines on stderr
+
+
+def run_demo(cfg: DemoConfig, say: Callable[[str], None] = _say) -> dict:
     """The demo; see the module docstring. Returns the summary (also in summary.json)."""
-    from raysys.demo_report import BASE, render, summary
+    from raysys.console import announce
+    from raysys.demo_report import BASE, plot_results, render, summary
     from raysys.evaluation.evaluate import evaluate_pool
     from raysys.io import write_json
     from raysys.training.plan import count_parameters_from_config
@@ -148,6 +153,7 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> dict:
     start = time.perf_counter()
     check_strategies(*cfg.strategies)
     work = claim_work_dir(cfg, "demo")
+    announce()  # `log: PATH` first, when the CLI started a log
     data = Path(cfg.data_dir) if cfg.data_dir else default_data_dir()
 
     say(f"[1/{STAGES}] the model: {cfg.model}")
@@ -198,9 +204,10 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = print) -> dict:
     out = summary(cfg, model, n_params, tasks, scored, tmap, selected, trained, evals,
                   time.perf_counter() - start)
     write_json(work / "summary.json", out)
+    plot_results(out, work / "results.png")
     say(f"[6/{STAGES}] results on the held-out tasks:")
     say(render(out))
-    say(f"      wrote {work / 'summary.json'}, {tmap['map']}")
+    say(f"      wrote {work / 'summary.json'}, {work / 'results.png'}, {tmap['map']}")
     return out
 
 

@@ -97,4 +97,36 @@ def _short(group: str) -> str:
         return "all"
     name = Path(group.split(" (")[0]).stem
     tag = group.split(" (")[1].rstrip(")").split()[0] if " (" in group else ""
-    return f"{name[:10]} {tag}".strip()
+    return f"{name[:13]} {tag}".strip()
+
+
+def plot_results(s: Mapping[str, Any], path: str | Path) -> None:
+    """results.png: held-out Rouge-L and exact match per group (bars), for the base model
+    and each strategy's fine-tuned model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from raysys.io import atomic_path
+
+    groups = ["all"] + list(s["heldout_groups"])
+    models = [(BASE, s["heldout_before"])] + [(k, v["heldout"]) for k, v in s["strategies"].items()]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=False)
+    x, w = np.arange(len(groups)), 0.8 / len(models)
+    for ax, metric, title in ((axes[0], "rougeL", "Rouge-L"), (axes[1], "exact_match", "exact match")):
+        for i, (name, m) in enumerate(models):
+            vals = [m[g][metric] if m[g][metric] is not None else 0.0 for g in groups]
+            ax.bar(x + (i - (len(models) - 1) / 2) * w, vals, w, label=name)
+        ax.set_xticks(x, [f"{_short(g)}\n({s['heldout_tasks'] if g == 'all' else s['heldout_groups'][g]} tasks)"
+                          for g in groups], fontsize=8)
+        ax.set_title(f"held-out {title} (%)")
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle(f"{s['model']}: before and after LoRA on {len(next(iter(s['strategies'].values()))['selected'])} "
+                 f"selected tasks", fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)

@@ -461,9 +461,10 @@ def _run_verbs(verbs) -> None:
     verbs.choices["loop"].add_argument("--resume", action="store_true",
                                        help="continue the loop in --work-dir with its saved settings")
 
-    p = _verb(verbs, "demo", demo, "run the demo on the embedded default config", verbose=True)
+    p = _verb(verbs, "demo", demo, "the demo: a real pretrained model on real tasks, one round of selection",
+              verbose=True)
     p.add_argument("--config", help="YAML file of DemoConfig fields (default: embedded)")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. synth.rules=500 work_dir=/tmp/demo")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. budget=24 seed=1 work_dir=/tmp/demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -21,9 +21,11 @@ prints everything as usual.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
+from typing import Iterator
 
 from raysys import console
 from raysys.errors import RaysysError
@@ -38,9 +40,10 @@ def ray_init(num_cpus: int | None = None) -> None:
         if logged:  # Ray's console handler (made at `import ray`) gives way to the log before ray.init speaks;
             console.route_library_logs()  # ray.init(configure_logging=False) then leaves the "ray" logger alone
             logging.getLogger("ray").setLevel(logging.INFO)
-        kwargs = _local_cluster(num_cpus) if address == "local" else {}
-        ray.init(address=address, logging_level=logging.INFO if console.verbose() else logging.ERROR,
-                 configure_logging=not logged, log_to_driver=True, **kwargs)
+        kwargs, api = _local_cluster(num_cpus) if address == "local" else ({}, None)
+        with _cluster_env(API_SERVER, api):
+            ray.init(address=address, logging_level=logging.INFO if console.verbose() else logging.ERROR,
+                     configure_logging=not logged, log_to_driver=True, **kwargs)
         if logged:
             _worker_output_to_log()
             console.capture_native_stderr()  # Ray core's own error-level lines in the driver
@@ -54,21 +57,43 @@ def ray_init(num_cpus: int | None = None) -> None:
     console.announce()
 
 
-def _local_cluster(num_cpus: int | None) -> dict:
-    """ray.init's arguments for a local cluster: its dashboard on loopback, on the first
-    free port from 8265, and that port's address in RAY_API_SERVER_ADDRESS, which the
-    cluster's processes inherit. Without it, the State API client in a worker looks for
-    "the" Ray instance on the machine and fails when there are two (another raysys command,
-    a `ray start` head): "Found multiple active Ray instances"."""
+API_SERVER = "RAY_API_SERVER_ADDRESS"
+
+
+def _local_cluster(num_cpus: int | None) -> tuple[dict, str]:
+    """ray.init's arguments for a local cluster (its dashboard on loopback, on the first
+    free port from 8265) and that dashboard's address, which the cluster's processes get as
+    RAY_API_SERVER_ADDRESS (_cluster_env). Without it, the State API client in a worker
+    looks for "the" Ray instance on the machine and fails when there are two (another
+    raysys command, a `ray start` head): "Found multiple active Ray instances"."""
     for port in range(8265, 8265 + 100):
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
-        os.environ["RAY_API_SERVER_ADDRESS"] = f"http://127.0.0.1:{port}"
-        return {"num_cpus": num_cpus, "include_dashboard": True, "dashboard_host": "127.0.0.1", "dashboard_port": port}
+        return ({"num_cpus": num_cpus, "include_dashboard": True, "dashboard_host": "127.0.0.1",
+                 "dashboard_port": port}, f"http://127.0.0.1:{port}")
     raise RaysysError("no free port for the Ray dashboard on 127.0.0.1 in 8265-8364")
+
+
+@contextlib.contextmanager
+def _cluster_env(key: str, value: str | None) -> Iterator[None]:
+    """`key`=`value` while ray.init starts the local cluster's processes (they inherit it,
+    and the workers inherit it from the raylet), then as it was: this process's own
+    environment keeps no trace (a `ray job submit` it runs would otherwise follow it)."""
+    if value is None:
+        yield
+        return
+    old = os.environ.get(key)
+    os.environ[key] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = old
 
 
 def _worker_output_to_log() -> None:

@@ -3,6 +3,7 @@ the cls/gen aggregation, and evaluate_pool on the actor pool with resumable part
 from __future__ import annotations
 
 import json
+import os
 
 import pyarrow.parquet as pq
 import pytest
@@ -64,6 +65,8 @@ def test_evaluate_pool_matches_a_direct_computation_and_resumes(tiny_model_dir, 
     try:
         m = evaluate_pool(str(path), str(tiny_model_dir), str(tmp_path / "metrics.json"), cfg, task_ids=ids,
                           actors=2, details=str(tmp_path / "answers.parquet"), num_cpus=2, progress=False)
+        # the local cluster's processes were told where its dashboard is; this process keeps no trace
+        assert "RAY_API_SERVER_ADDRESS" not in os.environ
     finally:
         ray.shutdown()
     assert m["n_tasks"] == 7 and [r["task_id"] for r in m["per_task"]] == ids

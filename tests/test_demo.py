@@ -70,7 +70,7 @@ def test_the_demo_on_the_real_model_made_small_and_its_rerun(real_model, shared_
     args = ["demo", f"work_dir={work}", f"model={real_model}", f"data_dir={shared_data}", "candidates=5", "budget=4",
             "heldout_per_source=2", "heldout_from_pool=1", "generation.max_new_tokens=4", "scoring.perturbations=2",
             "train.epochs=1", "train.instances_per_task=2", "train.batch_size=4", "train.micro_batch_size=2",
-            "evaluation.instances=1"]
+            "evaluation.instances=1", "strategies=[prompt-uncertainty]"]  # the loop over strategies runs once
     r = run_cli(*args, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     out = r.stdout + r.stderr
@@ -94,8 +94,9 @@ def test_the_demo_on_the_real_model_made_small_and_its_rerun(real_model, shared_
     assert s["heldout_exact_match_before"] == pytest.approx(base["exact_match"]["overall"])
     after = json.loads((work / "eval" / "prompt-uncertainty.json").read_text())
     assert s["heldout_rougeL_after"] == pytest.approx(after["rougeL"]["overall"])
-    trained = json.loads((work / "models" / "random" / "raysys_train.json").read_text())
-    assert trained["tasks"] == s["strategies"]["random"]["selected"] and trained["config"]["lora"]
+    trained = json.loads((work / "models" / "prompt-uncertainty" / "raysys_train.json").read_text())
+    assert trained["tasks"] == pu["selected"] and trained["config"]["lora"] and trained["config"]["workers"] == 2
+    assert pu["training"]["train_loss_first_epoch"] == trained["epochs"][0]["train_loss"]
     assert sum(s["taskmap"].values()) == 5 and (work / "taskmap.png").stat().st_size > 10_000
     assert (work / "results.png").stat().st_size > 10_000
 

@@ -1,6 +1,8 @@
 """The real model (SmolLM2-135M-Instruct, `real_model`) fine-tuned with LoRA through Ray
 Train on 2 CPU workers with the shipped CPU config (jobs/configs/train_smollm2_lora.yaml):
-the loss falls, and the exported folder loads with raysys.models and scores."""
+the loss falls, and the exported folder loads with raysys.models and scores. Kept out of the
+default run (about 45 s): tests/test_demo.py trains the real model with LoRA on 2 Ray Train
+workers through the same train_model and evaluates its exports."""
 from __future__ import annotations
 
 import json
@@ -24,6 +26,7 @@ def ray_cluster():
 
 
 @pytest.mark.ray
+@pytest.mark.slow
 def test_lora_on_the_real_model_with_two_workers_lowers_the_loss_and_exports(real_model, ray_cluster, tmp_path):
     from raysys.models import load_model
     from raysys.scoring.scorer import TaskScorer

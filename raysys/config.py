@@ -130,7 +130,9 @@ class GenerationConfig:
 class ModelConfig:
     """Where the model comes from (raysys.models)."""
 
-    path: str = ""  # local folder (or hub name where the cluster has access); "" = built-in tiny
+    # a folder (or a hub name where the cluster has access); an import source (smollm2-135m-instruct,
+    # a .gguf: imported into the model cache once, raysys.modelimport.model_folder); "" = built-in tiny
+    path: str = ""
     trust_remote_code: bool = False  # never on unless the user turns it on
     dtype: str = "float32"  # float32 | bfloat16 | float16
 

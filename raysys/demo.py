@@ -16,7 +16,6 @@ results again (a rerun with other settings is refused: use another work_dir).
 """
 from __future__ import annotations
 
-import os
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -37,24 +36,16 @@ def default_data_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-def model_cache(cfg: DemoConfig) -> Path:
-    if cfg.model_cache:
-        return Path(cfg.model_cache)
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "raysys" / "models"
-
-
 def demo_model(cfg: DemoConfig, say: Callable[[str], None]) -> str:
     """A model folder: `cfg.model` itself when it is one, else its import in the model cache."""
-    from raysys.modelimport import import_model
+    from raysys.modelimport import model_folder
 
     if Path(cfg.model).is_dir():
         return str(Path(cfg.model).resolve())
-    out = model_cache(cfg) / Path(cfg.model).name.removesuffix(".gguf")
-    fresh = not (out / "config.json").is_file()
-    prov = import_model(cfg.model, str(out))
-    if fresh:
-        say(f"      imported {prov.get('gguf_file', cfg.model)} into {out} in {prov.get('seconds', 0):.0f} s")
-    return str(out)
+    path, prov = model_folder(cfg.model, cfg.model_cache)
+    if prov is not None and not prov.get("up_to_date"):
+        say(f"      imported {prov.get('gguf_file', cfg.model)} into {path} in {prov.get('seconds', 0):.0f} s")
+    return path
 
 
 @dataclass(frozen=True)

@@ -130,6 +130,29 @@ def _existing(out: Path, same: dict[str, Any]) -> dict[str, Any] | None:
     raise RaysysError(f"{out}: folder exists and holds something else ({what}); choose another --out or remove it")
 
 
+def is_import_source(spec: str) -> bool:
+    """A known name or a .gguf path: what `model_folder` imports (anything else is a model
+    folder or a hub name)."""
+    return spec in KNOWN or spec.endswith(".gguf")
+
+
+def model_cache(cache: str = "") -> Path:
+    """Where imports are kept: `cache`, else $XDG_CACHE_HOME/raysys/models (~/.cache/...)."""
+    if cache:
+        return Path(cache).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "raysys" / "models"
+
+
+def model_folder(spec: str, cache: str = "") -> tuple[str, dict[str, Any] | None]:
+    """The model folder of `spec`: an import source imported into the model cache (once;
+    the provenance comes back, with "up_to_date" when it was already there), else `spec`
+    itself (a folder or a hub name; no provenance)."""
+    if not is_import_source(spec):
+        return spec, None
+    out = model_cache(cache) / Path(spec).name.removesuffix(".gguf")
+    return str(out), import_model(spec, str(out))
+
+
 def import_model(source: str, out: str) -> dict[str, Any]:
     """Import `source` (a known name or a .gguf path) into the folder `out`; its provenance
     (as in raysys_import.json), with "up_to_date": True when `out` already held it."""

@@ -58,9 +58,17 @@ def work_pool(work: Path, pool: str, synth: SynthConfig, say: Callable[[str], No
 
 
 def work_model(work: Path, model: ModelConfig, tiny: TinyConfig, say: Callable[[str], None] = print) -> str:
-    """model.path, or work/tiny-model (the built-in tiny model of `tiny`, written once)."""
+    """model.path; its import in the model cache when it is an import source (a known name
+    such as smollm2-135m-instruct, or a .gguf: raysys.modelimport.model_folder, once); or
+    work/tiny-model (the built-in tiny model of `tiny`, written once)."""
+    from raysys.modelimport import model_folder
     from raysys.models import init_tiny
 
+    if model.path and not Path(model.path).is_dir():
+        path, prov = model_folder(model.path)
+        if prov is not None and not prov.get("up_to_date"):
+            say(f"{model.path} imported into {path}")
+        return path
     path = model.path or str(work / "tiny-model")
     if not model.path and not (Path(path) / "config.json").is_file():
         init_tiny(path, tiny)

@@ -154,3 +154,25 @@ def test_cli_errors_are_one_line(tmp_path):
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr.startswith("raysys: error: unknown model 'no-such-model'") and r.stderr.count("\n") == 1
     assert "Traceback" not in r.stderr
+
+
+def test_an_import_source_as_a_model_path_is_imported_once_into_the_cache(real_model, tmp_path, monkeypatch):
+    """`model.path: smollm2-135m-instruct` in a loop or experiment config (and the demo's
+    `model`): the import in the model cache, found there when it is already done."""
+    from raysys.config import ModelConfig, TinyConfig
+    from raysys.modelimport import model_folder
+    from raysys.workspace import work_model
+
+    cache = tmp_path / "raysys" / "models"
+    cache.mkdir(parents=True)
+    (cache / "smollm2-135m-instruct").symlink_to(real_model)  # the session's import, as if cached
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    path, prov = model_folder("smollm2-135m-instruct")
+    assert path == str(cache / "smollm2-135m-instruct") and prov["up_to_date"] and prov["n_parameters"] > 1e8
+    said: list[str] = []
+    assert work_model(tmp_path / "w", ModelConfig(path="smollm2-135m-instruct"), TinyConfig(), said.append) == path
+    assert said == []  # nothing imported: it was there
+    assert model_folder(str(real_model)) == (str(real_model), None)  # a folder is itself
+    assert model_folder("org/a-hub-name") == ("org/a-hub-name", None)
+    with pytest.raises(RaysysError, match="no such file"):
+        model_folder(str(tmp_path / "missing.gguf"))

@@ -214,6 +214,30 @@ def test_roles_on_real_niv2_categories(shared_data):
         draw_roles(tasks, replace(cfg, unrelated_tasks=4))
 
 
+@needs_data
+def test_roles_by_niv2_domain(shared_data):
+    """The MMLU-derived tasks share one category; grouped by their first domain's top level
+    they make groups (Biology: 6 tasks, among them 'Biology -> Virology')."""
+    import json
+
+    from raysys.pools import load_pool
+
+    tasks = load_pool(shared_data / "niv2").tasks
+    cfg = NoveltyConfig(group="Biology", group_by="domain", train_tasks=3, related_tasks=3, unrelated_tasks=10,
+                        base_tasks=0)
+    roles = draw_roles(tasks, cfg)
+    top = {}  # by hand, from the task files
+    for f in (shared_data / "niv2" / "tasks").glob("*.json"):
+        top[f.stem] = json.loads(f.read_text())["Domains"][0].split(" -> ")[0]
+    assert sorted(roles.train + roles.related) == sorted(t for t, d in top.items() if d == "Biology")
+    assert "task736_mmmlu_answer_generation_virology" in roles.train + roles.related
+    assert all(top[t] != "Biology" for t in roles.unrelated) and len(roles.unrelated) == 10
+    with pytest.raises(ConfigError, match="no task of group 'Question Answering'.*Biology"):
+        draw_roles(tasks, replace(cfg, group="Question Answering"))
+    with pytest.raises(ConfigError, match="group_by must be category or domain"):
+        NoveltyConfig(group_by="domains")
+
+
 def test_ratio_from_a_shift_summary():
     shift = [{"group": "related", "tasks": 2, "mean_uncertainty_before": 0.4, "mean_uncertainty_after": 0.1,
               "mean_change": -0.3, "relative_change": -0.75},

@@ -86,7 +86,8 @@ class NoveltyConfig:
     synth: SynthConfig = field(default_factory=lambda: SynthConfig(
         rules=4000, examples_per_rule=4, alphabet="abcdefgh", x_len=(2, 3), y_len=(1, 3), z_len=(6, 10),
         families=("repeated:3", "periodic:2", "mirror:2", "unrestricted"), verbosity="symbolic"))
-    group: str = "repeated"  # the category M1 is trained on (a task's first category; a family for synthetic)
+    group: str = "repeated"  # the group M1 is trained on (see group_by; a rule family for synthetic pools)
+    group_by: str = "category"  # category: a task's first category; domain: its first NIV2 domain's top level
     train_tasks: int = 200  # tasks of the group that M1 trains on
     related_tasks: int = 40  # held-out tasks of the group, scored by M0 and M1
     unrelated_tasks: int = 40  # held-out tasks of the other groups, scored by M0 and M1
@@ -110,6 +111,7 @@ class NoveltyConfig:
     def __post_init__(self) -> None:
         _check(self.work_dir != "", "work_dir must not be empty")
         _check(self.group != "", "group must name a category of the pool (a rule family for synthetic pools)")
+        _check(self.group_by in ("category", "domain"), "group_by must be category or domain")
         _check(min(self.train_tasks, self.related_tasks, self.unrelated_tasks) >= 1,
                "train_tasks, related_tasks and unrelated_tasks must be >= 1")
         _check(self.base_tasks >= 0 and self.actors >= 0, "base_tasks and actors must be >= 0")

@@ -2,7 +2,8 @@
 
 Roles, drawn from one seed, disjoint:
 - train: `train_tasks` tasks of the chosen group (a task's group is its first category:
-  the rule family for synthetic pools, the NIV2 category for real ones); M1 = M0 trained
+  the rule family for synthetic pools, the NIV2 category for real ones; with
+  `group_by: domain` its first NIV2 domain's top level); M1 = M0 trained
   on them;
 - related: `related_tasks` other tasks of the group, never trained on;
 - unrelated: `unrelated_tasks` tasks of the other groups, never trained on;
@@ -26,7 +27,14 @@ from raysys.experiments.config import NoveltyConfig
 from raysys.schema import Task
 
 
-def group_of(task: Task) -> str:
+def group_of(task: Task, by: str = "category") -> str:
+    """A task's group: its first category (the rule family of a synthetic task, the NIV2
+    category of a real one), or with `by="domain"` the top level of its first NIV2 domain
+    ("Biology -> Virology" -> "Biology": the MMLU-derived tasks share one category and
+    differ by domain)."""
+    if by == "domain":
+        domains = task.metadata.get("domains") or []
+        return str(domains[0]).split(" -> ")[0].strip() if domains else "(none)"
     return task.categories[0] if task.categories else "(none)"
 
 
@@ -44,10 +52,10 @@ class Roles:
 def draw_roles(tasks: Sequence[Task], cfg: NoveltyConfig) -> Roles:
     """The four disjoint task sets; a pool too small for them is a ConfigError with the counts."""
     rng = random.Random(f"novelty:{cfg.seed}")
-    ids_in = sorted(t.task_id for t in tasks if group_of(t) == cfg.group)
-    ids_out = sorted(t.task_id for t in tasks if group_of(t) != cfg.group)
+    ids_in = sorted(t.task_id for t in tasks if group_of(t, cfg.group_by) == cfg.group)
+    ids_out = sorted(t.task_id for t in tasks if group_of(t, cfg.group_by) != cfg.group)
     if not ids_in:
-        groups = sorted({group_of(t) for t in tasks})
+        groups = sorted({group_of(t, cfg.group_by) for t in tasks})
         raise ConfigError(f"no task of group {cfg.group!r} in the pool; its groups: {', '.join(groups[:20])}")
     need_in = cfg.train_tasks + cfg.related_tasks
     if len(ids_in) < need_in or len(ids_out) < cfg.unrelated_tasks:

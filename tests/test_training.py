@@ -104,6 +104,41 @@ def _check_export(out: Path, base: Path, pool_path: Path, tmp_path: Path):
 FIRST_EPOCH_LOSS: dict[bool, float] = {}  # lora -> the first run's first-epoch mean loss (all must agree)
 
 
+# Placed before the tests that start this module's in-process cluster (ray_cluster): it starts its own
+# Ray in subprocesses, better not beside an idle one (130 s in the full suite, 68 s here first).
+@pytest.mark.ray
+def test_killed_driver_then_rerun_resumes_from_the_checkpoint(pool, tiny_model_dir, tmp_path):
+    path, tasks = pool
+    (tmp_path / "sel.json").write_text(json.dumps([t.task_id for t in tasks[:16]]))
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "raysys.cli", "train", "--pool", str(path), "--tasks", str(tmp_path / "sel.json"),
+           "--model", str(tiny_model_dir), "--out", str(out), "--epochs", "3", "--batch-size", "8",
+           "--micro-batch-size", "4", "--workers", "2", "--demonstrations", "0", "--instances-per-task", "4",
+           "--backend", "ddp"]
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    # a checkpoint counts once Ray Train has registered it in the run's snapshot
+    while not list(Path(f"{out}.train").glob("*/checkpoint_manager_snapshot.json")) and time.time() < deadline:
+        assert proc.poll() is None, "training ended before it could be interrupted"
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray cluster it started
+    proc.wait()
+    deadline = time.time() + 60
+    while _train_workers() and time.time() < deadline:
+        time.sleep(0.2)
+    assert not out.exists()
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    history = json.loads((out / "raysys_train.json").read_text())["epochs"]
+    assert [e["epoch"] for e in history] == [0, 1, 2]
+    assert history[0]["started_at_epoch"] == 0 and history[-1]["started_at_epoch"] >= 1  # not trained from scratch
+    assert "epoch 2: train loss" in r.stdout
+    # a readable terminal: a stage line and the bar of steps; Ray's and the workers' output in the log
+    log = assert_readable(r, tmp_path / "raysys.log")
+    assert "training train-" in r.stderr and "  training: 24/24 steps" in r.stderr
+    assert "(RayTrainWorker pid=" in log and "(TrainController pid=" in log
+
+
 @pytest.mark.ray
 @pytest.mark.parametrize("backend, stage, lora, offload", [
     # Kept out of the default run, each covered by the others: DDP + LoRA (also in
@@ -151,39 +186,6 @@ def _train_workers() -> list:
         except psutil.Error:
             pass
     return out
-
-
-@pytest.mark.ray
-def test_killed_driver_then_rerun_resumes_from_the_checkpoint(pool, tiny_model_dir, tmp_path):
-    path, tasks = pool
-    (tmp_path / "sel.json").write_text(json.dumps([t.task_id for t in tasks[:16]]))
-    out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "raysys.cli", "train", "--pool", str(path), "--tasks", str(tmp_path / "sel.json"),
-           "--model", str(tiny_model_dir), "--out", str(out), "--epochs", "3", "--batch-size", "8",
-           "--micro-batch-size", "4", "--workers", "2", "--demonstrations", "0", "--instances-per-task", "4",
-           "--backend", "ddp"]
-    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 300
-    # a checkpoint counts once Ray Train has registered it in the run's snapshot
-    while not list(Path(f"{out}.train").glob("*/checkpoint_manager_snapshot.json")) and time.time() < deadline:
-        assert proc.poll() is None, "training ended before it could be interrupted"
-        time.sleep(0.2)
-    os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray cluster it started
-    proc.wait()
-    deadline = time.time() + 60
-    while _train_workers() and time.time() < deadline:
-        time.sleep(0.2)
-    assert not out.exists()
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-3000:]
-    history = json.loads((out / "raysys_train.json").read_text())["epochs"]
-    assert [e["epoch"] for e in history] == [0, 1, 2]
-    assert history[0]["started_at_epoch"] == 0 and history[-1]["started_at_epoch"] >= 1  # not trained from scratch
-    assert "epoch 2: train loss" in r.stdout
-    # a readable terminal: a stage line and the bar of steps; Ray's and the workers' output in the log
-    log = assert_readable(r, tmp_path / "raysys.log")
-    assert "training train-" in r.stderr and "  training: 24/24 steps" in r.stderr
-    assert "(RayTrainWorker pid=" in log and "(TrainController pid=" in log
 
 
 @pytest.mark.ray

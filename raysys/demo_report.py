@@ -23,8 +23,9 @@ def train_facts(model_dir: str) -> dict[str, Any]:
     invocation trained or found the run finished): examples, losses, steady-state tokens/s
     summed over the workers."""
     from raysys.io import read_json
+    from raysys.training.export import REPORT
 
-    facts = read_json(Path(model_dir) / "raysys_train.json")
+    facts = read_json(Path(model_dir) / REPORT)
     epochs = facts["epochs"]
     steady = _mean(e.get("steady_tokens_per_s_worker") for e in epochs)
     return {"model": model_dir, "examples": facts["examples"], "epochs": len(epochs),

@@ -16,6 +16,7 @@ left), drawn from the progress file rank 0 writes into the run's storage folder.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import sys
 import time
@@ -141,11 +142,9 @@ def train_model(tasks: Sequence[Task], task_ids: Sequence[str], model: str, out:
                              checkpoint_config=CheckpointConfig(num_to_keep=cfg.num_to_keep, **score),
                              failure_config=FailureConfig(max_failures=cfg.max_failures)),
     )
-    if progress_file:
-        bar = Progress("training", steps_per_epoch(cfg, rows_per_worker) * cfg.epochs, "steps")
-        with watch(progress_file, bar, "step", {"tokens": "tokens/s per worker"}):
-            result = trainer.fit()
-    else:
+    drawn = (watch(progress_file, Progress("training", steps_per_epoch(cfg, rows_per_worker) * cfg.epochs, "steps"),
+                   "step", {"tokens": "tokens/s per worker"}) if progress_file else contextlib.nullcontext())
+    with drawn:
         result = trainer.fit()
     if result.error:
         raise result.error

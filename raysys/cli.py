@@ -15,6 +15,7 @@ from raysys.cliflags import add_config_flags as _config_flags
 from raysys.cliflags import add_verbose_flag as _verbose
 from raysys.cliflags import config_from_args as _config
 from raysys.cliflags import start_log_in as _log
+from raysys.cliruns import demo, experiment_diversity, experiment_novelty, experiment_similarity, loop
 from raysys.console import point_at_log, quiet_libraries
 from raysys.errors import RaysysError
 
@@ -253,66 +254,6 @@ def model_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def demo(args: argparse.Namespace) -> int:
-    from raysys.config import DemoConfig, load_config
-    from raysys.demo import run_demo
-
-    cfg = load_config(DemoConfig, args.config, args.overrides)
-    _log(args, cfg.work_dir)
-    run_demo(cfg)
-    return 0
-
-
-def loop(args: argparse.Namespace) -> int:
-    from raysys.config import LoopConfig
-    from raysys.loop.driver import run_loop, saved_config
-    from raysys.loop.results import render
-
-    if args.resume:
-        if not args.work_dir:
-            raise RaysysError("--resume needs --work-dir (the folder of the loop to continue)")
-        if args.config or args.overrides:
-            raise RaysysError("--resume continues with the settings saved in the work dir; give no config or overrides")
-        cfg = saved_config(args.work_dir)
-        _log(args, cfg.work_dir)
-    else:
-        cfg = _experiment_setup(LoopConfig, args)
-    out = run_loop(cfg)
-    print(render(out["summary"]))
-    print("\n".join(f"{k}: {out[k]}" for k in ("table", "csv", "curves", "uncertainty", "taskmap") if k in out))
-    return 0
-
-
-def _experiment_setup(cls, args: argparse.Namespace):
-    """The config of an experiment verb (its file, overrides and --work-dir); its log goes to its work dir."""
-    from raysys.config import load_config
-
-    cfg = load_config(cls, args.config, args.overrides + ([f"work_dir={args.work_dir}"] if args.work_dir else []))
-    _log(args, cfg.work_dir)
-    return cfg
-
-
-def experiment_diversity(args: argparse.Namespace) -> int:
-    from raysys.experiments.config import DiversityConfig
-    from raysys.experiments.diversity_run import run_diversity
-
-    out = run_diversity(_experiment_setup(DiversityConfig, args), say=lambda m: print(m, file=sys.stderr))
-    print(out["text"])
-    print("\n".join(f"{k}: {out[k]}" for k in ("table", "cells", "heatmap")))
-    return 0
-
-
-def experiment_novelty(args: argparse.Namespace) -> int:
-    from raysys.experiments.config import NoveltyConfig
-    from raysys.experiments.novelty_run import run_novelty
-
-    out = run_novelty(_experiment_setup(NoveltyConfig, args), say=lambda m: print(m, file=sys.stderr))
-    print(out["text"])
-    print("Task Map moves: " + json.dumps(out["taskmap_moves"]))
-    print("\n".join(f"{k}: {out[k]}" for k in ("shift", "tasks")))
-    return 0
-
-
 # ---------------------------------------------------------------- parser
 
 def _run_flags(p: argparse.ArgumentParser, actors: str = "scorer") -> None:
@@ -452,7 +393,9 @@ def _run_verbs(verbs) -> None:
              "examples per rule), a model trained from scratch per cell, exact match on unseen rules",
              "steps=3000 rules=[16,256]"),
             (exp_verbs, "novelty", experiment_novelty, "novelty check: uncertainty change of related vs unrelated "
-             "held-out tasks after training on one group", "train_tasks=100 seed=1")):
+             "held-out tasks after training on one group", "train_tasks=100 seeds=[0,1,2]"),
+            (exp_verbs, "similarity", experiment_similarity, "instruction similarity (INSTA): fine-tune on the pool "
+             "tasks most similar to target tasks, or at random; Rouge-L on the targets", "budget=48 seeds=[0,1]")):
         p = _verb(verbs_, name, func, help_, verbose=True)
         p.add_argument("--config", help=f"YAML file of the {name} fields (e.g. jobs/configs/{name}_*.yaml)")
         p.add_argument("--work-dir", help="its folder (shared storage on a cluster; rerun to resume); "

@@ -7,12 +7,13 @@ from pathlib import Path
 from raysys.config import (AlignConfig, DemoConfig, EvalConfig, LoopConfig, ScoringConfig, SelectConfig, SynthConfig,
                            TaskMapConfig, TinyConfig, TrainConfig)
 from raysys.errors import ConfigError
-from raysys.experiments.config import DiversityConfig, NoveltyConfig
+from raysys.experiments.config import DiversityConfig, NoveltyConfig, SimilarityConfig
 
 KINDS: dict[str, type] = {"demo": DemoConfig, "synth": SynthConfig, "tiny": TinyConfig, "score": ScoringConfig,
                           "select": SelectConfig, "align": AlignConfig, "taskmap": TaskMapConfig,
                           "train": TrainConfig, "eval": EvalConfig, "loop": LoopConfig,
-                          "diversity": DiversityConfig, "novelty": NoveltyConfig}
+                          "diversity": DiversityConfig, "novelty": NoveltyConfig,
+                          "similarity": SimilarityConfig}
 
 
 def kind_of(path: str | Path) -> type:

@@ -15,7 +15,7 @@ import pytest
 
 from raysys.config import GenerationConfig
 from raysys.errors import ConfigError, RaysysError
-from raysys.experiments.config import DiversityConfig, NoveltyConfig
+from raysys.experiments.config import DiversityConfig, NoveltyConfig, SimilarityConfig
 from raysys.experiments.diversity import (
     Cell,
     cell_result,
@@ -184,18 +184,18 @@ def _pool(rules=80):
 def test_roles_are_disjoint_and_in_their_groups():
     tasks = _pool()
     cfg = NoveltyConfig(train_tasks=8, related_tasks=6, unrelated_tasks=10, base_tasks=20)
-    roles = draw_roles(tasks, cfg)
+    roles = draw_roles(tasks, cfg, 0)
     sets = [set(roles.train), set(roles.related), set(roles.unrelated), set(roles.base)]
     assert [len(s) for s in sets] == [8, 6, 10, 20]
     assert sum(len(s) for s in sets) == len(set().union(*sets))
     group = {t.task_id: group_of(t) for t in tasks}
     assert all(group[t] == "repeated" for t in roles.train + roles.related)
     assert all(group[t] != "repeated" for t in roles.unrelated)
-    assert draw_roles(tasks, cfg) == roles and draw_roles(tasks, replace(cfg, seed=1)) != roles
+    assert draw_roles(tasks, cfg, 0) == roles and draw_roles(tasks, cfg, 1) != roles
     with pytest.raises(ConfigError, match="group 'repeated' has 20 tasks"):
-        draw_roles(tasks, replace(cfg, train_tasks=15))
+        draw_roles(tasks, replace(cfg, train_tasks=15), 0)
     with pytest.raises(ConfigError, match="only .* tasks are left"):
-        draw_roles(tasks, replace(cfg, base_tasks=100))
+        draw_roles(tasks, replace(cfg, base_tasks=100), 0)
 
 
 @needs_data
@@ -205,13 +205,13 @@ def test_roles_on_real_niv2_categories(shared_data):
     tasks = load_pool(shared_data / "niv2").tasks
     cfg = NoveltyConfig(group="Question Answering", train_tasks=20, related_tasks=20, unrelated_tasks=3,
                         base_tasks=10)
-    roles = draw_roles(tasks, cfg)
+    roles = draw_roles(tasks, cfg, 0)
     cats = {t.task_id: t.categories[0] for t in tasks}
     assert {cats[t] for t in roles.unrelated} == {"Cause Effect Classification", "Coreference Resolution",
                                                    "Data to Text"}
     assert {cats[t] for t in roles.train + roles.related} == {"Question Answering"}
     with pytest.raises(ConfigError, match="need train_tasks"):
-        draw_roles(tasks, replace(cfg, unrelated_tasks=4))
+        draw_roles(tasks, replace(cfg, unrelated_tasks=4), 0)
 
 
 @needs_data
@@ -225,7 +225,7 @@ def test_roles_by_niv2_domain(shared_data):
     tasks = load_pool(shared_data / "niv2").tasks
     cfg = NoveltyConfig(group="Biology", group_by="domain", train_tasks=3, related_tasks=3, unrelated_tasks=10,
                         base_tasks=0)
-    roles = draw_roles(tasks, cfg)
+    roles = draw_roles(tasks, cfg, 0)
     top = {}  # by hand, from the task files
     for f in (shared_data / "niv2" / "tasks").glob("*.json"):
         top[f.stem] = json.loads(f.read_text())["Domains"][0].split(" -> ")[0]
@@ -233,7 +233,7 @@ def test_roles_by_niv2_domain(shared_data):
     assert "task736_mmmlu_answer_generation_virology" in roles.train + roles.related
     assert all(top[t] != "Biology" for t in roles.unrelated) and len(roles.unrelated) == 10
     with pytest.raises(ConfigError, match="no task of group 'Question Answering'.*Biology"):
-        draw_roles(tasks, replace(cfg, group="Question Answering"))
+        draw_roles(tasks, replace(cfg, group="Question Answering"), 0)
     with pytest.raises(ConfigError, match="group_by must be category or domain"):
         NoveltyConfig(group_by="domains")
 
@@ -262,35 +262,56 @@ def test_novelty_run_with_known_scores(tmp_path):
     tasks = _pool()
     write_parquet_tasks(tasks, pool)
     cfg = NoveltyConfig(work_dir=str(tmp_path / "w"), pool=str(pool), train_tasks=8, related_tasks=6,
-                        unrelated_tasks=10, base_tasks=20, model=replace(NoveltyConfig().model, path=str(tmp_path)))
-    roles = draw_roles(tasks, cfg)
-    out = run_novelty(cfg, FakeNoveltyStages(roles.related), say=lambda m: None)
-    rel = np.array([u0(t) for t in roles.related])
-    unrel = np.array([u0(t) for t in roles.unrelated])
-    assert out["related_change"] == pytest.approx(-0.5 * rel.mean())
-    assert out["unrelated_change"] == pytest.approx(-0.1 * unrel.mean())
-    assert out["direction"] == "both decreased"
-    assert out["ratio"] == pytest.approx(5 * rel.mean() / unrel.mean())
-    assert out["relative_ratio"] == pytest.approx(5.0)
-    # M0 was trained on the base tasks, M1 on the group's training tasks, starting from M0
-    m1 = json.loads(Path(out["m1"], "model.json").read_text())
-    assert m1["tasks"] == list(roles.train) and m1["from"] == out["m0"]
-    assert json.loads(Path(out["m0"], "model.json").read_text())["tasks"] == list(roles.base)
-    # the Task Map moves are those of an independent categorisation under each model
-    ids = roles.heldout()
-    before = np.array([u0(t) for t in ids])
-    after = before * np.array([0.5] * len(roles.related) + [0.9] * len(roles.unrelated))
-    c0, c1 = categorize(before, 0.5 + 0.5 * before), categorize(after, 0.5 + 0.5 * after)
-    want: dict = {}
-    for i, t in enumerate(ids):
-        role = "related" if i < len(roles.related) else "unrelated"
-        want.setdefault(role, {}).setdefault(f"{c0[i]} -> {c1[i]}", 0)
-        want[role][f"{c0[i]} -> {c1[i]}"] += 1
-    assert out["taskmap_moves"] == want
-    per_task = pd.read_csv(out["tasks"])
-    assert list(per_task["task_id"]) == ids and per_task["uncertainty_m1"].tolist() == pytest.approx(after.tolist())
-    assert Path(out["shift"]).stat().st_size > 5_000
-    assert json.loads((tmp_path / "w" / "novelty.json").read_text())["ratio"] == pytest.approx(out["ratio"])
+                        unrelated_tasks=10, base_tasks=20, seeds=(0, 3),
+                        model=replace(NoveltyConfig().model, path=str(tmp_path)))
+    roles_of = {seed: draw_roles(tasks, cfg, seed) for seed in cfg.seeds}
+    related_ids = tuple(t for r in roles_of.values() for t in r.related)
+    summary = run_novelty(cfg, FakeNoveltyStages(related_ids), say=lambda m: None)
+    assert [d["seed"] for d in summary["draws"]] == [0, 3]
+    assert roles_of[0] != roles_of[3]
+    for out in summary["draws"]:
+        roles = roles_of[out["seed"]]
+        rel = np.array([u0(t) for t in roles.related])
+        unrel = np.array([u0(t) for t in roles.unrelated])
+        assert out["related_change"] == pytest.approx(-0.5 * rel.mean())
+        assert out["unrelated_change"] == pytest.approx(-0.1 * unrel.mean())
+        assert out["direction"] == "both decreased"
+        assert out["ratio"] == pytest.approx(5 * rel.mean() / unrel.mean())
+        assert out["relative_ratio"] == pytest.approx(5.0)
+        # M0 was trained on the base tasks, M1 on the group's training tasks, starting from M0
+        m1 = json.loads(Path(out["m1"], "model.json").read_text())
+        assert m1["tasks"] == list(roles.train) and m1["from"] == out["m0"]
+        assert Path(out["m1"]).parent == tmp_path / "w" / f"seed-{out['seed']}"
+        assert json.loads(Path(out["m0"], "model.json").read_text())["tasks"] == list(roles.base)
+        # the Task Map moves are those of an independent categorisation under each model
+        ids = roles.heldout()
+        before = np.array([u0(t) for t in ids])
+        after = before * np.array([0.5] * len(roles.related) + [0.9] * len(roles.unrelated))
+        c0, c1 = categorize(before, 0.5 + 0.5 * before), categorize(after, 0.5 + 0.5 * after)
+        want: dict = {}
+        for i, t in enumerate(ids):
+            role = "related" if i < len(roles.related) else "unrelated"
+            want.setdefault(role, {}).setdefault(f"{c0[i]} -> {c1[i]}", 0)
+            want[role][f"{c0[i]} -> {c1[i]}"] += 1
+        assert out["taskmap_moves"] == want
+        per_task = pd.read_csv(out["tasks"])
+        assert list(per_task["task_id"]) == ids and per_task["uncertainty_m1"].tolist() == pytest.approx(after.tolist())
+        assert Path(out["shift"]).stat().st_size > 5_000
+        assert set(out["seconds"]) == {"train_m0", "score_m0", "train_m1", "score_m1"}
+    # the summary over draws: mean and sample std, pooled ratio, one CSV row per draw
+    rel = [-0.5 * np.mean([u0(t) for t in roles_of[s].related]) for s in cfg.seeds]
+    unrel = [-0.1 * np.mean([u0(t) for t in roles_of[s].unrelated]) for s in cfg.seeds]
+    assert summary["related_change_mean"] == pytest.approx(np.mean(rel))
+    assert summary["related_change_std"] == pytest.approx(np.std(rel, ddof=1))
+    assert summary["pooled_ratio"] == pytest.approx(np.mean(rel) / np.mean(unrel))
+    assert summary["directions"] == {"both decreased": 2}
+    saved = json.loads((tmp_path / "w" / "novelty.json").read_text())
+    assert saved["ratio_mean"] == pytest.approx(np.mean([r / u for r, u in zip(rel, unrel)]))
+    table = pd.read_csv(summary["csv"])
+    assert table["seed"].tolist() == [0, 3] and table["model"].tolist() == [str(tmp_path)] * 2
+    assert table["related_change"].tolist() == pytest.approx(rel)
+    assert Path(summary["figure"]).stat().st_size > 5_000
+    assert "pooled ratio" in summary["text"]
 
 
 class _LocalStages:
@@ -341,8 +362,8 @@ def test_novelty_with_a_real_model_trained_on_the_related_tasks(tmp_path):
     (tmp_path / "w").mkdir()
     write_synthetic_pool(cfg.synth, pool)
     from raysys.pools import load_pool
-    roles = draw_roles(load_pool(pool).tasks, cfg)
-    out = run_novelty(cfg, _LocalStages(pool, cfg, roles.related), say=lambda m: None)
+    roles = draw_roles(load_pool(pool).tasks, cfg, 0)
+    out = run_novelty(cfg, _LocalStages(pool, cfg, roles.related), say=lambda m: None)["draws"][0]
     t = pd.read_csv(out["tasks"])
     related = t["role"] == "related"
     gain = t["probability_m1"] - t["probability_m0"]
@@ -353,6 +374,8 @@ def test_novelty_with_a_real_model_trained_on_the_related_tasks(tmp_path):
     assert set(t["category_m0"]) <= {"Ambiguous", "Easy", "Difficult"}
     # M1 = M0 (no training at all): every change is exactly zero and the ratio is undefined
     same = run_novelty(replace(cfg, work_dir=str(tmp_path / "same")), _Identity(pool, cfg), say=lambda m: None)
+    assert same["pooled_ratio"] is None and same["ratio_undefined"] == 1
+    same = same["draws"][0]
     assert same["related_change"] == 0 and same["unrelated_change"] == 0 and same["ratio"] is None
     assert same["direction"] == "no change"
 
@@ -367,6 +390,7 @@ def test_the_shipped_cpu_config_is_the_default():
 
     assert load_config(DiversityConfig, TESTS.parent / "jobs/configs/diversity.yaml") == DiversityConfig()
     assert load_config(NoveltyConfig, TESTS.parent / "jobs/configs/novelty.yaml") == NoveltyConfig()
+    assert load_config(SimilarityConfig, TESTS.parent / "jobs/configs/similarity.yaml") == SimilarityConfig()
 
 
 def test_job_entrypoint_runs_the_experiment_verbs(tmp_path):

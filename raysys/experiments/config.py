@@ -1,4 +1,4 @@
-"""Frozen configs of the two experiments (`raysys experiment diversity|novelty`).
+"""Frozen configs of the experiments (`raysys experiment diversity|novelty|similarity`).
 
 Their defaults are sized for a 2-core CPU machine (each run well under 15 minutes); the
 paper-scale settings are in jobs/configs/diversity_*.yaml and novelty_*.yaml.
@@ -8,10 +8,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from raysys.config import (
+    AlignConfig,
+    EvalConfig,
     GenerationConfig,
     ModelConfig,
     PromptConfig,
     ScoringConfig,
+    SelectConfig,
     SynthConfig,
     TaskMapConfig,
     TinyConfig,
@@ -79,7 +82,8 @@ class NoveltyConfig:
     """The novelty check: score held-out tasks with M0, train M0 on tasks of one group
     (a synthetic rule family or a category of real tasks) into M1, score them again with
     M1, and compare the drop of prompt uncertainty on the group's held-out tasks (related)
-    with the drop on other groups' tasks (unrelated)."""
+    with the drop on other groups' tasks (unrelated). Each seed is one draw of the task
+    sets, run on its own; the summary gives mean +- std over the draws."""
 
     work_dir: str = "raysys-novelty"
     pool: str = ""  # any pool raysys reads; "" = a synthetic pool built from `synth`
@@ -92,7 +96,7 @@ class NoveltyConfig:
     related_tasks: int = 40  # held-out tasks of the group, scored by M0 and M1
     unrelated_tasks: int = 40  # held-out tasks of the other groups, scored by M0 and M1
     base_tasks: int = 3000  # M0 = the model trained on this many other tasks first (any group); 0 = the model as is
-    seed: int = 0  # draws the task sets
+    seeds: tuple[int, ...] = (0,)  # one draw of the task sets (and its M0, M1) per seed
     model: ModelConfig = field(default_factory=ModelConfig)  # path "" = the built-in tiny model
     tiny: TinyConfig = field(default_factory=lambda: TinyConfig(hidden_size=96, layers=3, heads=4,
                                                                 intermediate_size=288, max_positions=256))
@@ -115,4 +119,58 @@ class NoveltyConfig:
         _check(min(self.train_tasks, self.related_tasks, self.unrelated_tasks) >= 1,
                "train_tasks, related_tasks and unrelated_tasks must be >= 1")
         _check(self.base_tasks >= 0 and self.actors >= 0, "base_tasks and actors must be >= 0")
+        _check(len(self.seeds) >= 1 and len(set(self.seeds)) == len(self.seeds),
+               "seeds must be a non-empty list without repeats")
         share(self, "prompt", "scoring", "train", "base_train")
+
+
+SIMILARITY_STRATEGIES = ("similarity", "similarity-aligned", "random")
+
+
+@dataclass(frozen=True)
+class SimilarityConfig:
+    """Instruction similarity (INSTA): per seed, draw `target_tasks` target tasks; each
+    strategy selects `budget` pool tasks (`similarity`: cosine similarity of instruction
+    embeddings to the targets' instructions with the sentence encoder `select.encoder`;
+    `similarity-aligned`: the same with that encoder first aligned to the pool's
+    instruction style (`align`, once per run); `random`); the model is fine-tuned from
+    base on each selection and evaluated on the targets (never trained on), as is the
+    base model. Sized for a 2-core CPU machine by default (the built-in tiny model on a
+    synthetic pool); the real-model protocol is jobs/configs/similarity_smollm2.yaml."""
+
+    work_dir: str = "raysys-similarity"
+    pool: str = ""  # the tasks to select from (any pool raysys reads); "" = a synthetic pool built from `synth`
+    synth: SynthConfig = field(default_factory=lambda: SynthConfig(
+        rules=300, examples_per_rule=4, alphabet="abcdefgh", x_len=(2, 3), y_len=(1, 3), z_len=(6, 10),
+        families=("repeated:3", "periodic:2", "mirror:2", "unrestricted"), verbosity="terse"))
+    targets: str = ""  # the target tasks' pool; "" = targets are drawn from `pool` and leave it
+    target_tasks: int = 12  # targets drawn per seed (0 = every task of `targets`)
+    budget: int = 24  # pool tasks each strategy selects
+    strategies: tuple[str, ...] = SIMILARITY_STRATEGIES
+    seeds: tuple[int, ...] = (0, 1, 2)  # each seed draws its targets (and the random selection) anew
+    model: ModelConfig = field(default_factory=ModelConfig)  # path "" = the built-in tiny model
+    tiny: TinyConfig = field(default_factory=lambda: TinyConfig(hidden_size=64, layers=2, heads=4,
+                                                                intermediate_size=128, max_positions=256))
+    prompt: PromptConfig = field(default_factory=lambda: PromptConfig("plain", 0))  # train and evaluation
+    generation: GenerationConfig = field(default_factory=lambda: GenerationConfig(max_new_tokens=16))
+    select: SelectConfig = field(default_factory=SelectConfig)  # encoder, similarity_mode / _reduce (strategy, budget, seed: per run)
+    align: AlignConfig = field(default_factory=lambda: AlignConfig(view="examples", examples=1, epochs=1))  # its encoder: select.encoder
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        instances_per_task=4, epochs=2, learning_rate=2e-3, batch_size=32, micro_batch_size=16, workers=2,
+        backend="ddp"))
+    evaluation: EvalConfig = field(default_factory=lambda: EvalConfig(instances=4, tasks_per_batch=16))
+    actors: int = 0  # evaluator actors (one GPU each); 0 = evaluate in the driver's process (small target sets)
+
+    def __post_init__(self) -> None:
+        _check(self.work_dir != "", "work_dir must not be empty")
+        _check(len(self.strategies) >= 1 and len(set(self.strategies)) == len(self.strategies)
+               and set(self.strategies) <= set(SIMILARITY_STRATEGIES),
+               f"strategies must be a non-empty list without repeats of {', '.join(SIMILARITY_STRATEGIES)}")
+        _check(len(self.seeds) >= 1 and len(set(self.seeds)) == len(self.seeds),
+               "seeds must be a non-empty list without repeats")
+        _check(self.target_tasks >= 0 and self.budget >= 1 and self.actors >= 0,
+               "target_tasks >= 0, budget >= 1, actors >= 0")
+        _check(self.align.encoder in ("", self.select.encoder),
+               "align.encoder is set apart from select.encoder; set select.encoder (the aligned encoder starts from it)")
+        share(self, "prompt", "train", "evaluation")
+        share(self, "generation", "evaluation")

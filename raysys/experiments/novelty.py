@@ -1,6 +1,6 @@
 """The novelty check's pure parts: which tasks play which role, and the ratio.
 
-Roles, drawn from one seed, disjoint:
+Roles, drawn from one seed (a draw; the experiment runs one per seed), disjoint:
 - train: `train_tasks` tasks of the chosen group (a task's group is its first category:
   the rule family for synthetic pools, the NIV2 category for real ones; with
   `group_by: domain` its first NIV2 domain's top level); M1 = M0 trained
@@ -14,11 +14,15 @@ The novelty ratio is the related tasks' mean change over the unrelated tasks' me
 change (None when the latter is exactly 0), with `direction` saying whether both
 decreased (the finding: related tasks' uncertainty falls far more), both increased, or
 they moved in opposite directions (a negative ratio). The relative ratio does the same
-with each task group's relative change, mean(U1) / mean(U0) - 1.
+with each task group's relative change, mean(U1) / mean(U0) - 1. Over several draws,
+`summarize` gives each quantity's mean and sample std (ddof 1) over the draws, the
+pooled ratio (mean related change / mean unrelated change) and how many draws went
+each direction.
 """
 from __future__ import annotations
 
 import random
+import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -49,9 +53,9 @@ class Roles:
         return list(self.related) + list(self.unrelated)
 
 
-def draw_roles(tasks: Sequence[Task], cfg: NoveltyConfig) -> Roles:
-    """The four disjoint task sets; a pool too small for them is a ConfigError with the counts."""
-    rng = random.Random(f"novelty:{cfg.seed}")
+def draw_roles(tasks: Sequence[Task], cfg: NoveltyConfig, seed: int) -> Roles:
+    """One draw's four disjoint task sets; a pool too small for them is a ConfigError with the counts."""
+    rng = random.Random(f"novelty:{seed}")
     ids_in = sorted(t.task_id for t in tasks if group_of(t, cfg.group_by) == cfg.group)
     ids_out = sorted(t.task_id for t in tasks if group_of(t, cfg.group_by) != cfg.group)
     if not ids_in:
@@ -113,3 +117,39 @@ def render(r: Mapping) -> str:
     lines.append(f"novelty ratio (related / unrelated mean change): {f(r['ratio'])}; {r['direction']}")
     lines.append(f"relative ratio (related / unrelated relative change): {f(r['relative_ratio'])}")
     return "\n".join(lines)
+
+
+SUMMARIZED = ("related_change", "unrelated_change", "related_relative_change", "unrelated_relative_change",
+              "ratio", "relative_ratio")
+
+
+def summarize(draws: Sequence[Mapping]) -> dict:
+    """Mean and sample std (None for one draw) of each draw's changes and ratios (draws
+    with an undefined ratio are left out of that ratio's mean and counted), the pooled
+    ratio of the mean changes, and the count of draws per direction."""
+    out: dict = {"draws": len(draws)}
+    for k in SUMMARIZED:
+        vals = [float(d[k]) for d in draws if d[k] is not None]
+        out[f"{k}_mean"] = statistics.fmean(vals) if vals else None
+        out[f"{k}_std"] = statistics.stdev(vals) if len(vals) > 1 else None
+        out[f"{k}_undefined"] = len(draws) - len(vals)
+    rel, unrel = out["related_change_mean"], out["unrelated_change_mean"]
+    out["pooled_ratio"] = rel / unrel if unrel else None
+    out["pooled_direction"] = _direction(rel, unrel)
+    out["directions"] = {d: sum(1 for x in draws if x["direction"] == d) for d in sorted({x["direction"] for x in draws})}
+    return out
+
+
+def render_summary(s: Mapping) -> str:
+    def pm(k: str, fmt: str) -> str:
+        m, sd = s[f"{k}_mean"], s[f"{k}_std"]
+        if m is None:
+            return "undefined"
+        return format(m, fmt) + ("" if sd is None else " +- " + format(sd, fmt.lstrip("+")))
+
+    pooled = "undefined" if s["pooled_ratio"] is None else f"{s['pooled_ratio']:.2f}x"
+    return "\n".join([
+        f"over {s['draws']} draw(s): related change {pm('related_change', '+.3e')}, unrelated {pm('unrelated_change', '+.3e')}",
+        f"relative: related {pm('related_relative_change', '+.1%')}, unrelated {pm('unrelated_relative_change', '+.1%')}",
+        f"ratio per draw {pm('ratio', '.2f')}; pooled ratio (mean related / mean unrelated change) {pooled}, "
+        f"{s['pooled_direction']}; directions: " + ", ".join(f"{k} {v}" for k, v in s["directions"].items())])

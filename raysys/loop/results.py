@@ -7,7 +7,6 @@ of the first score-ranked trial's first scored round.
 """
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -18,6 +17,7 @@ from raysys.config import LoopConfig
 from raysys.errors import RaysysError
 from raysys.io import atomic_path, read_json, write_parquet
 from raysys.loop.core import RECORD, round_dir, seed_dir
+from raysys.stats import mean_std
 
 COLUMNS = ("strategy", "seed", "round", "n_tasks", "n_new", "candidates", "train_loss", "val_loss",
            "val_rougeL", "val_exact_match", "test_rougeL", "test_rougeL_classification", "test_rougeL_generative",
@@ -41,13 +41,9 @@ def collect(cfg: LoopConfig, work: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _finite(v: Any) -> bool:
-    return isinstance(v, (int, float)) and math.isfinite(v)
-
-
 def summarize(rows: Sequence[dict[str, Any]], columns: Sequence[str] = SUMMARY) -> list[dict[str, Any]]:
-    """Per (strategy, round): seeds, and for each column its mean and (population) std over
-    the seeds that have a value; None where none has."""
+    """Per (strategy, round): seeds, and for each column its mean and sample std over the
+    seeds that have a value (raysys.stats.mean_std: None where none has; std None for one)."""
     groups: dict[tuple[str, int], list[dict]] = {}
     for r in rows:
         groups.setdefault((r["strategy"], r["round"]), []).append(r)
@@ -55,9 +51,7 @@ def summarize(rows: Sequence[dict[str, Any]], columns: Sequence[str] = SUMMARY) 
     for (strategy, round_), rs in groups.items():
         row: dict[str, Any] = {"strategy": strategy, "round": round_, "seeds": len(rs)}
         for c in columns:
-            vals = np.array([r[c] for r in rs if _finite(r.get(c))], dtype=np.float64)
-            row[c] = float(vals.mean()) if len(vals) else None
-            row[f"{c}_std"] = float(vals.std()) if len(vals) else None
+            row[c], row[f"{c}_std"] = mean_std(r.get(c) for r in rs)
         out.append(row)
     return out
 
@@ -99,7 +93,7 @@ def _save(fig, path: Path) -> None:
 
 
 def _band(ax, summary: Sequence[dict], strategy: str, x: str, y: str) -> None:
-    pts = [(r[x], r[y], r[f"{y}_std"]) for r in summary if r["strategy"] == strategy and r[y] is not None]
+    pts = [(r[x], r[y], r[f"{y}_std"] or 0.0) for r in summary if r["strategy"] == strategy and r[y] is not None]
     if not pts:
         return
     xs, ys, sd = (np.array(v, dtype=np.float64) for v in zip(*pts))

@@ -1,0 +1,189 @@
+"""Running the instruction-similarity experiment (raysys.experiments.similarity has the
+pure parts): per seed, its targets; the base model's Rouge-L on them; then per strategy a
+selection of `budget` pool tasks, the base model fine-tuned on it (LoRA or full, Ray
+Train), and the fine-tuned model's Rouge-L on the targets.
+
+The stages are the active loop's (raysys.loop.stages.RayStages: selection, Ray Train,
+evaluation in this process or on actors) and can be injected (`Stages`) for tests. The
+aligned encoder is trained once per run (raysys.selection.align) on the pool's tasks that
+no seed uses as a target, starting from `select.encoder`.
+
+Outputs in work_dir: pool.parquet, targets.parquet (when the targets have their own
+pool), encoder-aligned/, and per seed seed-N/targets.parquet, seed-N/base/ and
+seed-N/<strategy>/ (selected.json, model/, eval-0.json, record.json: the row and its
+stage seconds); then similarity.csv (one row per seed x strategy, `base` included),
+similarity.png and similarity.json (the summary: mean +- std over seeds, paired
+differences). A finished (seed, strategy) is read back from its record.json on a rerun,
+and every stage resumes from its own files.
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Protocol
+
+from raysys.experiments.config import SimilarityConfig
+from raysys.experiments.similarity import BASE, draw_targets, max_similarity, render, select_strategy, summarize
+from raysys.io import read_json, write_json
+
+RECORD = "record.json"
+CSV_COLUMNS = ("model", "seed", "strategy", "target_tasks", "n_train_tasks", "rougeL", "exact_match",
+               "selected_similarity", "train_loss", "train_tokens", "select_seconds", "train_seconds",
+               "eval_seconds")
+
+
+class Stages(Protocol):
+    def select(self, strategy: str, budget: int, seed: int, task_ids: Sequence[str], scores: str | None,
+               out_dir: Path) -> list[str]: ...
+
+    def train(self, model: str, task_ids: Sequence[str], val_ids: Sequence[str], out_dir: Path
+              ) -> tuple[str, dict]: ...
+
+    def evaluate(self, model: str, splits: dict[str, Sequence[str]], out_dir: Path) -> dict[str, dict]: ...
+
+
+def _ray_stages(cfg: SimilarityConfig, pool: str, targets_pool: str, targets_file: Path, encoder: str):
+    from raysys.loop.stages import RayStages
+
+    return RayStages(replace(cfg, targets=str(targets_file), select=replace(cfg.select, encoder=encoder)),
+                     pool, targets_pool)
+
+
+def train_tokens(model: str, workers: int) -> int | None:
+    """Tokens trained, from the training report: rank 0's count per epoch x workers (the
+    ranks' shards differ by at most a micro batch); None when there is no report."""
+    path = Path(model, "raysys_train.json")
+    if not path.is_file():
+        return None
+    return int(sum(e.get("tokens", 0) for e in read_json(path)["epochs"]) * workers)
+
+
+def _timed(fn: Callable, *args) -> tuple[Any, float]:
+    t0 = time.perf_counter()
+    out = fn(*args)
+    return out, round(time.perf_counter() - t0, 1)
+
+
+class _Similarity:
+    """Each pool task's highest cosine similarity to the seed's targets, under the raw
+    encoder (the same measure for every strategy's selection)."""
+
+    def __init__(self, encoder: str, pool_tasks: dict) -> None:
+        from raysys.selection.embed import embed, load_encoder
+
+        self.enc = load_encoder(encoder)
+        self.ids = list(pool_tasks)
+        self.index = {t: i for i, t in enumerate(self.ids)}
+        self.emb = embed(self.enc, [pool_tasks[t].instruction for t in self.ids])
+
+    def of(self, selected: Sequence[str], target_texts: Sequence[str]) -> float:
+        from raysys.selection.embed import embed
+
+        sim = max_similarity(self.emb[[self.index[t] for t in selected]], embed(self.enc, list(target_texts)))
+        return float(sim.mean())
+
+
+def run_similarity(cfg: SimilarityConfig, stages: Callable[..., Stages] | None = None,
+                   say: Callable[[str], None] = print) -> dict:
+    """`stages(cfg, pool, targets_pool, targets_file, encoder)` builds a seed's stages
+    (default: the loop's Ray stages)."""
+    import pandas as pd
+
+    from raysys.io import atomic_path
+    from raysys.runs import pool_copy, pool_tasks, subset_pool
+    from raysys.workspace import claim_work_dir, work_model, work_pool
+
+    make = stages or _ray_stages
+    work = claim_work_dir(cfg, "similarity-config")
+    pool, model = str(work_pool(work, cfg.pool, cfg.synth, say)), work_model(work, cfg.model, cfg.tiny, say)
+    targets_pool = pool_copy(cfg.targets, work / "targets.parquet") if cfg.targets else pool
+    tasks, target_tasks = pool_tasks(pool), pool_tasks(targets_pool)
+    targets = {seed: draw_targets(list(target_tasks), cfg.target_tasks, seed) for seed in cfg.seeds}
+    used = set().union(*map(set, targets.values())) if not cfg.targets else set()
+    name = cfg.model.path or "tiny"
+    say(f"similarity: {len(cfg.strategies)} strategies x {len(cfg.seeds)} seeds; {len(targets[cfg.seeds[0]])} "
+        f"target tasks per seed; {cfg.budget} pool tasks per selection; work dir {work}")
+    encoders = {False: cfg.select.encoder}
+    if "similarity-aligned" in cfg.strategies:
+        from raysys.selection.align import align_encoder
+
+        t0 = time.perf_counter()
+        report = align_encoder([t for tid, t in tasks.items() if tid not in used], work / "encoder-aligned",
+                               replace(cfg.align, encoder=cfg.select.encoder), pool=pool)
+        encoders[True] = str(work / "encoder-aligned")
+        say(f"aligned encoder: same-task retrieval {report['retrieval_before']:.3f} -> "
+            f"{report['retrieval_after']:.3f} on {report['n_heldout']} held-out pool tasks "
+            f"({time.perf_counter() - t0:.0f} s)")
+    measure: _Similarity | None = None
+    rows: list[dict] = []
+    for seed in cfg.seeds:
+        sd = work / f"seed-{seed}"
+        sd.mkdir(parents=True, exist_ok=True)
+        tfile = Path(subset_pool(targets_pool, targets[seed], sd / "targets.parquet"))
+        candidates = [t for t in tasks if t not in set(targets[seed])]
+        for strategy in (BASE, *cfg.strategies):
+            out = sd / strategy
+            if (out / RECORD).is_file():
+                rows.append(read_json(out / RECORD))
+                continue
+            out.mkdir(parents=True, exist_ok=True)
+            sel_name, aligned = select_strategy(strategy)
+            st = make(cfg, pool, targets_pool, tfile, encoders[aligned])
+            row: dict[str, Any] = {"model": name, "seed": seed, "strategy": strategy,
+                                   "target_tasks": len(targets[seed]), "n_train_tasks": 0}
+            trained = model
+            if strategy != BASE:
+                picked, row["select_seconds"] = _timed(st.select, sel_name, cfg.budget, seed, candidates, None, out)
+                (trained, losses), row["train_seconds"] = _timed(st.train, model, picked, (), out)
+                measure = measure or _Similarity(cfg.select.encoder, tasks)
+                row.update(n_train_tasks=len(picked), train_loss=losses.get("train_loss"),
+                           train_tokens=train_tokens(trained, cfg.train.workers),
+                           selected_similarity=measure.of(picked, [target_tasks[t].instruction
+                                                                   for t in targets[seed]]))
+            metrics, row["eval_seconds"] = _timed(st.evaluate, trained, {"test": targets[seed]}, out)
+            row.update(rougeL=metrics["test"]["rougeL"], exact_match=metrics["test"]["exact_match"])
+            write_json(out / RECORD, row)
+            rows.append(row)
+            say(f"[seed {seed}] {strategy}: target Rouge-L {100 * row['rougeL']:.1f}"
+                + (f" after {row['n_train_tasks']} tasks" if strategy != BASE else ""))
+    with atomic_path(work / "similarity.csv") as tmp:
+        pd.DataFrame([{c: r.get(c) for c in CSV_COLUMNS} for r in rows], columns=list(CSV_COLUMNS)).to_csv(tmp, index=False)
+    summary = summarize(rows)
+    plot(rows, work / "similarity.png", f"Instruction similarity ({name}): Rouge-L on the targets")
+    write_json(work / "similarity.json", {"model": name, **summary, "rows": rows})
+    return {**summary, "rows": rows, "text": render(summary), "csv": str(work / "similarity.csv"),
+            "figure": str(work / "similarity.png"), "json": str(work / "similarity.json")}
+
+
+def plot(rows: Sequence[dict], path: Path, title: str) -> None:
+    """Rouge-L per strategy: one point per seed joined across strategies, the mean +- std as a bar."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from raysys.io import atomic_path
+    from raysys.stats import mean_std
+
+    strategies = list(dict.fromkeys(r["strategy"] for r in rows))
+    seeds = list(dict.fromkeys(r["seed"] for r in rows))
+    fig, ax = plt.subplots(figsize=(1.6 * len(strategies) + 2, 4))
+    for x, s in enumerate(strategies):
+        m, sd = mean_std(100 * r["rougeL"] for r in rows if r["strategy"] == s)
+        ax.bar(x, m, yerr=sd or 0.0, capsize=6, alpha=0.35, color=f"C{x}", width=0.6)
+    for i, seed in enumerate(seeds):
+        by = {r["strategy"]: 100 * r["rougeL"] for r in rows if r["seed"] == seed}
+        xs = [x for x, s in enumerate(strategies) if s in by]
+        ax.plot(xs, [by[strategies[x]] for x in xs], marker="o", color="gray", alpha=0.7, lw=0.8,
+                label="one seed" if i == 0 else None)
+    ax.set_xticks(range(len(strategies)), strategies)
+    ax.set_ylabel("Rouge-L on the target tasks (%)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)

@@ -21,7 +21,9 @@ from raysys.experiments.diversity import (
     cell_result,
     cells,
     exact_matches,
+    plot_heatmaps,
     prompt_rows,
+    render,
     summarize,
     training_tasks,
     unseen_tasks,
@@ -100,7 +102,12 @@ def test_summary_averages_seeds(tmp_path):
     assert len(s) == 4 and set(s["seeds"]) == {2}
     r = s[(s["rules"] == 12) & (s["examples_per_rule"] == 5)].iloc[0]
     assert r["unseen_em"] == pytest.approx((0 / 4 + 0.12 + 1 / 4 + 0.12) / 2)
+    assert r["unseen_em_std"] == pytest.approx(np.std([0 / 4 + 0.12, 1 / 4 + 0.12], ddof=1))
     assert r["epochs"] == pytest.approx(4 * 64 / 60)
+    assert "0.245 ± 0.177" in render(s)
+    one = summarize([x for x in rows if x["seed"] == 0])
+    assert one["unseen_em_std"].isna().all() and "±" not in render(one)
+    assert Path(plot_heatmaps(s, tmp_path / "h.png")).stat().st_size > 5_000
 
 
 # ---------------------------------------------------------------- diversity, Tune and real model

@@ -109,23 +109,38 @@ def cell_result(cell: Cell, cfg: DiversityConfig, n_examples: int, losses: Seque
 
 
 def summarize(rows: Sequence[dict]):
-    """Mean over seeds per (family, skew, rules, examples_per_rule), with the seed count."""
+    """Mean over seeds per (family, skew, rules, examples_per_rule), with the seed count,
+    and the sample std over seeds of the exact-match columns (`<column>_std`, NaN for one
+    seed; raysys.stats.mean_std)."""
     import pandas as pd
+
+    from raysys.stats import mean_std
 
     df = pd.DataFrame(rows)
     keys = ["family", "skew", "rules", "examples_per_rule"]
     metrics = [c for c in df.columns if c.startswith(("unseen_em", "seen_em", "copy_em", "final_train_loss"))
                or c in ("epochs", "distinct_examples")]
-    out = df.groupby(keys, sort=True)[metrics].mean().reset_index()
-    out.insert(len(keys), "seeds", df.groupby(keys, sort=True).size().values)
+    groups = df.groupby(keys, sort=True)
+    out = groups[metrics].mean().reset_index()
+    out.insert(len(keys), "seeds", groups.size().values)
+    for c in (c for c in metrics if c.endswith("_em") or c.startswith("unseen_em[")):
+        std = groups[c].agg(lambda v: mean_std(v)[1]).values
+        out[f"{c}_std"] = [math.nan if v is None else v for v in std]
     return out
 
 
 def render(summary) -> str:
+    """The summary table; with several seeds an exact-match column reads "mean ± std"."""
     cols = ["family", "skew", "rules", "examples_per_rule", "seeds", "distinct_examples", "epochs",
             "final_train_loss", "seen_em", "unseen_em", "copy_em"]
-    cols += [c for c in summary.columns if c.startswith("unseen_em[")]
-    return summary[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}")
+    cols += [c for c in summary.columns if c.startswith("unseen_em[") and not c.endswith("_std")]
+    view = summary[cols].copy()
+    if (summary["seeds"] > 1).any():
+        for c in cols:
+            if f"{c}_std" in summary.columns:
+                view[c] = [f"{m:.3f} ± {s:.3f}" if s == s else f"{m:.3f}"
+                           for m, s in zip(summary[c], summary[f"{c}_std"])]
+    return view.to_string(index=False, float_format=lambda v: f"{v:.3f}")
 
 
 def plot_heatmaps(summary, path: str | Path) -> str:
@@ -137,7 +152,7 @@ def plot_heatmaps(summary, path: str | Path) -> str:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    metrics = [c for c in summary.columns if c.startswith("unseen_em[")] or ["unseen_em"]
+    metrics = [c for c in summary.columns if c.startswith("unseen_em[") and not c.endswith("_std")] or ["unseen_em"]
     panels = [(f, s, m) for (f, s) in summary[["family", "skew"]].drop_duplicates().itertuples(index=False)
               for m in metrics]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
@@ -146,13 +161,16 @@ def plot_heatmaps(summary, path: str | Path) -> str:
     for ax, (fam, skew, metric) in zip(axes[0], panels):
         sub = summary[(summary["family"] == fam) & (summary["skew"] == skew)]
         grid = np.full((len(rules), len(epr)), np.nan)
+        spread = np.full_like(grid, np.nan)
         for r in sub.to_dict("records"):
             grid[rules.index(r["rules"]), epr.index(r["examples_per_rule"])] = r[metric]
+            spread[rules.index(r["rules"]), epr.index(r["examples_per_rule"])] = r.get(f"{metric}_std", np.nan)
         im = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis", origin="lower", aspect="auto")
         for i in range(len(rules)):
             for j in range(len(epr)):
                 if not np.isnan(grid[i, j]):
-                    ax.text(j, i, f"{grid[i, j]:.2f}", ha="center", va="center",
+                    label = f"{grid[i, j]:.2f}" + ("" if np.isnan(spread[i, j]) else f"\n± {spread[i, j]:.2f}")
+                    ax.text(j, i, label, ha="center", va="center",
                             color="white" if grid[i, j] < 0.6 else "black", fontsize=9)
         ax.set_xticks(range(len(epr)), [str(e) for e in epr])
         ax.set_yticks(range(len(rules)), [str(r) for r in rules])

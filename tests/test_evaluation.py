@@ -78,6 +78,13 @@ def test_evaluate_pool_matches_a_direct_computation_and_resumes(tiny_model_dir, 
     overall = sum(rouge_l(d["prediction"], d["references"]) for d in det) / len(det)
     assert m["rougeL"]["overall"] == pytest.approx(overall) and m["n_instances"]["overall"] == 14
     assert m["rougeL"]["classification"] is None  # synthetic rewriting tasks are generative
+    # tokens by hand: each prompt as generation reads it, plus the tokens greedy decoding generates
+    from test_scorer import new_tokens
+
+    want = {t: 0 for t in ids}
+    for d in det:
+        want[d["task_id"]] += len(tiny_lm.tokenizer(d["prompt"]).input_ids) + new_tokens(tiny_lm, d["prompt"], 6)
+    assert {r["task_id"]: r["tokens"] for r in m["per_task"]} == want and m["tokens"] == sum(want.values())
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["exact_match"] == m["exact_match"]
     # a rerun finds every task done and evaluates nothing again

@@ -87,6 +87,50 @@ def test_scorer_matches_reference(model, tasks, request):
     assert rows[0]["is_classification"] is True and rows[0]["n_labels"] == 2
 
 
+@torch.inference_mode()
+def new_tokens(lm, prompt: str, max_new: int) -> int:
+    """Tokens greedy decoding generates for the prompt, the end of sequence included."""
+    ids, n = lm.tokenizer(prompt).input_ids, 0
+    for _ in range(max_new):
+        nxt = int(lm.model(input_ids=torch.tensor([ids])).logits[0, -1].argmax())
+        n += 1
+        if nxt == lm.tokenizer.eos_token_id:
+            break
+        ids.append(nxt)
+    return n
+
+
+def test_token_counts_by_hand(tasks, tiny_lm):
+    """A task's `tokens`: each greedy answer's prompt and generated tokens, then every
+    scored sequence's prompt and target (end of sequence included): perturbed prompts,
+    label items (entropy) and the answer alone (IFD), counted here one by one."""
+    scorer = TaskScorer("", CFG, loaded=tiny_lm, device="cpu")
+    rows, _ = scorer.score(tasks)
+    tok = tiny_lm.tokenizer
+
+    def n(text: str) -> int:
+        return len(tok(text).input_ids)
+
+    def n_target(text: str) -> int:
+        return len(tok(text, add_special_tokens=False).input_ids) + 1
+
+    for task, row in zip(tasks, rows):
+        parts = perturb_prompt_parts(task.task_id, task.instruction, task.demonstrations, CFG.perturbations,
+                                     rate=CFG.drop_rate, seed=CFG.seed)
+        labels = label_set(task, CFG.max_labels) if task.is_classification else []
+        want = 0
+        for inst in sample_instances(task, CFG.instances, CFG.seed):
+            prompts = [format_prompt(CFG.prompt.template, d, inst.input, demos, CFG.prompt.demonstrations)
+                       for d, demos in parts]
+            y = greedy(tiny_lm, prompts[0], CFG.generation.max_new_tokens)
+            want += n(prompts[0]) + new_tokens(tiny_lm, prompts[0], CFG.generation.max_new_tokens)
+            want += sum(n(p) + n_target(y) for p in prompts)
+            want += sum(n(prompts[0]) + n_target(label) for label in labels)
+            want += n(scorer.alone_prompt) + n_target(y)  # IFD
+        assert row["tokens"] == want, task.task_id
+    assert rows[0]["n_labels"] == 2  # the label items were counted
+
+
 def test_drop_rate_zero_gives_zero_uncertainty(tasks, tiny_lm):
     rows, _ = TaskScorer("", dataclasses.replace(CFG, drop_rate=0.0), loaded=tiny_lm).score(tasks)
     assert all(r["prompt_uncertainty"] == 0.0 for r in rows)

@@ -6,7 +6,10 @@ samples instances and writes prompts as scoring does (raysys.scoring.items) and 
 scorer's ModelRunner (prompt fitting: fewer demonstrations for long prompts, then the last
 tokens; batched greedy generation), so answers are those `raysys score` takes as the
 model's own. `evaluate_pool` runs it over the pool (or the given task ids) with the
-same resumable part files as scoring and writes metrics.json atomically.
+same resumable part files as scoring and writes metrics.json atomically. Each task's row
+counts the tokens its evaluation processed (`tokens`: its prompts, fitted and cut as
+generation reads them, plus every generated token, end of sequence included);
+metrics.json has their total.
 """
 from __future__ import annotations
 
@@ -51,22 +54,24 @@ class Evaluator:
             for inst in sample_instances(t, cfg.instances, cfg.seed):
                 work.append((ti, inst, self.runner.fit_prompt(partial(prompts.text, 0, inst),
                                                               cfg.prompt.demonstrations)))
-        answers = self.runner.generate_ids([fit.ids for _, _, fit in work])  # one batched pass for all tasks
+        answers, spent = self.runner.generate_counted([fit.ids for _, _, fit in work])  # one pass for all tasks
         scored: list[list[tuple[float, float]]] = [[] for _ in tasks]
+        tokens = [0] * len(tasks)
         detail_rows = []
-        for (ti, inst, fit), pred in zip(work, answers, strict=True):
+        for (ti, inst, fit), pred, n in zip(work, answers, spent, strict=True):
             r, e = rouge_l(pred, inst.outputs), exact_match(pred, inst.outputs)
             scored[ti].append((r, e))
+            tokens[ti] += n
             if details:
                 detail_rows.append({"task_id": tasks[ti].task_id, "instance_id": inst.id, "prompt": fit.text,
                                     "prediction": pred, "references": list(inst.outputs), "rougeL": r,
                                     "exact_match": e})
         rows = []
-        for t, pairs in zip(tasks, scored, strict=True):
+        for t, pairs, n in zip(tasks, scored, tokens, strict=True):
             r_sum, e_sum = sum(r for r, _ in pairs), sum(e for _, e in pairs)
             rows.append({"task_id": t.task_id, "is_classification": t.is_classification, "n_instances": len(pairs),
                          "rougeL_sum": r_sum, "exact_match_sum": e_sum, "rougeL": r_sum / len(pairs),
-                         "exact_match": e_sum / len(pairs)})
+                         "exact_match": e_sum / len(pairs), "tokens": n})
         return rows, detail_rows
 
 
@@ -93,13 +98,20 @@ def evaluate_pool(pool: str, model: str, out: str, cfg: EvalConfig = EvalConfig(
     table, chosen = Parts(parts_dir).merge(mapped.order, "evaluated")
     tasks = table.to_pylist()
     metrics = {"model": model, "pool": pool, "run": run, "n_tasks": len(tasks), **aggregate(tasks),
-               "per_task": [{k: r[k] for k in ("task_id", "is_classification", "n_instances", "rougeL",
-                                               "exact_match")} for r in tasks],
+               "tokens": total_tokens(tasks),
+               "per_task": [{k: r.get(k) for k in ("task_id", "is_classification", "n_instances", "rougeL",
+                                                   "exact_match", "tokens")} for r in tasks],
                "config": to_dict(cfg), "seconds": round(time.perf_counter() - start, 1)}
     write_json(out, metrics)
     if details:
         write_parquet(details, Parts(parts_dir).merged_details(chosen, DETAIL_SCHEMA))
     return metrics
+
+
+def total_tokens(rows: Sequence[dict[str, Any]]) -> int | None:
+    """The rows' tokens summed; None when a row has no count (a part written before raysys counted them)."""
+    counts = [r.get("tokens") for r in rows]
+    return None if any(c is None for c in counts) else int(sum(counts))
 
 
 def render_metrics(m: dict[str, Any]) -> str:
@@ -109,4 +121,5 @@ def render_metrics(m: dict[str, Any]) -> str:
     lines = [f"{'':<16} {'Rouge-L':>7} {'exact':>7} {'instances':>9}"]
     for k in ("overall", "classification", "generative"):
         lines.append(f"{k:<16} {f(m['rougeL'][k]):>7} {f(m['exact_match'][k]):>7} {m['n_instances'][k]:>9}")
-    return "\n".join(lines) + f"\n({m['n_tasks']} tasks, model {m['model']})"
+    tokens = "" if m.get("tokens") is None else f", {m['tokens']:,} tokens processed"
+    return "\n".join(lines) + f"\n({m['n_tasks']} tasks, model {m['model']}{tokens})"

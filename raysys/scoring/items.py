@@ -37,7 +37,7 @@ from raysys.scoring import metrics
 
 SCORE_COLUMNS = ("task_id", "prompt_uncertainty", "prediction_probability", "perplexity", "classification_entropy",
                  "ifd", "n_instances", "n_instances_total", "n_perturbations", "n_labels", "n_truncated",
-                 "is_classification", "mean_answer_chars")
+                 "is_classification", "mean_answer_chars", "tokens")
 DETAIL_COLUMNS = ("task_id", "instance_id", "perturbation", "prompt", "target", "p")
 
 
@@ -205,11 +205,24 @@ def _check(batch: Batch, logp: np.ndarray) -> None:
         raise ValueError(f"{len(logp)} log-probabilities for {len(batch.items)} items")
 
 
-def task_rows(batch: Batch, logp: np.ndarray) -> list[dict[str, Any]]:
-    """One row per task (SCORE_COLUMNS) from the engine's mean log-prob of every item."""
+def tokens(batch: Batch, per_item: Sequence[int], per_instance: Sequence[int]) -> list[int]:
+    """Per task, the tokens of all its items plus those its instances' greedy answers cost
+    (both lists in batch order: items as in batch.items, instances task after task)."""
+    out, start = [], 0
+    for t in batch.tasks:
+        idx = [t.perturbed.ravel(), t.label_items.ravel()] + ([t.alone] if t.alone is not None else [])
+        n = len(t.answers)
+        out.append(int(sum(per_item[i] for i in np.concatenate(idx))) + int(sum(per_instance[start: start + n])))
+        start += n
+    return out
+
+
+def task_rows(batch: Batch, logp: np.ndarray, task_tokens: Sequence[int] | None = None) -> list[dict[str, Any]]:
+    """One row per task (SCORE_COLUMNS) from the engine's mean log-prob of every item;
+    `task_tokens`: each task's token count (raysys.scoring.items.tokens), else None."""
     _check(batch, logp)
     rows = []
-    for t in batch.tasks:
+    for i, t in enumerate(batch.tasks):
         lp = logp[t.perturbed]  # (n, k + 1)
         p = np.exp(lp)
         task = t.plan.task
@@ -227,6 +240,7 @@ def task_rows(batch: Batch, logp: np.ndarray) -> list[dict[str, Any]]:
             "n_truncated": t.truncated,
             "is_classification": task.is_classification,
             "mean_answer_chars": float(np.mean([len(y) for y in t.answers])),
+            "tokens": None if task_tokens is None else int(task_tokens[i]),
         })
     return rows
 

@@ -46,11 +46,18 @@ class ModelRunner:
         """Greedy answers to prompt texts."""
         return self.generate_ids(prompt_ids(self.lm.tokenizer, prompts, self.max_prompt))
 
-    @torch.inference_mode()
     def generate_ids(self, ids: Sequence[Sequence[int]]) -> list[str]:
         """Greedy answers to tokenized prompts; a prompt longer than max_prompt keeps its
         last tokens."""
+        return self.generate_counted(ids)[0]
+
+    @torch.inference_mode()
+    def generate_counted(self, ids: Sequence[Sequence[int]]) -> tuple[list[str], list[int]]:
+        """The greedy answers, and per prompt the tokens the model processed for it: the
+        prompt's (after truncation to max_prompt) plus every token generated, the end of
+        sequence included (padding excluded)."""
         ids = [list(p[-self.max_prompt:]) for p in ids]
+        tokens = [len(p) for p in ids]
         tok, model, gen = self.lm.tokenizer, self.lm.model, self.generation
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # little padding per batch
         answers = [""] * len(ids)
@@ -73,5 +80,7 @@ class ModelRunner:
                 row = new[r].tolist()
                 if tok.eos_token_id in row:
                     row = row[: row.index(tok.eos_token_id)]
+                    tokens[i] += 1
+                tokens[i] += len(row)
                 answers[i] = tok.decode(row, skip_special_tokens=True)
-        return answers
+        return answers, tokens

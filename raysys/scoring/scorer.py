@@ -5,6 +5,11 @@ The items a batch is scored on and the aggregation of their scores are pure
 prompt is fitted to the model's length and answered greedily (raysys.scoring.runner),
 then every item is scored by the batched engine (raysys.scoring.likelihood). Knows
 nothing of Ray: raysys.scoring.pipeline's ScoreBatch calls `process` on each actor.
+
+Each task's row counts the tokens its scoring processed (`tokens`): the greedy answers'
+prompts and generated tokens, and every item's prompt and target tokens, as a plain
+one-sequence-at-a-time loop reads them (the engine computes fewer: shared prefixes are
+encoded once, duplicate items scored once).
 """
 from __future__ import annotations
 
@@ -15,8 +20,8 @@ from raysys.config import ScoringConfig
 from raysys.models import LoadedModel
 from raysys.prompts import template_for
 from raysys.schema import Task
-from raysys.scoring.items import Batch, TaskPlan, build_items, detail_rows, plan_task, task_rows
-from raysys.scoring.likelihood import Budget, make_scorer
+from raysys.scoring.items import Batch, TaskPlan, build_items, detail_rows, plan_task, task_rows, tokens
+from raysys.scoring.likelihood import Budget, make_scorer, prompt_ids, target_ids
 from raysys.scoring.runner import ModelRunner
 
 
@@ -44,15 +49,28 @@ class TaskScorer:
         perturbed prompts show as many demonstrations; a prompt too long even without any
         is scored on its last tokens and counted as truncated), with the model's greedy
         answers as targets, or `answers` (one per instance, in plan order) when given."""
+        return self._items(plans, answers)[0]
+
+    def _items(self, plans: Sequence[TaskPlan], answers: Sequence[str] | None = None) -> tuple[Batch, list[int]]:
+        """The batch, and per instance the tokens its greedy answer cost (0 when `answers` are given)."""
         fits = [self.runner.fit_prompt(partial(plan.prompts.text, 0, inst), self.cfg.prompt.demonstrations)
                 for plan in plans for inst in plan.instances]
+        spent = [0] * len(fits)
         if answers is None:
-            answers = self.runner.generate_ids([f.ids for f in fits])
-        return build_items(plans, fits, answers, self.alone_prompt if self.cfg.ifd else None)
+            answers, spent = self.runner.generate_counted([f.ids for f in fits])
+        return build_items(plans, fits, answers, self.alone_prompt if self.cfg.ifd else None), spent
+
+    def item_tokens(self, batch: Batch) -> list[int]:
+        """Per item, the tokens a forward pass over it reads: its prompt's (cut to the
+        engine's limit, as the engine cuts it) and its target's, end of sequence included."""
+        tok, limit = self.runner.lm.tokenizer, self.runner.max_prompt
+        return [len(p) + len(t) for p, t in zip(prompt_ids(tok, batch.items.prompts, limit),
+                                                 target_ids(tok, batch.items.targets))]
 
     def score(self, tasks: Sequence[Task], details: bool = False) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """One score row per task (items.SCORE_COLUMNS) and, if asked, one detail row per
         scored prompt (items.DETAIL_COLUMNS)."""
-        batch = self.items([plan_task(t, self.cfg, self.template) for t in tasks])
+        batch, spent = self._items([plan_task(t, self.cfg, self.template) for t in tasks])
         logp = self.engine.score(batch.items.prompts, batch.items.targets, batch.items.groups)
-        return task_rows(batch, logp), (detail_rows(batch, logp) if details else [])
+        return (task_rows(batch, logp, tokens(batch, self.item_tokens(batch), spent)),
+                detail_rows(batch, logp) if details else [])

@@ -18,9 +18,12 @@ def render_score_summary(run, top: int = 5) -> str:
     pp = table.column("prediction_probability").to_numpy()
     ppl = table.column("perplexity").to_numpy()
     rate = run.n_scored_now / run.seconds if run.seconds else 0.0
+    names = pq.read_schema(run.out).names
+    tokens = pq.read_table(run.out, columns=["tokens"]).column("tokens").to_pylist() if "tokens" in names else []
+    counted = f"; {sum(tokens):,} tokens processed" if tokens and None not in tokens else ""
     lines = [
         f"scored {run.n_tasks} tasks into {run.out} ({run.n_scored_now} now, {run.n_resumed} resumed) "
-        f"in {run.seconds:.1f} s ({rate:.1f} tasks/s)",
+        f"in {run.seconds:.1f} s ({rate:.1f} tasks/s){counted}",
         f"prompt uncertainty   mean {np.mean(u):.4g}  median {np.median(u):.4g}  max {np.max(u):.4g}",
         f"prediction prob.     mean {np.mean(pp):.4g}  perplexity mean {np.mean(ppl):.4g}",
     ]

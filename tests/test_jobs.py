@@ -84,5 +84,13 @@ def test_ray_job_submit_runs_the_loop_on_a_local_head(head, tmp_path):
     assert [(x["strategy"], x["seed"], x["round"], x["n_tasks"]) for x in rows] == [
         ("prompt-uncertainty", 0, 0, 4), ("prompt-uncertainty", 0, 1, 8)]
     assert all(x["test_rougeL"] is not None for x in rows)
+    # each round's tokens are its stages' own counts, summed here from their files
+    r1 = work / "prompt-uncertainty" / "seed-0" / "round-1"
+    assert rows[1]["score_tokens"] == sum(pq.read_table(r1 / "scores" / "scores.parquet").column("tokens").to_pylist())
+    assert rows[1]["eval_tokens"] == sum(t["tokens"] for f in r1.glob("eval-*.json")
+                                         for t in json.loads(f.read_text())["per_task"]) > 0
+    report = json.loads((r1 / "model" / "raysys_train.json").read_text())
+    assert rows[1]["train_tokens"] == 2 * sum(e["tokens"] for e in report["epochs"]) > 0  # 2 workers
+    assert rows[0]["score_tokens"] == 0 and rows[0]["model"] == "tiny"
     assert json.loads((work / "loop.json").read_text())["work_dir"] == str(work)
     assert (work / "results.csv").is_file() and (work / "curves.png").stat().st_size > 5_000

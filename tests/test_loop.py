@@ -263,7 +263,7 @@ def test_tune_driver_runs_every_trial_writes_results_and_reruns_nothing(pool, tm
         table = pq.read_table(out["table"]).to_pylist()
         assert [(r["strategy"], r["seed"], r["round"]) for r in table] == [
             (s, seed, r) for s in cfg.strategies for seed in cfg.seeds for r in range(3)]
-        assert (tmp_path / "w/results.csv").read_text().splitlines()[0].startswith('"strategy","seed","round"')
+        assert (tmp_path / "w/results.csv").read_text().splitlines()[0].startswith('"model","strategy","seed","round"')
         for k in ("curves", "uncertainty", "taskmap"):
             assert Path(out[k]).stat().st_size > 5_000
         # the summary is the mean and sample std over seeds

@@ -10,7 +10,8 @@ Each seed is one draw, in work_dir/seed-N/: roles.json, m0/ (when base_tasks > 0
 scores-m0.parquet, scores-m1.parquet, groups.json, taskmap-m0.png, taskmap-m1.png,
 taskmap-m1.shift.png / .shift.csv (arrows per task, mean change per group),
 novelty_tasks.csv (per task: role, U and p under M0 and M1, Task Map category under
-each) and novelty.json (the ratio, everything it came from, seconds per stage). In
+each) and novelty.json (the ratio, everything it came from, seconds and tokens per
+stage: raysys.costs). In
 work_dir: pool.parquet, novelty.csv (one row per draw), novelty.png (the change per role
 and draw) and novelty.json (mean +- std over the draws, and every draw). Every stage is
 skipped on a rerun once its output exists, so an interrupted run resumes.
@@ -26,6 +27,7 @@ from typing import Protocol
 import numpy as np
 
 from raysys.config import TrainConfig
+from raysys.costs import score_tokens, total, train_tokens
 from raysys.experiments.config import NoveltyConfig
 from raysys.experiments.novelty import Roles, draw_roles, novelty_ratio, render, render_summary, summarize
 from raysys.io import read_json, write_json
@@ -127,9 +129,13 @@ def run_draw(cfg: NoveltyConfig, seed: int, pool: str, model: str, stages: Stage
     rows = _per_task(cfg, roles, s0, s1)
     with atomic_path(work / "novelty_tasks.csv") as tmp:
         pd.DataFrame(rows).to_csv(tmp, index=False)
+    tokens = {"score_m0": score_tokens(s0), "score_m1": score_tokens(s1),
+              "train_m1": train_tokens(m1, cfg.train.workers)}
+    if roles.base:
+        tokens["train_m0"] = train_tokens(m0, cfg.base_train.workers)
     result = {"group": cfg.group, "seed": seed, **novelty_ratio(tm["shift_summary"]), "taskmap_moves": _moves(rows),
               "train_tasks": list(roles.train), "m0": m0, "m1": m1, "scores_m0": s0, "scores_m1": s1,
-              "shift": tm["shift"], "tasks": str(work / "novelty_tasks.csv"), "seconds": seconds}
+              "shift": tm["shift"], "tasks": str(work / "novelty_tasks.csv"), "seconds": seconds, "tokens": tokens}
     if not (work / "novelty.json").is_file():  # a resumed draw keeps the first run's stage times
         write_json(work / "novelty.json", result)
     result["seconds"] = read_json(work / "novelty.json").get("seconds", seconds)
@@ -139,13 +145,16 @@ def run_draw(cfg: NoveltyConfig, seed: int, pool: str, model: str, stages: Stage
 
 CSV_COLUMNS = ("model", "seed", "group", "related_tasks", "unrelated_tasks", "related_before", "related_after",
                "related_change", "related_relative_change", "unrelated_before", "unrelated_after",
-               "unrelated_change", "unrelated_relative_change", "ratio", "relative_ratio", "direction", "seconds")
+               "unrelated_change", "unrelated_relative_change", "ratio", "relative_ratio", "direction", "seconds",
+               "score_tokens", "train_tokens")
 
 
 def csv_rows(model_name: str, draws: Sequence[dict]) -> list[dict]:
     """novelty.csv: one row per draw (seed)."""
     return [{**{c: d.get(c) for c in CSV_COLUMNS}, "model": model_name,
-             "seconds": round(sum(d["seconds"].values()), 1)} for d in draws]
+             "seconds": round(sum(d["seconds"].values()), 1),
+             "score_tokens": total(v for k, v in d["tokens"].items() if k.startswith("score")),
+             "train_tokens": total(v for k, v in d["tokens"].items() if k.startswith("train"))} for d in draws]
 
 
 def plot_draws(draws: Sequence[dict], path: Path, title: str) -> None:

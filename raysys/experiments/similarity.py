@@ -64,17 +64,17 @@ def summarize(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def render(summary: Mapping[str, Any]) -> str:
-    def pm(m, sd, scale=100.0, digits=1):
+    def pm(m, sd, scale=1.0, digits=1):  # Rouge-L and exact match are percentages already
         if m is None:
             return "-"
         return f"{m * scale:.{digits}f}" + ("" if sd is None else f" ± {sd * scale:.{digits}f}")
 
-    head = f"{'strategy':<20} {'seeds':>5} {'Rouge-L %':>13} {'exact match %':>13} {'similarity':>13}"
+    head = f"{'strategy':<20} {'seeds':>5} {'Rouge-L':>13} {'exact match':>13} {'similarity':>13}"
     lines = [head, "-" * len(head)]
     for s, r in summary["strategies"].items():
         lines.append(f"{s:<20} {r['seeds']:>5} {pm(r['rougeL'], r['rougeL_std']):>13} "
                      f"{pm(r['exact_match'], r['exact_match_std']):>13} "
-                     f"{pm(r['selected_similarity'], r['selected_similarity_std'], 1.0, 3):>13}")
+                     f"{pm(r['selected_similarity'], r['selected_similarity_std'], digits=3):>13}")
     for name, d in summary["paired"].items():
         p = d["rougeL"]
         if p["pairs"]:

@@ -26,11 +26,12 @@ from typing import Any, Protocol
 
 from raysys.experiments.config import SimilarityConfig
 from raysys.experiments.similarity import BASE, draw_targets, max_similarity, render, select_strategy, summarize
+from raysys.costs import eval_tokens, train_tokens
 from raysys.io import read_json, write_json
 
 RECORD = "record.json"
 CSV_COLUMNS = ("model", "seed", "strategy", "target_tasks", "n_train_tasks", "rougeL", "exact_match",
-               "selected_similarity", "train_loss", "train_tokens", "select_seconds", "train_seconds",
+               "selected_similarity", "train_loss", "train_tokens", "eval_tokens", "select_seconds", "train_seconds",
                "eval_seconds")
 
 
@@ -49,15 +50,6 @@ def _ray_stages(cfg: SimilarityConfig, pool: str, targets_pool: str, targets_fil
 
     return RayStages(replace(cfg, targets=str(targets_file), select=replace(cfg.select, encoder=encoder)),
                      pool, targets_pool)
-
-
-def train_tokens(model: str, workers: int) -> int | None:
-    """Tokens trained, from the training report: rank 0's count per epoch x workers (the
-    ranks' shards differ by at most a micro batch); None when there is no report."""
-    path = Path(model, "raysys_train.json")
-    if not path.is_file():
-        return None
-    return int(sum(e.get("tokens", 0) for e in read_json(path)["epochs"]) * workers)
 
 
 def _timed(fn: Callable, *args) -> tuple[Any, float]:
@@ -143,10 +135,11 @@ def run_similarity(cfg: SimilarityConfig, stages: Callable[..., Stages] | None =
                            selected_similarity=measure.of(picked, [target_tasks[t].instruction
                                                                    for t in targets[seed]]))
             metrics, row["eval_seconds"] = _timed(st.evaluate, trained, {"test": targets[seed]}, out)
-            row.update(rougeL=metrics["test"]["rougeL"], exact_match=metrics["test"]["exact_match"])
+            row.update(rougeL=metrics["test"]["rougeL"], exact_match=metrics["test"]["exact_match"],
+                       eval_tokens=eval_tokens(out / "eval-0.json"))
             write_json(out / RECORD, row)
             rows.append(row)
-            say(f"[seed {seed}] {strategy}: target Rouge-L {100 * row['rougeL']:.1f}"
+            say(f"[seed {seed}] {strategy}: target Rouge-L {row['rougeL']:.1f}"
                 + (f" after {row['n_train_tasks']} tasks" if strategy != BASE else ""))
     with atomic_path(work / "similarity.csv") as tmp:
         pd.DataFrame([{c: r.get(c) for c in CSV_COLUMNS} for r in rows], columns=list(CSV_COLUMNS)).to_csv(tmp, index=False)
@@ -171,15 +164,15 @@ def plot(rows: Sequence[dict], path: Path, title: str) -> None:
     seeds = list(dict.fromkeys(r["seed"] for r in rows))
     fig, ax = plt.subplots(figsize=(1.6 * len(strategies) + 2, 4))
     for x, s in enumerate(strategies):
-        m, sd = mean_std(100 * r["rougeL"] for r in rows if r["strategy"] == s)
+        m, sd = mean_std(r["rougeL"] for r in rows if r["strategy"] == s)
         ax.bar(x, m, yerr=sd or 0.0, capsize=6, alpha=0.35, color=f"C{x}", width=0.6)
     for i, seed in enumerate(seeds):
-        by = {r["strategy"]: 100 * r["rougeL"] for r in rows if r["seed"] == seed}
+        by = {r["strategy"]: r["rougeL"] for r in rows if r["seed"] == seed}
         xs = [x for x, s in enumerate(strategies) if s in by]
         ax.plot(xs, [by[strategies[x]] for x in xs], marker="o", color="gray", alpha=0.7, lw=0.8,
                 label="one seed" if i == 0 else None)
     ax.set_xticks(range(len(strategies)), strategies)
-    ax.set_ylabel("Rouge-L on the target tasks (%)")
+    ax.set_ylabel("Rouge-L on the target tasks (0-100)")
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)

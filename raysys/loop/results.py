@@ -1,5 +1,6 @@
 """The loop's results: one row per (strategy, seed, round) read from the rounds'
-record.json files, written as results.parquet and results.csv; the mean and standard
+record.json files, with the tokens each round's stages processed (raysys.costs), written
+as results.parquet and results.csv; the mean and standard
 deviation over seeds per (strategy, round); learning curves (one panel per metric, mean
 +- std over seeds per strategy, like the method's overall / classification / generative
 plots); the mean prompt uncertainty of the tasks each round selected; and the Task Map
@@ -14,30 +15,46 @@ import numpy as np
 import pyarrow as pa
 
 from raysys.config import LoopConfig
+from raysys.costs import eval_tokens, score_tokens, total, train_tokens
 from raysys.errors import RaysysError
 from raysys.io import atomic_path, read_json, write_parquet
 from raysys.loop.core import RECORD, round_dir, seed_dir
 from raysys.stats import mean_std
 
-COLUMNS = ("strategy", "seed", "round", "n_tasks", "n_new", "candidates", "train_loss", "val_loss",
+COLUMNS = ("model", "strategy", "seed", "round", "n_tasks", "n_new", "candidates", "train_loss", "val_loss",
            "val_rougeL", "val_exact_match", "test_rougeL", "test_rougeL_classification", "test_rougeL_generative",
            "test_exact_match", "test_exact_match_classification", "test_exact_match_generative",
-           "selected_prompt_uncertainty", "selected_prediction_probability", "seconds", "model")
+           "selected_prompt_uncertainty", "selected_prediction_probability", "seconds", "score_tokens",
+           "train_tokens", "eval_tokens", "model_dir")
 CURVES = ("test_rougeL", "test_rougeL_classification", "test_rougeL_generative", "test_exact_match", "val_loss")
 SUMMARY = ("n_tasks", "test_rougeL", "test_exact_match", "val_loss", "selected_prompt_uncertainty")
 
 
+def round_tokens(folder: Path, model_dir: str, workers: int) -> dict[str, int | None]:
+    """Tokens the round's stages processed (raysys.costs): its scoring (the candidates, or
+    what a score-free strategy selected), training and evaluations; None where unknown."""
+    scored = [p for p in (folder / "scores" / "scores.parquet", folder / "scores-selected" / "scores.parquet")
+              if p.is_file()]
+    return {"score_tokens": total(score_tokens(p) for p in scored),
+            "train_tokens": train_tokens(model_dir, workers),
+            "eval_tokens": total(eval_tokens(p) for p in sorted(folder.glob("eval-*.json")))}
+
+
 def collect(cfg: LoopConfig, work: Path) -> list[dict[str, Any]]:
-    """Every round's row, in strategy, seed, round order (round 0 is the seed's shared base)."""
+    """Every round's row, in strategy, seed, round order (round 0 is the seed's shared base);
+    `model` names the base model (its path as configured, or "tiny"), `model_dir` holds
+    the round's fine-tuned one."""
     rows = []
     for strategy in cfg.strategies:
         for seed in cfg.seeds:
             for r in range(cfg.rounds):
-                path = (seed_dir(work, seed) if r == 0 else round_dir(work, strategy, seed, r)) / RECORD
-                if not path.is_file():
-                    raise RaysysError(f"round {r} of {strategy} seed {seed} has no record ({path})")
-                rec = read_json(path)
-                rows.append({c: ({**rec, "strategy": strategy}).get(c) for c in COLUMNS})
+                folder = seed_dir(work, seed) if r == 0 else round_dir(work, strategy, seed, r)
+                if not (folder / RECORD).is_file():
+                    raise RaysysError(f"round {r} of {strategy} seed {seed} has no record ({folder / RECORD})")
+                rec = read_json(folder / RECORD)
+                full = {**rec, **round_tokens(folder, rec["model"], cfg.train.workers), "strategy": strategy,
+                        "model": cfg.model.path or "tiny", "model_dir": rec["model"]}
+                rows.append({c: full.get(c) for c in COLUMNS})
     return rows
 
 

@@ -270,6 +270,15 @@ def test_tune_driver_runs_every_trial_writes_results_and_reruns_nothing(pool, tm
         s = next(r for r in out["summary"] if r["strategy"] == "random" and r["round"] == 2)
         vals = [r["test_rougeL"] for r in rows if r["strategy"] == "random" and r["round"] == 2]
         assert s["test_rougeL"] == pytest.approx(np.mean(vals)) and s["test_rougeL_std"] == pytest.approx(np.std(vals, ddof=1))
+        # the paired difference: prompt uncertainty - random, same seed and round
+        from raysys.loop.results import render as results_text
+
+        p = next(x for x in out["paired"] if x["strategy"] == "prompt-uncertainty" and x["round"] == 2)
+        by = {(r["strategy"], r["seed"]): r["test_rougeL"] for r in rows if r["round"] == 2}
+        diffs = [by[("prompt-uncertainty", s)] - by[("random", s)] for s in cfg.seeds]
+        assert p["differences"] == pytest.approx(diffs) and p["mean"] == pytest.approx(np.mean(diffs))
+        assert json.loads((tmp_path / "w" / "summary.json").read_text())["paired"][1]["round"] == 2
+        assert "paired prompt-uncertainty - random, round 2" in results_text(out["summary"], out["paired"])
         n_calls = len(calls(fakes.log))
         again = run_loop(cfg, fakes, num_cpus=8, say=lambda m: None)  # finished: nothing is redone
         assert len(calls(fakes.log)) == n_calls and again["rows"] == rows

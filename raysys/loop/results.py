@@ -1,6 +1,8 @@
 """The loop's results: one row per (strategy, seed, round) read from the rounds'
 record.json files, with the tokens each round's stages processed (raysys.costs), written
-as results.parquet and results.csv; the mean and standard
+as results.parquet and results.csv; summary.json with the mean and sample std over seeds
+per (strategy, round) and each strategy's paired difference with random (same seed and
+round); the mean and standard
 deviation over seeds per (strategy, round); learning curves (one panel per metric, mean
 +- std over seeds per strategy, like the method's overall / classification / generative
 plots); the mean prompt uncertainty of the tasks each round selected; and the Task Map
@@ -17,9 +19,9 @@ import pyarrow as pa
 from raysys.config import LoopConfig
 from raysys.costs import eval_tokens, score_tokens, total, train_tokens
 from raysys.errors import RaysysError
-from raysys.io import atomic_path, read_json, write_parquet
+from raysys.io import atomic_path, read_json, write_json, write_parquet
 from raysys.loop.core import RECORD, round_dir, seed_dir
-from raysys.stats import mean_std
+from raysys.stats import mean_std, paired
 
 COLUMNS = ("model", "strategy", "seed", "round", "n_tasks", "n_new", "candidates", "train_loss", "val_loss",
            "val_rougeL", "val_exact_match", "test_rougeL", "test_rougeL_classification", "test_rougeL_generative",
@@ -73,7 +75,19 @@ def summarize(rows: Sequence[dict[str, Any]], columns: Sequence[str] = SUMMARY) 
     return out
 
 
-def render(summary: Sequence[dict[str, Any]]) -> str:
+def paired_differences(rows: Sequence[dict[str, Any]], baseline: str = "random",
+                       key: str = "test_rougeL") -> list[dict[str, Any]]:
+    """Per strategy other than `baseline` and per round after round 0: the difference of
+    `key` with the baseline in the same seed and round (raysys.stats.paired)."""
+    strategies = [s for s in dict.fromkeys(r["strategy"] for r in rows) if s != baseline]
+    if baseline not in {r["strategy"] for r in rows}:
+        return []
+    rounds = sorted({r["round"] for r in rows if r["round"] > 0})
+    return [{"strategy": s, "round": k, **paired([r for r in rows if r["round"] == k], key, s, baseline)}
+            for s in strategies for k in rounds]
+
+
+def render(summary: Sequence[dict[str, Any]], paired_rows: Sequence[dict[str, Any]] = ()) -> str:
     def f(v, std=None, width=14):
         if v is None:
             return f"{'-':>{width}}"
@@ -86,6 +100,10 @@ def render(summary: Sequence[dict[str, Any]]) -> str:
     for r in summary:
         lines.append(f"{r['strategy']:<20} {r['round']:>5} {r['n_tasks']:>6.0f} "
                      + " ".join(f(r[c], r[f"{c}_std"], 16) for c in SUMMARY[1:]))
+    for p in paired_rows:
+        if p["pairs"]:
+            lines.append(f"paired {p['strategy']} - {p['b']}, round {p['round']}, {p['key']}: "
+                         f"{f(p['mean'], p['std'], 0).strip()} over {p['pairs']} seed(s), ahead in {p['a_better']}")
     return "\n".join(lines)
 
 
@@ -165,8 +183,10 @@ def write_results(cfg: LoopConfig, work: Path) -> dict[str, Any]:
     with atomic_path(work / "results.csv") as tmp:
         pacsv.write_csv(table, tmp)
     summary = summarize(rows)
-    out = {"rows": rows, "summary": summary, "table": str(work / "results.parquet"),
-           "csv": str(work / "results.csv")}
+    pairs = paired_differences(rows)
+    write_json(work / "summary.json", {"summary": summary, "paired": pairs})
+    out = {"rows": rows, "summary": summary, "paired": pairs, "table": str(work / "results.parquet"),
+           "csv": str(work / "results.csv"), "json": str(work / "summary.json")}
     if plot_curves(rows, work / "curves.png"):
         out["curves"] = str(work / "curves.png")
     if plot_uncertainty(rows, work / "uncertainty.png"):

@@ -18,6 +18,7 @@ and every stage resumes from its own files.
 """
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
@@ -77,6 +78,25 @@ class _Similarity:
         return float(sim.mean())
 
 
+def _run_one(cfg: SimilarityConfig, st: Stages, strategy: str, seed: int, model: str, candidates: list[str],
+             targets: list[str], out: Path, measure: Callable[[], _Similarity], texts: list[str]) -> dict:
+    """One (seed, strategy): select, fine-tune from base (not for `base`), evaluate the targets."""
+    out.mkdir(parents=True, exist_ok=True)
+    row: dict[str, Any] = {"seed": seed, "strategy": strategy, "target_tasks": len(targets), "n_train_tasks": 0}
+    trained = model
+    if strategy != BASE:
+        picked, row["select_seconds"] = _timed(st.select, select_strategy(strategy)[0], cfg.budget, seed,
+                                               candidates, None, out)
+        (trained, losses), row["train_seconds"] = _timed(st.train, model, picked, (), out)
+        row.update(n_train_tasks=len(picked), train_loss=losses.get("train_loss"),
+                   train_tokens=train_tokens(trained, cfg.train.workers),
+                   selected_similarity=measure().of(picked, texts))
+    metrics, row["eval_seconds"] = _timed(st.evaluate, trained, {"test": targets}, out)
+    row.update(rougeL=metrics["test"]["rougeL"], exact_match=metrics["test"]["exact_match"],
+               eval_tokens=eval_tokens(out / "eval-0.json"))
+    return row
+
+
 def run_similarity(cfg: SimilarityConfig, stages: Callable[..., Stages] | None = None,
                    say: Callable[[str], None] = print) -> dict:
     """`stages(cfg, pool, targets_pool, targets_file, encoder)` builds a seed's stages
@@ -108,41 +128,30 @@ def run_similarity(cfg: SimilarityConfig, stages: Callable[..., Stages] | None =
         say(f"aligned encoder: same-task retrieval {report['retrieval_before']:.3f} -> "
             f"{report['retrieval_after']:.3f} on {report['n_heldout']} held-out pool tasks "
             f"({time.perf_counter() - t0:.0f} s)")
-    measure: _Similarity | None = None
+    @functools.cache
+    def measure() -> _Similarity:  # embeds the pool once, when a selection first needs it
+        return _Similarity(cfg.select.encoder, tasks)
+
     rows: list[dict] = []
     for seed in cfg.seeds:
         sd = work / f"seed-{seed}"
         sd.mkdir(parents=True, exist_ok=True)
         tfile = Path(subset_pool(targets_pool, targets[seed], sd / "targets.parquet"))
-        candidates = [t for t in tasks if t not in set(targets[seed])]
+        aimed = set(targets[seed])
+        candidates = [t for t in tasks if t not in aimed]
+        texts = [target_tasks[t].instruction for t in targets[seed]]
         for strategy in (BASE, *cfg.strategies):
             out = sd / strategy
-            if (out / RECORD).is_file():
-                rows.append(read_json(out / RECORD))
-                continue
-            out.mkdir(parents=True, exist_ok=True)
-            sel_name, aligned = select_strategy(strategy)
-            st = make(cfg, pool, targets_pool, tfile, encoders[aligned])
-            row: dict[str, Any] = {"model": name, "seed": seed, "strategy": strategy,
-                                   "target_tasks": len(targets[seed]), "n_train_tasks": 0}
-            trained = model
-            if strategy != BASE:
-                picked, row["select_seconds"] = _timed(st.select, sel_name, cfg.budget, seed, candidates, None, out)
-                (trained, losses), row["train_seconds"] = _timed(st.train, model, picked, (), out)
-                measure = measure or _Similarity(cfg.select.encoder, tasks)
-                row.update(n_train_tasks=len(picked), train_loss=losses.get("train_loss"),
-                           train_tokens=train_tokens(trained, cfg.train.workers),
-                           selected_similarity=measure.of(picked, [target_tasks[t].instruction
-                                                                   for t in targets[seed]]))
-            metrics, row["eval_seconds"] = _timed(st.evaluate, trained, {"test": targets[seed]}, out)
-            row.update(rougeL=metrics["test"]["rougeL"], exact_match=metrics["test"]["exact_match"],
-                       eval_tokens=eval_tokens(out / "eval-0.json"))
-            write_json(out / RECORD, row)
-            rows.append(row)
-            say(f"[seed {seed}] {strategy}: target Rouge-L {row['rougeL']:.1f}"
-                + (f" after {row['n_train_tasks']} tasks" if strategy != BASE else ""))
+            if not (out / RECORD).is_file():
+                st = make(cfg, pool, targets_pool, tfile, encoders[select_strategy(strategy)[1]])
+                row = _run_one(cfg, st, strategy, seed, model, candidates, targets[seed], out, measure, texts)
+                write_json(out / RECORD, {"model": name, **row})
+                say(f"[seed {seed}] {strategy}: target Rouge-L {row['rougeL']:.1f}"
+                    + (f" after {row['n_train_tasks']} tasks" if strategy != BASE else ""))
+            rows.append(read_json(out / RECORD))
     with atomic_path(work / "similarity.csv") as tmp:
-        pd.DataFrame([{c: r.get(c) for c in CSV_COLUMNS} for r in rows], columns=list(CSV_COLUMNS)).to_csv(tmp, index=False)
+        pd.DataFrame([{c: r.get(c) for c in CSV_COLUMNS} for r in rows], columns=list(CSV_COLUMNS)).to_csv(
+            tmp, index=False)
     summary = summarize(rows)
     plot(rows, work / "similarity.png", f"Instruction similarity ({name}): Rouge-L on the targets")
     write_json(work / "similarity.json", {"model": name, **summary, "rows": rows})

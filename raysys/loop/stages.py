@@ -17,13 +17,18 @@ from pathlib import Path
 from typing import Sequence
 
 from raysys.config import LoopConfig
+from raysys.experiments.config import SimilarityConfig
 from raysys.runs import pool_tasks, subset_pool
 from raysys.workspace import score_tasks
 
 
 @dataclass(frozen=True)
 class RayStages:
-    cfg: LoopConfig
+    """Also the similarity experiment's select, train and evaluate stages
+    (raysys.experiments.similarity_run), whose config has the fields they read: select,
+    targets, train, evaluation, model and actors."""
+
+    cfg: LoopConfig | SimilarityConfig
     pool: str  # canonical Parquet of the pool
     test_pool: str  # canonical Parquet holding the test tasks (may be `pool`)
     cpus: float | None = None  # this trial's share of the cluster's CPUs

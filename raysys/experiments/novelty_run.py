@@ -180,7 +180,7 @@ def plot_draws(draws: Sequence[dict], path: Path, title: str) -> None:
     ax.set_xticks([0, 1], ["related (same group)", "unrelated (other groups)"])
     ax.set_ylabel("mean change of prompt uncertainty, U(M1) - U(M0)")
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper center")
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     with atomic_path(path) as tmp:
@@ -203,8 +203,8 @@ def run_novelty(cfg: NoveltyConfig, stages: Stages | None = None, say: Callable[
     name = cfg.model.path or "tiny"
     with atomic_path(work / "novelty.csv") as tmp:
         pd.DataFrame(csv_rows(name, draws), columns=list(CSV_COLUMNS)).to_csv(tmp, index=False)
-    plot_draws(draws, work / "novelty.png", f"Novelty: training on {cfg.group!r} tasks ({name}), "
-                                            f"{len(draws)} draw(s)")
+    plot_draws(draws, work / "novelty.png", f"Novelty: M1 = {name} trained on {cfg.group!r} tasks\n"
+                                            f"{len(draws)} draw(s); bars: mean ± std")
     summary = summarize(draws)
     write_json(work / "novelty.json", {"group": cfg.group, "model": name, **summary,
                                        "draws": [{k: v for k, v in d.items() if k != "text"} for d in draws]})

@@ -44,3 +44,30 @@ def test_bench_scoring_quick(shared_data):
         assert float(r["max|dlogp|"]) < 1e-5, r
         assert float(r["max|dp|"]) < 1e-6 and float(r["max|dU|"]) < 1e-6, r
         assert 0 < float(r["max p"]) <= 1 and float(r["max U"]) > 0, r
+
+
+def test_findings_cost_counts_and_estimates(tmp_path):
+    """benchmarks/findings_cost.py on hand-made results: the loop's shared round 0 counted
+    once per seed, a missing count estimated from the same strategy's counted runs, FLOPs
+    as 2N per read token and 6N per trained token."""
+    import pandas as pd
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import findings_cost
+
+    rows = []
+    for strategy, scored in (("prompt-uncertainty", [100, None]), ("random", [10, 30])):
+        for seed in (0, 1):
+            rows.append({"strategy": strategy, "seed": seed, "round": 0, "score_tokens": 0, "train_tokens": 5,
+                         "eval_tokens": 7, "seconds": 60.0})
+            rows.append({"strategy": strategy, "seed": seed, "round": 1, "score_tokens": scored[seed],
+                         "train_tokens": 9, "eval_tokens": None if seed else 8, "seconds": 30.0})
+    pd.DataFrame(rows).to_csv(tmp_path / "active_loop.csv", index=False)
+    got, seconds = findings_cost.loop_rows(tmp_path / "active_loop.csv")
+    by = {r["stage"]: r for r in got}
+    assert seconds == 2 * 60 + 4 * 30  # round 0 once per seed
+    # scoring: PU seed 1 unknown -> PU's counted mean (100); random 10 + 30
+    assert by["scoring"] == {**by["scoring"], "runs": 4, "counted": 3, "tokens": 100 + 100 + 10 + 30}
+    assert by["training"]["tokens"] == 2 * 5 + 4 * 9 and by["training"]["counted"] == 6
+    # evaluation: round 0 (7, 7), round 1 (8, -, 8, -): missing -> mean of the counted (7, 7, 8, 8)
+    assert by["evaluation"]["tokens"] == round(7 + 7 + 8 + 8 + 2 * 7.5) and by["evaluation"]["counted"] == 4

@@ -123,7 +123,7 @@ def test_similarity_run_selects_trains_and_summarizes(tmp_path):
     d = out["paired"]["similarity - random"]["rougeL"]
     rnd = [r["rougeL"] for r in rows if r["strategy"] == "random"]
     assert d["differences"] == pytest.approx(np.subtract(vals, rnd).tolist())
-    assert "similarity-aligned - base" in out["paired"]
+    assert "similarity-aligned - base" in out["paired"] and "base - random" not in out["paired"]
     table = pd.read_csv(out["csv"])
     assert len(table) == 8 and set(table["model"]) == {"tiny"} and table["rougeL"].tolist() == pytest.approx(
         [r["rougeL"] for r in rows])

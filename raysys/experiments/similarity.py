@@ -58,7 +58,7 @@ def summarize(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     diffs = {}
     for ref in ("random", BASE):
         for s in strategies:
-            if s != ref and ref in per:
+            if s not in (ref, BASE) and ref in per:
                 diffs[f"{s} - {ref}"] = {k: paired(rows, k, s, ref) for k in METRICS}
     return {"strategies": per, "paired": diffs}
 

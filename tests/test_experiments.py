@@ -135,6 +135,8 @@ def test_diversity_on_tune_scores_known_learners_and_resumes(tmp_path):
         table = pd.read_csv(out["table"])
         assert list(zip(table["rules"], table["examples_per_rule"])) == [(3, 2), (3, 5), (12, 2), (12, 5)]
         assert Path(out["heatmap"]).stat().st_size > 5_000
+        cells_csv = pd.read_csv(out["cells"])  # one row per cell and seed, naming the model
+        assert len(cells_csv) == 4 and set(cells_csv["seed"]) == {0} and cells_csv["model"].str.contains("tiny").all()
         again = run_diversity(cfg, Memorizer(str(log)), num_cpus=2, say=lambda m: None)
         assert len(log.read_text().splitlines()) == 4 and again["rows"] == out["rows"]  # nothing redone
         with pytest.raises(RaysysError, match="other settings.*steps"):

@@ -95,7 +95,8 @@ def cell_result(cell: Cell, cfg: DiversityConfig, n_examples: int, losses: Seque
     """One row of the table (flat: strings and numbers)."""
     processed = cfg.steps * cfg.train.batch_size
     tail = losses[-max(1, len(losses) // 10):]
-    row = {"cell": cell.cell_id, "family": cell.family, "skew": cell.skew, "rules": cell.rules,
+    row = {"model": f"tiny {cfg.tiny.arch} {cfg.tiny.layers}x{cfg.tiny.hidden_size}, from scratch",
+           "cell": cell.cell_id, "family": cell.family, "skew": cell.skew, "rules": cell.rules,
            "examples_per_rule": cell.examples_per_rule, "seed": cell.seed, "distinct_examples": n_examples,
            "examples_processed": processed, "epochs": processed / n_examples,
            "final_train_loss": sum(tail) / len(tail) if tail else math.nan,

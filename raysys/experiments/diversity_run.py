@@ -162,6 +162,8 @@ def write_results(cfg: DiversityConfig, work: Path, grid: Sequence[Cell]) -> dic
     rows = [read_json(cell_dir(work, c) / RESULT) for c in grid]
     table = pa.Table.from_pylist(rows)
     write_parquet(work / "cells.parquet", table)
+    with atomic_path(work / "cells.csv") as tmp:  # one row per cell and seed
+        table.to_pandas().to_csv(tmp, index=False)
     summary = summarize(rows)
     with atomic_path(work / "diversity.csv") as tmp:
         summary.to_csv(tmp, index=False)
@@ -171,4 +173,4 @@ def write_results(cfg: DiversityConfig, work: Path, grid: Sequence[Cell]) -> dic
     write_text(work / "diversity.txt", text + "\n")
     print(f"diversity: {len(rows)} cells done", file=sys.stderr)
     return {"rows": rows, "summary": summary, "text": text, "table": str(work / "diversity.csv"),
-            "cells": str(work / "cells.parquet"), "heatmap": str(work / "diversity.png")}
+            "cells": str(work / "cells.csv"), "heatmap": str(work / "diversity.png")}

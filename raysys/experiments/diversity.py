@@ -178,7 +178,9 @@ def plot_heatmaps(summary, path: str | Path) -> str:
         ax.set_xlabel("examples per rule")
         ax.set_ylabel("distinct rules")
         test = metric[len("unseen_em["):-1] if metric.startswith("unseen_em[") else "unseen rules"
-        ax.set_title(f"train {fam}, skew {skew:g}\nexact match on {test}", fontsize=9)
+        seeds = int(sub["seeds"].max())
+        ax.set_title(f"train {fam}, skew {skew:g}\nexact match on {test}"
+                     + (f" (mean ± std, {seeds} seeds)" if seeds > 1 else ""), fontsize=9)
     fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8)
     fig.savefig(path, dpi=110, bbox_inches="tight", format="png")
     plt.close(fig)

@@ -7,12 +7,14 @@
   (the ranks read equally many rows, so this is the total to within the length spread of
   one micro batch), validation passes not included.
 Each returns None when its file is missing or was written before raysys counted tokens,
-so a total is never silently short.
+so a total is never silently short. `timed` measures a stage's wall time.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 from raysys.io import read_json
 
@@ -46,3 +48,10 @@ def total(counts: Iterable[int | None]) -> int | None:
     """The sum, or None when any count is unknown."""
     counts = list(counts)
     return None if None in counts else int(sum(counts))
+
+
+def timed(fn: Callable[..., Any], *args: Any) -> tuple[Any, float]:
+    """fn(*args) and its wall time in seconds (rounded to 0.1)."""
+    t0 = time.perf_counter()
+    out = fn(*args)
+    return out, round(time.perf_counter() - t0, 1)

@@ -57,6 +57,11 @@ def work_pool(work: Path, pool: str, synth: SynthConfig, say: Callable[[str], No
     return out
 
 
+def model_name(model: ModelConfig) -> str:
+    """How results name the base model: its path as configured, or "tiny" for the built-in one."""
+    return model.path or "tiny"
+
+
 def work_model(work: Path, model: ModelConfig, tiny: TinyConfig, say: Callable[[str], None] = print) -> str:
     """model.path; its import in the model cache when it is an import source (a known name
     such as smollm2-135m-instruct, or a .gguf: raysys.modelimport.model_folder, once); or

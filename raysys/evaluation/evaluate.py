@@ -21,6 +21,7 @@ from typing import Any, Sequence
 import pyarrow as pa
 
 from raysys.config import EvalConfig, to_dict
+from raysys.costs import total
 from raysys.evaluation.metrics import aggregate, exact_match, rouge_l
 from raysys.io import write_json, write_parquet
 from raysys.models import check_model_path, prompt_template
@@ -98,7 +99,7 @@ def evaluate_pool(pool: str, model: str, out: str, cfg: EvalConfig = EvalConfig(
     table, chosen = Parts(parts_dir).merge(mapped.order, "evaluated")
     tasks = table.to_pylist()
     metrics = {"model": model, "pool": pool, "run": run, "n_tasks": len(tasks), **aggregate(tasks),
-               "tokens": total_tokens(tasks),
+               "tokens": total(r.get("tokens") for r in tasks),  # None for parts written before counts
                "per_task": [{k: r.get(k) for k in ("task_id", "is_classification", "n_instances", "rougeL",
                                                    "exact_match", "tokens")} for r in tasks],
                "config": to_dict(cfg), "seconds": round(time.perf_counter() - start, 1)}
@@ -106,12 +107,6 @@ def evaluate_pool(pool: str, model: str, out: str, cfg: EvalConfig = EvalConfig(
     if details:
         write_parquet(details, Parts(parts_dir).merged_details(chosen, DETAIL_SCHEMA))
     return metrics
-
-
-def total_tokens(rows: Sequence[dict[str, Any]]) -> int | None:
-    """The rows' tokens summed; None when a row has no count (a part written before raysys counted them)."""
-    counts = [r.get("tokens") for r in rows]
-    return None if any(c is None for c in counts) else int(sum(counts))
 
 
 def render_metrics(m: dict[str, Any]) -> str:

@@ -27,7 +27,7 @@ from typing import Protocol
 import numpy as np
 
 from raysys.config import TrainConfig
-from raysys.costs import score_tokens, total, train_tokens
+from raysys.costs import score_tokens, timed, total, train_tokens
 from raysys.experiments.config import NoveltyConfig
 from raysys.experiments.novelty import Roles, draw_roles, novelty_ratio, render, render_summary, summarize
 from raysys.io import read_json, write_json
@@ -94,8 +94,6 @@ def run_draw(cfg: NoveltyConfig, seed: int, pool: str, model: str, stages: Stage
              say: Callable[[str], None] = print) -> dict:
     """One draw (seed) in `work`: roles, M0 and its scores, M1 and its scores, the ratio,
     Task Maps, novelty_tasks.csv and novelty.json; per stage its seconds."""
-    import time
-
     import pandas as pd
 
     from raysys.io import atomic_path
@@ -110,18 +108,13 @@ def run_draw(cfg: NoveltyConfig, seed: int, pool: str, model: str, stages: Stage
         f"{len(roles.related)} related, {len(roles.unrelated)} unrelated; M0 = "
         + (f"the model trained on {len(roles.base)} other tasks" if roles.base else "the model as given"))
     seconds: dict[str, float] = {}
-
-    def timed(stage: str, fn, *a):
-        t0 = time.perf_counter()
-        out = fn(*a)
-        seconds[stage] = round(time.perf_counter() - t0, 1)
-        return out
-
-    m0 = timed("train_m0", stages.train, model, roles.base, cfg.base_train, work / "m0") if roles.base else model
-    s0 = timed("score_m0", stages.score, m0, roles.heldout(), work / "scores-m0.parquet")
+    m0 = model
+    if roles.base:
+        m0, seconds["train_m0"] = timed(stages.train, model, roles.base, cfg.base_train, work / "m0")
+    s0, seconds["score_m0"] = timed(stages.score, m0, roles.heldout(), work / "scores-m0.parquet")
     say(f"[seed {seed}] M0 scored; training M1")
-    m1 = timed("train_m1", stages.train, m0, roles.train, cfg.train, work / "m1")
-    s1 = timed("score_m1", stages.score, m1, roles.heldout(), work / "scores-m1.parquet")
+    m1, seconds["train_m1"] = timed(stages.train, m0, roles.train, cfg.train, work / "m1")
+    s1, seconds["score_m1"] = timed(stages.score, m1, roles.heldout(), work / "scores-m1.parquet")
     write_json(work / "groups.json", {"related": roles.related, "unrelated": roles.unrelated})
     run_taskmap(s0, str(work / "taskmap-m0.png"), cfg.taskmap, title="Task Map of the held-out tasks under M0")
     tm = run_taskmap(s1, str(work / "taskmap-m1.png"), cfg.taskmap, before=s0, groups=str(work / "groups.json"),
@@ -194,13 +187,13 @@ def run_novelty(cfg: NoveltyConfig, stages: Stages | None = None, say: Callable[
     import pandas as pd
 
     from raysys.io import atomic_path
-    from raysys.workspace import work_model, work_pool
+    from raysys.workspace import model_name, work_model, work_pool
 
     work = claim_work_dir(cfg, "novelty-config")
     pool, model = str(work_pool(work, cfg.pool, cfg.synth, say)), work_model(work, cfg.model, cfg.tiny, say)
     stages = stages or RayStages(cfg, pool)
     draws = [run_draw(cfg, seed, pool, model, stages, work / f"seed-{seed}", say) for seed in cfg.seeds]
-    name = cfg.model.path or "tiny"
+    name = model_name(cfg.model)
     with atomic_path(work / "novelty.csv") as tmp:
         pd.DataFrame(csv_rows(name, draws), columns=list(CSV_COLUMNS)).to_csv(tmp, index=False)
     plot_draws(draws, work / "novelty.png", f"Novelty: M1 = {name} trained on {cfg.group!r} tasks\n"

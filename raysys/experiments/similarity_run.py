@@ -19,7 +19,6 @@ and every stage resumes from its own files.
 from __future__ import annotations
 
 import functools
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import Any, Protocol
 
 from raysys.experiments.config import SimilarityConfig
 from raysys.experiments.similarity import BASE, draw_targets, max_similarity, render, select_strategy, summarize
-from raysys.costs import eval_tokens, train_tokens
+from raysys.costs import eval_tokens, timed, train_tokens
 from raysys.io import read_json, write_json
 
 RECORD = "record.json"
@@ -51,12 +50,6 @@ def _ray_stages(cfg: SimilarityConfig, pool: str, targets_pool: str, targets_fil
 
     return RayStages(replace(cfg, targets=str(targets_file), select=replace(cfg.select, encoder=encoder)),
                      pool, targets_pool)
-
-
-def _timed(fn: Callable, *args) -> tuple[Any, float]:
-    t0 = time.perf_counter()
-    out = fn(*args)
-    return out, round(time.perf_counter() - t0, 1)
 
 
 class _Similarity:
@@ -85,13 +78,13 @@ def _run_one(cfg: SimilarityConfig, st: Stages, strategy: str, seed: int, model:
     row: dict[str, Any] = {"seed": seed, "strategy": strategy, "target_tasks": len(targets), "n_train_tasks": 0}
     trained = model
     if strategy != BASE:
-        picked, row["select_seconds"] = _timed(st.select, select_strategy(strategy)[0], cfg.budget, seed,
+        picked, row["select_seconds"] = timed(st.select, select_strategy(strategy)[0], cfg.budget, seed,
                                                candidates, None, out)
-        (trained, losses), row["train_seconds"] = _timed(st.train, model, picked, (), out)
+        (trained, losses), row["train_seconds"] = timed(st.train, model, picked, (), out)
         row.update(n_train_tasks=len(picked), train_loss=losses.get("train_loss"),
                    train_tokens=train_tokens(trained, cfg.train.workers),
                    selected_similarity=measure().of(picked, texts))
-    metrics, row["eval_seconds"] = _timed(st.evaluate, trained, {"test": targets}, out)
+    metrics, row["eval_seconds"] = timed(st.evaluate, trained, {"test": targets}, out)
     row.update(rougeL=metrics["test"]["rougeL"], exact_match=metrics["test"]["exact_match"],
                eval_tokens=eval_tokens(out / "eval-0.json"))
     return row
@@ -105,7 +98,7 @@ def run_similarity(cfg: SimilarityConfig, stages: Callable[..., Stages] | None =
 
     from raysys.io import atomic_path
     from raysys.runs import pool_copy, pool_tasks, subset_pool
-    from raysys.workspace import claim_work_dir, work_model, work_pool
+    from raysys.workspace import claim_work_dir, model_name, work_model, work_pool
 
     make = stages or _ray_stages
     work = claim_work_dir(cfg, "similarity-config")
@@ -114,20 +107,19 @@ def run_similarity(cfg: SimilarityConfig, stages: Callable[..., Stages] | None =
     tasks, target_tasks = pool_tasks(pool), pool_tasks(targets_pool)
     targets = {seed: draw_targets(list(target_tasks), cfg.target_tasks, seed) for seed in cfg.seeds}
     used = set().union(*map(set, targets.values())) if not cfg.targets else set()
-    name = cfg.model.path or "tiny"
+    name = model_name(cfg.model)
     say(f"similarity: {len(cfg.strategies)} strategies x {len(cfg.seeds)} seeds; {len(targets[cfg.seeds[0]])} "
         f"target tasks per seed; {cfg.budget} pool tasks per selection; work dir {work}")
     encoders = {False: cfg.select.encoder}
     if "similarity-aligned" in cfg.strategies:
         from raysys.selection.align import align_encoder
 
-        t0 = time.perf_counter()
-        report = align_encoder([t for tid, t in tasks.items() if tid not in used], work / "encoder-aligned",
-                               replace(cfg.align, encoder=cfg.select.encoder), pool=pool)
+        report, seconds = timed(align_encoder, [t for tid, t in tasks.items() if tid not in used],
+                                work / "encoder-aligned", replace(cfg.align, encoder=cfg.select.encoder), pool)
         encoders[True] = str(work / "encoder-aligned")
         say(f"aligned encoder: same-task retrieval {report['retrieval_before']:.3f} -> "
             f"{report['retrieval_after']:.3f} on {report['n_heldout']} held-out pool tasks "
-            f"({time.perf_counter() - t0:.0f} s)")
+            f"({seconds:.0f} s)")
     @functools.cache
     def measure() -> _Similarity:  # embeds the pool once, when a selection first needs it
         return _Similarity(cfg.select.encoder, tasks)

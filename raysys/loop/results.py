@@ -2,8 +2,7 @@
 record.json files, with the tokens each round's stages processed (raysys.costs), written
 as results.parquet and results.csv; summary.json with the mean and sample std over seeds
 per (strategy, round) and each strategy's paired difference with random (same seed and
-round); the mean and standard
-deviation over seeds per (strategy, round); learning curves (one panel per metric, mean
+round); learning curves (one panel per metric, mean
 +- std over seeds per strategy, like the method's overall / classification / generative
 plots); the mean prompt uncertainty of the tasks each round selected; and the Task Map
 of the first score-ranked trial's first scored round.
@@ -22,6 +21,7 @@ from raysys.errors import RaysysError
 from raysys.io import atomic_path, read_json, write_json, write_parquet
 from raysys.loop.core import RECORD, round_dir, seed_dir
 from raysys.stats import mean_std, paired
+from raysys.workspace import model_name
 
 COLUMNS = ("model", "strategy", "seed", "round", "n_tasks", "n_new", "candidates", "train_loss", "val_loss",
            "val_rougeL", "val_exact_match", "test_rougeL", "test_rougeL_classification", "test_rougeL_generative",
@@ -55,7 +55,7 @@ def collect(cfg: LoopConfig, work: Path) -> list[dict[str, Any]]:
                     raise RaysysError(f"round {r} of {strategy} seed {seed} has no record ({folder / RECORD})")
                 rec = read_json(folder / RECORD)
                 full = {**rec, **round_tokens(folder, rec["model"], cfg.train.workers), "strategy": strategy,
-                        "model": cfg.model.path or "tiny", "model_dir": rec["model"]}
+                        "model": model_name(cfg.model), "model_dir": rec["model"]}
                 rows.append({c: full.get(c) for c in COLUMNS})
     return rows
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pyarrow.parquet as pq
 
+from raysys.costs import score_tokens
+
 
 def extremes(path: str, column: str = "prompt_uncertainty", top: int = 5) -> tuple[list[dict], list[dict]]:
     """The `top` rows with the highest and the lowest `column` (ties by task_id)."""
@@ -18,9 +20,8 @@ def render_score_summary(run, top: int = 5) -> str:
     pp = table.column("prediction_probability").to_numpy()
     ppl = table.column("perplexity").to_numpy()
     rate = run.n_scored_now / run.seconds if run.seconds else 0.0
-    names = pq.read_schema(run.out).names
-    tokens = pq.read_table(run.out, columns=["tokens"]).column("tokens").to_pylist() if "tokens" in names else []
-    counted = f"; {sum(tokens):,} tokens processed" if tokens and None not in tokens else ""
+    tokens = score_tokens(run.out)
+    counted = "" if tokens is None else f"; {tokens:,} tokens processed"
     lines = [
         f"scored {run.n_tasks} tasks into {run.out} ({run.n_scored_now} now, {run.n_resumed} resumed) "
         f"in {run.seconds:.1f} s ({rate:.1f} tasks/s){counted}",

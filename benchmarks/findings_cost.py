@@ -23,7 +23,10 @@ from pathlib import Path
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
-FORWARD, TRAIN = 2, 6  # FLOPs per parameter per token
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+from raysys.costs import FORWARD_FLOPS_PER_PARAMETER as FORWARD  # noqa: E402  (the one home of the rule)
+from raysys.costs import TRAIN_FLOPS_PER_PARAMETER as TRAIN  # noqa: E402
 STAGES = {"score_tokens": ("scoring", FORWARD), "train_tokens": ("training", TRAIN),
           "eval_tokens": ("evaluation", FORWARD)}
 

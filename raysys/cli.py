@@ -169,6 +169,7 @@ def train(args: argparse.Namespace) -> int:
         raise RaysysError("train needs --pool, --tasks and --out (or --plan)")
     from raysys.pools import load_pool
     from raysys.selection import read_task_ids
+    from raysys.costs import total
     from raysys.training.trainer import train_model
 
     _log(args)
@@ -183,7 +184,10 @@ def train(args: argparse.Namespace) -> int:
         val_txt = f", validation loss {e['val_loss']:.4f}" if "val_loss" in e else ""
         print(f"epoch {e['epoch']}: train loss {e['train_loss']:.4f}{val_txt} "
               f"({e['tokens_per_s_worker']:.0f} tokens/s per worker)")
-    print(f"wrote {args.out} (epoch {run.chosen_epoch}, {run.examples} examples)")
+    flops = total(e.get("flops") for e in run.epochs)
+    spent = "" if flops is None else f"; {total(e['tokens'] for e in run.epochs) * cfg.workers:,} tokens trained, " \
+        f"{flops:.3g} FLOPs"
+    print(f"wrote {args.out} (epoch {run.chosen_epoch}, {run.examples} examples{spent})")
     return 0
 
 

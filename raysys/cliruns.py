@@ -36,7 +36,7 @@ def loop(args: argparse.Namespace) -> int:
     else:
         cfg = _experiment_setup(LoopConfig, args)
     out = run_loop(cfg)
-    print(render(out["summary"], out["paired"]))
+    print(render(out["summary"], out["paired"], out["costs"]))
     print("\n".join(f"{k}: {out[k]}" for k in ("table", "csv", "json", "curves", "uncertainty", "taskmap") if k in out))
     return 0
 

@@ -177,9 +177,16 @@ class ScoringConfig:
     ifd: bool = True  # IFD = PPL(y | prompt) / PPL(y alone)
     token_budget: int = 8192  # padded tokens per forward pass
     tasks_per_batch: int = 16  # tasks handed to a scorer actor at a time
+    racing: int = 0  # B > 0: find the B most prompt-uncertain tasks by racing perturbations (raysys.scoring.racing)
+    racing_first: int = 3  # perturbations every task gets in racing's first round
+    racing_delta: float = 0.05  # racing: 1 - the confidence of each bound on a task's U
 
     def __post_init__(self) -> None:
         _check(self.instances >= 1, "instances must be >= 1")
+        _check(self.racing >= 0, "racing must be >= 0 (0 = off)")
+        _check(not self.racing or self.perturbations >= 2, "racing needs perturbations >= 2")
+        _check(self.racing_first >= 2, "racing_first must be >= 2")
+        _check(0.0 < self.racing_delta < 1.0, "racing_delta must be in (0, 1)")
         _check(self.perturbations >= 0, "perturbations must be >= 0")
         _check(0.0 <= self.drop_rate <= 1.0, "drop_rate must be in [0, 1]")
         _check(self.perturbation in PERTURBATIONS, f"perturbation must be one of {PERTURBATIONS}")
@@ -361,7 +368,7 @@ class LoopConfig:
     candidates: int = 200  # score a random sample of this many remaining tasks per round; 0 = all of them
     train_from: str = "base"  # base: train the base model on all tasks so far; previous: continue on the new ones
     score_selected: bool = True  # also score what score-free strategies (random) select, for the results
-    targets: str = ""  # target instructions for the similarity strategy (a pool or a .txt)
+    targets: str = ""  # target tasks of the similarity (a pool or a .txt) and rds (a pool) strategies
     prompt: PromptConfig = field(default_factory=lambda: PromptConfig(demonstrations=0))  # scoring, train, eval
     generation: GenerationConfig = field(default_factory=lambda: GenerationConfig(max_new_tokens=20))  # score, eval
     select: SelectConfig = field(default_factory=SelectConfig)  # strategy, budget, seed are set per round
@@ -391,6 +398,7 @@ class LoopConfig:
                "actors >= 0, max_concurrent_trials >= 0, max_failures >= -1")
         _check("similarity" not in self.strategies or self.targets != "",
                "the similarity strategy needs targets (a pool or a .txt of instructions)")
+        _check("rds" not in self.strategies or self.targets != "", "the rds strategy needs targets (a pool)")
         share(self, "prompt", "scoring", "train", "evaluation")
         share(self, "generation", "scoring", "evaluation")
 

@@ -8,6 +8,19 @@
   one micro batch), validation passes not included.
 Each returns None when its file is missing or was written before raysys counted tokens,
 so a total is never silently short. `timed` measures a stage's wall time.
+
+FLOPs (the one home of the rule): 2 x parameters per token a forward pass reads, 6 x
+parameters per trained token (forward and backward), parameters = all of the model's,
+embeddings included (a tied embedding is also the output projection, which does cost
+2 x vocabulary x width per token; the input lookup is free). What this approximates:
+attention's own FLOPs (2 x layers x context x width per token, 5-25 % here) are left out;
+scoring and evaluation count the tokens a plain one-sequence-at-a-time loop reads (the
+scoring engine computes fewer: shared prefixes once, no vocabulary projection for prompt
+tokens), and generation counts each generated token as one forward token (with the key /
+value cache that is what it costs); LoRA training costs about 4 x parameters per token
+(frozen weights still pass gradients back, but skip their weight gradients, a third of
+the work), so 6 x is an upper bound there. Each stage records its
+FLOPs next to its tokens: `flops` in scores and evaluation rows, per epoch in training.
 """
 from __future__ import annotations
 
@@ -17,6 +30,54 @@ from pathlib import Path
 from typing import Any
 
 from raysys.io import read_json
+
+
+FORWARD_FLOPS_PER_PARAMETER = 2  # per token read by a forward pass
+TRAIN_FLOPS_PER_PARAMETER = 6  # per trained token: forward + backward
+
+
+def forward_flops(tokens: int, parameters: int) -> float:
+    return float(FORWARD_FLOPS_PER_PARAMETER * parameters * tokens)
+
+
+def train_flops(tokens: int, parameters: int) -> float:
+    return float(TRAIN_FLOPS_PER_PARAMETER * parameters * tokens)
+
+
+def parameters(model) -> int:
+    """All parameters of a torch model (a ZeRO-3 partitioned one by its full sizes)."""
+    return int(sum(getattr(p, "ds_numel", 0) or p.numel() for p in model.parameters()))
+
+
+def score_flops(path: str | Path) -> float | None:
+    return _column_sum(path, "flops")
+
+
+def eval_flops(path: str | Path) -> float | None:
+    path = Path(path)
+    if not path.is_file():
+        return None
+    counts = [r.get("flops") for r in read_json(path)["per_task"]]
+    return None if None in counts else float(sum(counts))
+
+
+def trained_flops(model: str | Path) -> float | None:
+    """The training report's FLOPs over every epoch and worker."""
+    path = Path(model, "raysys_train.json")
+    if not path.is_file():
+        return None
+    counts = [e.get("flops") for e in read_json(path)["epochs"]]
+    return None if None in counts else float(sum(counts))
+
+
+def _column_sum(path: str | Path, column: str) -> float | None:
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if not path.is_file() or column not in pq.read_schema(path).names:
+        return None
+    counts = pq.read_table(path, columns=[column]).column(column).to_pylist()
+    return None if None in counts else float(sum(counts))
 
 
 def score_tokens(path: str | Path) -> int | None:
@@ -44,10 +105,12 @@ def train_tokens(model: str | Path, workers: int) -> int | None:
     return int(sum(e.get("tokens", 0) for e in read_json(path)["epochs"]) * workers)
 
 
-def total(counts: Iterable[int | None]) -> int | None:
-    """The sum, or None when any count is unknown."""
+def total(counts: Iterable[int | float | None]) -> int | float | None:
+    """The sum (an int for token counts, a float for FLOPs), or None when any count is unknown."""
     counts = list(counts)
-    return None if None in counts else int(sum(counts))
+    if None in counts:
+        return None
+    return float(sum(counts)) if any(isinstance(c, float) for c in counts) else int(sum(counts))
 
 
 def timed(fn: Callable[..., Any], *args: Any) -> tuple[Any, float]:

@@ -71,3 +71,27 @@ def test_findings_cost_counts_and_estimates(tmp_path):
     assert by["training"]["tokens"] == 2 * 5 + 4 * 9 and by["training"]["counted"] == 6
     # evaluation: round 0 (7, 7), round 1 (8, -, 8, -): missing -> mean of the counted (7, 7, 8, 8)
     assert by["evaluation"]["tokens"] == round(7 + 7 + 8 + 8 + 2 * 7.5) and by["evaluation"]["counted"] == 4
+
+
+def test_bench_peer_quick(shared_data):
+    """benchmarks/bench_peer.py --quick: lm-eval's token-level log-likelihoods equal the
+    engine's on the same ids, and the end-to-end table has its three ways."""
+    import importlib.util
+
+    import pytest
+
+    if importlib.util.find_spec("lm_eval") is None:
+        (pytest.fail if os.environ.get("CI") else pytest.skip)("lm-eval is not installed (pip install -e .[bench])")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_peer.py"), "--quick",
+                           "--shared", str(shared_data)], capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    exact = [line.split() for line in lines if line.startswith(("niv2 ", "alpaca "))]
+    assert [r[0] for r in exact] == ["niv2", "alpaca"]
+    for r in exact:  # pool tasks pairs tokens | peer p/s raysys p/s ratio | max|dlogp| max|dU|
+        assert float(r[-2]) < 1e-5 and float(r[-1]) < 1e-6, r
+    ways = {line.split()[0]: line.split() for line in lines if line.startswith(("peer ", "full ", "racing "))}
+    assert set(ways) == {"peer", "full", "racing"}
+    assert float(ways["full"][4]) == 1.0 and 0 <= float(ways["racing"][4]) <= 1.0  # top-B Jaccard
+    assert "12/12 greedy answers equal raysys's" in next(line for line in lines if line.startswith("peer "))

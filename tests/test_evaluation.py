@@ -85,6 +85,11 @@ def test_evaluate_pool_matches_a_direct_computation_and_resumes(tiny_model_dir, 
     for d in det:
         want[d["task_id"]] += len(tiny_lm.tokenizer(d["prompt"]).input_ids) + new_tokens(tiny_lm, d["prompt"], 6)
     assert {r["task_id"]: r["tokens"] for r in m["per_task"]} == want and m["tokens"] == sum(want.values())
+    from raysys.models import count_parameters
+
+    n = count_parameters(tiny_lm.model)
+    assert {r["task_id"]: r["flops"] for r in m["per_task"]} == {t: 2.0 * n * w for t, w in want.items()}
+    assert m["flops"] == pytest.approx(2.0 * n * sum(want.values()))
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["exact_match"] == m["exact_match"]
     # a rerun finds every task done and evaluates nothing again

@@ -91,6 +91,17 @@ def test_ray_job_submit_runs_the_loop_on_a_local_head(head, tmp_path):
                                          for t in json.loads(f.read_text())["per_task"]) > 0
     report = json.loads((r1 / "model" / "raysys_train.json").read_text())
     assert rows[1]["train_tokens"] == 2 * sum(e["tokens"] for e in report["epochs"]) > 0  # 2 workers
+    # FLOPs: 2 x parameters per token read (scoring, evaluation with the base and the trained
+    # model), 6 x parameters per trained token (the trained model's parameters, LoRA included)
+    from raysys.models import count_parameters, load_model
+
+    base = count_parameters(load_model(rows[0]["model_dir"]).model)
+    trained = report["epochs"][0]["parameters"]
+    assert trained >= base  # the base model's, plus adapters when LoRA trained it
+    assert rows[1]["score_flops"] == pytest.approx(2 * base * rows[1]["score_tokens"])
+    assert rows[1]["train_flops"] == pytest.approx(6 * trained * rows[1]["train_tokens"])
+    assert rows[1]["eval_flops"] == pytest.approx(sum(2 * count_parameters(load_model(
+        json.loads(f.read_text())["model"]).model) * json.loads(f.read_text())["tokens"] for f in r1.glob("eval-*.json")))
     assert rows[0]["score_tokens"] == 0 and rows[0]["model"] == "tiny"
     assert json.loads((work / "loop.json").read_text())["work_dir"] == str(work)
     assert (work / "results.csv").is_file() and (work / "curves.png").stat().st_size > 5_000

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from raysys.config import GenerationConfig, ScoringConfig, SynthConfig
+from raysys.models import count_parameters
 from raysys.perturb import perturb_prompt_parts
 from raysys.pools import load_pool
 from raysys.pools.markov import generate
@@ -128,6 +129,7 @@ def test_token_counts_by_hand(tasks, tiny_lm):
             want += sum(n(prompts[0]) + n_target(label) for label in labels)
             want += n(scorer.alone_prompt) + n_target(y)  # IFD
         assert row["tokens"] == want, task.task_id
+        assert row["flops"] == 2 * count_parameters(tiny_lm.model) * want  # 2 x parameters per token read
     assert rows[0]["n_labels"] == 2  # the label items were counted
 
 

@@ -162,6 +162,14 @@ def test_training_lowers_the_loss_and_exports(pool, tiny_model_dir, ray_cluster,
     # ZeRO partitions the same computation: every backend and stage gives DDP's losses
     ref = FIRST_EPOCH_LOSS.setdefault(lora, first["train_loss"])
     assert first["train_loss"] == pytest.approx(ref, rel=1e-4)
+    # FLOPs: 6 x the model's parameters (counted whole under ZeRO-3's partitions, adapters
+    # included) x every worker's trained tokens
+    from raysys.models import count_parameters, load_model
+
+    base = count_parameters(load_model(str(tiny_model_dir)).model)
+    assert (first["parameters"] > base) if lora else (first["parameters"] == base)
+    for e in run.epochs:
+        assert e["flops"] == 6.0 * first["parameters"] * e["tokens"] * cfg.workers > 0
     facts = _check_export(tmp_path / "out", tiny_model_dir, path, tmp_path)
     assert facts["chosen_epoch"] == 1 and facts["config"]["backend"] == backend
     if stage == 3 and lora:  # ZeRO-3 shards consolidated and LoRA merged: an ordinary model raysys can score

@@ -8,8 +8,8 @@ tokens; batched greedy generation), so answers are those `raysys score` takes as
 model's own. `evaluate_pool` runs it over the pool (or the given task ids) with the
 same resumable part files as scoring and writes metrics.json atomically. Each task's row
 counts the tokens its evaluation processed (`tokens`: its prompts, fitted and cut as
-generation reads them, plus every generated token, end of sequence included);
-metrics.json has their total.
+generation reads them, plus every generated token, end of sequence included) and their
+FLOPs (`flops`, raysys.costs); metrics.json has both totals.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from typing import Any, Sequence
 import pyarrow as pa
 
 from raysys.config import EvalConfig, to_dict
-from raysys.costs import total
+from raysys.costs import forward_flops, parameters, total
 from raysys.evaluation.metrics import aggregate, exact_match, rouge_l
 from raysys.io import write_json, write_parquet
 from raysys.models import check_model_path, prompt_template
@@ -43,6 +43,7 @@ class Evaluator:
         self.runner = ModelRunner(model, cfg.generation, trust_remote_code=trust_remote_code, loaded=loaded,
                                   device=device)
         lm = self.runner.lm
+        self.parameters = parameters(lm.model)
         self.template = template_for(cfg.prompt.template, cfg.prompt.chat_body, lm.tokenizer, lm.name)
 
     def process(self, tasks: Sequence[Task], details: bool = False):
@@ -72,7 +73,8 @@ class Evaluator:
             r_sum, e_sum = sum(r for r, _ in pairs), sum(e for _, e in pairs)
             rows.append({"task_id": t.task_id, "is_classification": t.is_classification, "n_instances": len(pairs),
                          "rougeL_sum": r_sum, "exact_match_sum": e_sum, "rougeL": r_sum / len(pairs),
-                         "exact_match": e_sum / len(pairs), "tokens": n})
+                         "exact_match": e_sum / len(pairs), "tokens": n,
+                         "flops": forward_flops(n, self.parameters)})
         return rows, detail_rows
 
 
@@ -100,8 +102,9 @@ def evaluate_pool(pool: str, model: str, out: str, cfg: EvalConfig = EvalConfig(
     tasks = table.to_pylist()
     metrics = {"model": model, "pool": pool, "run": run, "n_tasks": len(tasks), **aggregate(tasks),
                "tokens": total(r.get("tokens") for r in tasks),  # None for parts written before counts
+               "flops": total(r.get("flops") for r in tasks),
                "per_task": [{k: r.get(k) for k in ("task_id", "is_classification", "n_instances", "rougeL",
-                                                   "exact_match", "tokens")} for r in tasks],
+                                                   "exact_match", "tokens", "flops")} for r in tasks],
                "config": to_dict(cfg), "seconds": round(time.perf_counter() - start, 1)}
     write_json(out, metrics)
     if details:
@@ -117,4 +120,5 @@ def render_metrics(m: dict[str, Any]) -> str:
     for k in ("overall", "classification", "generative"):
         lines.append(f"{k:<16} {f(m['rougeL'][k]):>7} {f(m['exact_match'][k]):>7} {m['n_instances'][k]:>9}")
     tokens = "" if m.get("tokens") is None else f", {m['tokens']:,} tokens processed"
+    tokens += "" if m.get("flops") is None else f", {m['flops']:.3g} FLOPs"
     return "\n".join(lines) + f"\n({m['n_tasks']} tasks, model {m['model']}{tokens})"

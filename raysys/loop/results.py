@@ -1,5 +1,6 @@
 """The loop's results: one row per (strategy, seed, round) read from the rounds'
-record.json files, with the tokens each round's stages processed (raysys.costs), written
+record.json files, with the tokens each round's stages processed and their FLOPs
+(raysys.costs), written
 as results.parquet and results.csv; summary.json with the mean and sample std over seeds
 per (strategy, round) and each strategy's paired difference with random (same seed and
 round); learning curves (one panel per metric, mean
@@ -16,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from raysys.config import LoopConfig
-from raysys.costs import eval_tokens, score_tokens, total, train_tokens
+from raysys.costs import eval_flops, eval_tokens, score_flops, score_tokens, total, train_tokens, trained_flops
 from raysys.errors import RaysysError
 from raysys.io import atomic_path, read_json, write_json, write_parquet
 from raysys.loop.core import RECORD, round_dir, seed_dir
@@ -27,19 +28,24 @@ COLUMNS = ("model", "strategy", "seed", "round", "n_tasks", "n_new", "candidates
            "val_rougeL", "val_exact_match", "test_rougeL", "test_rougeL_classification", "test_rougeL_generative",
            "test_exact_match", "test_exact_match_classification", "test_exact_match_generative",
            "selected_prompt_uncertainty", "selected_prediction_probability", "seconds", "score_tokens",
-           "train_tokens", "eval_tokens", "model_dir")
+           "train_tokens", "eval_tokens", "score_flops", "train_flops", "eval_flops", "model_dir")
 CURVES = ("test_rougeL", "test_rougeL_classification", "test_rougeL_generative", "test_exact_match", "val_loss")
 SUMMARY = ("n_tasks", "test_rougeL", "test_exact_match", "val_loss", "selected_prompt_uncertainty")
 
 
-def round_tokens(folder: Path, model_dir: str, workers: int) -> dict[str, int | None]:
-    """Tokens the round's stages processed (raysys.costs): its scoring (the candidates, or
-    what a score-free strategy selected), training and evaluations; None where unknown."""
+def round_tokens(folder: Path, model_dir: str, workers: int) -> dict[str, int | float | None]:
+    """Tokens the round's stages processed and their FLOPs (raysys.costs): its scoring (the
+    candidates, or what a score-free strategy selected), training and evaluations; None
+    where unknown. score_flops / train_flops is what selection cost per unit of training."""
     scored = [p for p in (folder / "scores" / "scores.parquet", folder / "scores-selected" / "scores.parquet")
               if p.is_file()]
+    evals = sorted(folder.glob("eval-*.json"))
     return {"score_tokens": total(score_tokens(p) for p in scored),
             "train_tokens": train_tokens(model_dir, workers),
-            "eval_tokens": total(eval_tokens(p) for p in sorted(folder.glob("eval-*.json")))}
+            "eval_tokens": total(eval_tokens(p) for p in evals),
+            "score_flops": total(score_flops(p) for p in scored),
+            "train_flops": trained_flops(model_dir),
+            "eval_flops": total(eval_flops(p) for p in evals)}
 
 
 def collect(cfg: LoopConfig, work: Path) -> list[dict[str, Any]]:
@@ -87,7 +93,21 @@ def paired_differences(rows: Sequence[dict[str, Any]], baseline: str = "random",
             for s in strategies for k in rounds]
 
 
-def render(summary: Sequence[dict[str, Any]], paired_rows: Sequence[dict[str, Any]] = ()) -> str:
+def flops_by_strategy(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per strategy, FLOPs summed over seeds and rounds: selection (scoring), training and
+    evaluation, and selection / training (None where a stage's count is unknown)."""
+    out = []
+    for strategy in dict.fromkeys(r["strategy"] for r in rows):
+        rs = [r for r in rows if r["strategy"] == strategy and r["round"] >= 1]
+        row = {"strategy": strategy, **{c: total(r[c] for r in rs) for c in ("score_flops", "train_flops", "eval_flops")}}
+        row["selection_over_training"] = (row["score_flops"] / row["train_flops"]
+                                          if row["score_flops"] is not None and row["train_flops"] else None)
+        out.append(row)
+    return out
+
+
+def render(summary: Sequence[dict[str, Any]], paired_rows: Sequence[dict[str, Any]] = (),
+           cost_rows: Sequence[dict[str, Any]] = ()) -> str:
     def f(v, std=None, width=14):
         if v is None:
             return f"{'-':>{width}}"
@@ -104,6 +124,11 @@ def render(summary: Sequence[dict[str, Any]], paired_rows: Sequence[dict[str, An
         if p["pairs"]:
             lines.append(f"paired {p['strategy']} - {p['b']}, round {p['round']}, {p['key']}: "
                          f"{f(p['mean'], p['std'], 0).strip()} over {p['pairs']} seed(s), ahead in {p['a_better']}")
+    for c in cost_rows:
+        g = {k: "-" if c[k] is None else f"{c[k]:.3g}" for k in ("score_flops", "train_flops", "eval_flops")}
+        ratio = "" if c["selection_over_training"] is None else f" (selection / training {c['selection_over_training']:.3g})"
+        lines.append(f"FLOPs of {c['strategy']} over its seeds and rounds: selection {g['score_flops']}, "
+                     f"training {g['train_flops']}, evaluation {g['eval_flops']}{ratio}")
     return "\n".join(lines)
 
 
@@ -184,8 +209,9 @@ def write_results(cfg: LoopConfig, work: Path) -> dict[str, Any]:
         pacsv.write_csv(table, tmp)
     summary = summarize(rows)
     pairs = paired_differences(rows)
-    write_json(work / "summary.json", {"summary": summary, "paired": pairs})
-    out = {"rows": rows, "summary": summary, "paired": pairs, "table": str(work / "results.parquet"),
+    cost_rows = flops_by_strategy(rows)
+    write_json(work / "summary.json", {"summary": summary, "paired": pairs, "costs": cost_rows})
+    out = {"rows": rows, "summary": summary, "paired": pairs, "costs": cost_rows, "table": str(work / "results.parquet"),
            "csv": str(work / "results.csv"), "json": str(work / "summary.json")}
     if plot_curves(rows, work / "curves.png"):
         out["curves"] = str(work / "curves.png")

@@ -30,6 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from raysys.config import ScoringConfig
+from raysys.costs import forward_flops
 from raysys.perturb import perturb_prompt_parts, rng_for
 from raysys.prompts import Template
 from raysys.schema import Demonstration, Instance, Task
@@ -37,7 +38,7 @@ from raysys.scoring import metrics
 
 SCORE_COLUMNS = ("task_id", "prompt_uncertainty", "prediction_probability", "perplexity", "classification_entropy",
                  "ifd", "n_instances", "n_instances_total", "n_perturbations", "n_labels", "n_truncated",
-                 "is_classification", "mean_answer_chars", "tokens")
+                 "is_classification", "mean_answer_chars", "tokens", "flops", "rds_embedding")
 DETAIL_COLUMNS = ("task_id", "instance_id", "perturbation", "prompt", "target", "p")
 
 
@@ -134,9 +135,10 @@ class TaskItems:
     n_demos: tuple[int, ...]  # demonstrations shown in each instance's prompts
     answers: tuple[str, ...]  # y_i, the target of every item of instance i but its labels
     truncated: int  # instances whose original prompt is longer than the model's limit
-    perturbed: np.ndarray  # (n, k + 1): (prompt_j(instance_i), y_i); column 0 the original prompt
-    label_items: np.ndarray  # (n, c): (prompt_0(instance_i), label_c)
-    alone: np.ndarray | None  # (n,): (alone prompt, y_i) for IFD; None when IFD is off
+    perturbed: np.ndarray  # (n, len(columns)): (prompt_j(instance_i), y_i) for j = columns[c]
+    label_items: np.ndarray  # (n, c): (prompt_0(instance_i), label_c); (n, 0) without j = 0
+    alone: np.ndarray | None  # (n,): (alone prompt, y_i) for IFD; None when IFD is off or j = 0 is not laid out
+    columns: tuple[int, ...]  # the j of each column of `perturbed`: 0..k unless a racing round asked for fewer
 
     @property
     def perturbations(self) -> int:
@@ -168,35 +170,38 @@ class _Appender:
 
 
 def build_items(plans: Sequence[TaskPlan], fits: Sequence[FittedPrompt], answers: Sequence[str],
-                alone_prompt: str | None) -> Batch:
+                alone_prompt: str | None, columns: Sequence[int] | None = None) -> Batch:
     """The items of a batch of tasks (see the module docstring). `fits` and `answers` hold
     one entry per sampled instance, task after task in plan order; `alone_prompt`: the
-    prompt y_i is scored alone under for IFD (None: no IFD items)."""
+    prompt y_i is scored alone under for IFD (None: no IFD items). `columns`: the
+    perturbations j laid out (default all, 0..k; a racing round asks for some); the label
+    and IFD items come with j = 0."""
     n_all = sum(len(p.instances) for p in plans)
     if len(fits) != n_all or len(answers) != n_all:
         raise ValueError(f"{n_all} instances but {len(fits)} fitted prompts and {len(answers)} answers")
     out, tasks, group, start = _Appender(), [], 0, 0
     for plan in plans:
-        n, k1 = len(plan.instances), len(plan.prompts.parts)
+        n = len(plan.instances)
+        cols = tuple(range(len(plan.prompts.parts)) if columns is None else columns)
         fit, ys = fits[start: start + n], tuple(answers[start: start + n])
         start += n
-        pert = np.empty((n, k1), dtype=np.int64)
-        lab = np.empty((n, len(plan.labels)), dtype=np.int64)
-        for j in range(k1):
+        pert = np.empty((n, len(cols)), dtype=np.int64)
+        lab = np.empty((n, len(plan.labels) if 0 in cols else 0), dtype=np.int64)
+        for c_j, j in enumerate(cols):
             for r, inst in enumerate(plan.instances):
-                pert[r, j] = out.add(plan.prompts.text(j, inst, fit[r].n_demos), ys[r], group)
+                pert[r, c_j] = out.add(plan.prompts.text(j, inst, fit[r].n_demos), ys[r], group)
                 if j == 0:  # the same prompt, so the label items share the group's prefix
                     for c, label in enumerate(plan.labels):
-                        lab[r, c] = out.add(out.prompts[pert[r, 0]], label, group)
+                        lab[r, c] = out.add(out.prompts[pert[r, c_j]], label, group)
             group += 1
         alone = None
-        if alone_prompt is not None:
+        if alone_prompt is not None and 0 in cols:
             alone = np.empty(n, dtype=np.int64)
             for r in range(n):  # one group each: nothing to share
                 alone[r] = out.add(alone_prompt, ys[r], group)
                 group += 1
         tasks.append(TaskItems(plan, tuple(f.n_demos for f in fit), ys, sum(f.truncated for f in fit), pert, lab,
-                               alone))
+                               alone, cols))
     return Batch(out.freeze(), tuple(tasks))
 
 
@@ -217,12 +222,17 @@ def tokens(batch: Batch, per_item: Sequence[int], per_instance: Sequence[int]) -
     return out
 
 
-def task_rows(batch: Batch, logp: np.ndarray, task_tokens: Sequence[int] | None = None) -> list[dict[str, Any]]:
+def task_rows(batch: Batch, logp: np.ndarray, task_tokens: Sequence[int] | None = None,
+              parameters: int | None = None, embeddings: Sequence | None = None) -> list[dict[str, Any]]:
     """One row per task (SCORE_COLUMNS) from the engine's mean log-prob of every item;
-    `task_tokens`: each task's token count (raysys.scoring.items.tokens), else None."""
+    `task_tokens`: each task's token count (raysys.scoring.items.tokens), else None; with
+    the model's `parameters` too, their FLOPs (raysys.costs), else None; `embeddings`:
+    each task's RDS+ embedding (a list of floats), else None."""
     _check(batch, logp)
     rows = []
     for i, t in enumerate(batch.tasks):
+        if t.columns[:1] != (0,):
+            raise ValueError("task rows need the original prompt (j = 0) as the first column")
         lp = logp[t.perturbed]  # (n, k + 1)
         p = np.exp(lp)
         task = t.plan.task
@@ -231,7 +241,7 @@ def task_rows(batch: Batch, logp: np.ndarray, task_tokens: Sequence[int] | None 
             "prompt_uncertainty": metrics.prompt_uncertainty(p[:, 0], p[:, 1:]),
             "prediction_probability": metrics.prediction_probability(p[:, 0]),
             "perplexity": metrics.perplexity(lp[:, 0]),
-            "classification_entropy": metrics.label_entropy(logp[t.label_items]) if t.plan.labels else float("nan"),
+            "classification_entropy": metrics.label_entropy(logp[t.label_items]) if t.label_items.size else float("nan"),
             "ifd": metrics.ifd(lp[:, 0], logp[t.alone]) if t.alone is not None else float("nan"),
             "n_instances": len(t.answers),
             "n_instances_total": len(task.instances),
@@ -241,6 +251,8 @@ def task_rows(batch: Batch, logp: np.ndarray, task_tokens: Sequence[int] | None 
             "is_classification": task.is_classification,
             "mean_answer_chars": float(np.mean([len(y) for y in t.answers])),
             "tokens": None if task_tokens is None else int(task_tokens[i]),
+            "flops": None if task_tokens is None or parameters is None else forward_flops(task_tokens[i], parameters),
+            "rds_embedding": None if embeddings is None else embeddings[i],
         })
     return rows
 
@@ -252,8 +264,8 @@ def detail_rows(batch: Batch, logp: np.ndarray) -> list[dict[str, Any]]:
     for t in batch.tasks:
         p = np.exp(logp[t.perturbed])
         for r, inst in enumerate(t.plan.instances):
-            for j in range(t.perturbations + 1):
-                k = t.perturbed[r, j]
+            for c, j in enumerate(t.columns):
+                k = t.perturbed[r, c]
                 rows.append({"task_id": t.plan.task.task_id, "instance_id": inst.id, "perturbation": j,
-                             "prompt": batch.items.prompts[k], "target": batch.items.targets[k], "p": float(p[r, j])})
+                             "prompt": batch.items.prompts[k], "target": batch.items.targets[k], "p": float(p[r, c])})
     return rows

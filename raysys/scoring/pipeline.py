@@ -116,6 +116,7 @@ def _actor_resources(actors: int, gpus_per_actor: float, cpus: float | None = No
 
 @dataclass(frozen=True)
 class Mapped:
+    pool: str  # the pool as canonical Parquet
     order: list[str]  # the pool's task ids, in pool order
     n_tasks: int
     n_resumed: int
@@ -171,7 +172,7 @@ def map_pool(pool: str, parts_dir: Path, model: str, cfg: Any, *, actors: int = 
                 bar.update(n_resumed + now)
         if bar:
             bar.close()
-    return Mapped(order, n_tasks, n_resumed, now)
+    return Mapped(pool_path, order, n_tasks, n_resumed, now)
 
 
 def score_pool(
@@ -195,18 +196,66 @@ def score_pool(
     detect_format(pool)  # a missing or unreadable pool fails before anything is created
     run = run_id(cfg, model, pool, details is not None)
     parts_dir = Path(f"{out}.parts") / run
-    mapped = map_pool(pool, parts_dir, model, cfg, actors=actors, gpus_per_actor=gpus_per_actor,
-                      details=details is not None, trust_remote_code=trust_remote_code, num_cpus=num_cpus,
-                      progress=progress, cpus=cpus)
-    table, chosen = Parts(parts_dir).merge(mapped.order)
+    flags = dict(actors=actors, gpus_per_actor=gpus_per_actor, trust_remote_code=trust_remote_code,
+                 num_cpus=num_cpus, progress=progress, cpus=cpus)
+    if cfg.racing:
+        mapped, table, detail_table = _race_pool(pool, parts_dir, model, cfg, flags)
+    else:
+        mapped = map_pool(pool, parts_dir, model, cfg, details=details is not None, **flags)
+        table, chosen = Parts(parts_dir).merge(mapped.order)
+        detail_table = Parts(parts_dir).merged_details(chosen, DETAIL_SCHEMA) if details else None
     table = table.append_column("model", pa.array([model] * table.num_rows))
     table = table.append_column("config_hash", pa.array([run] * table.num_rows))
     meta = {RUN_KEY: run, "raysys_scoring_config": json.dumps(to_dict(cfg), sort_keys=True), "raysys_model": model}
     write_parquet(out, table.replace_schema_metadata(meta))
     if details:
-        write_parquet(details, Parts(parts_dir).merged_details(chosen, DETAIL_SCHEMA))
+        write_parquet(details, detail_table)
     return ScoreRun(out=out, n_tasks=mapped.n_tasks, n_scored_now=mapped.n_now, n_resumed=mapped.n_resumed,
                     seconds=time.perf_counter() - start, details=details)
+
+
+def _race_pool(pool: str, run_dir: Path, model: str, cfg: ScoringConfig,
+               flags: dict[str, Any]) -> tuple[Mapped, pa.Table, pa.Table]:
+    """Racing on the actor pool (raysys.scoring.race): round r's parts in
+    `run_dir/round-r`, over a subset pool of its open tasks; round 0's answers in
+    `run_dir/answers.parquet`. Every decision is a function of the parts, so a rerun
+    redoes none of the finished work. Returns round 0's Mapped (task counts)."""
+    from raysys.runs import subset_pool
+    from raysys.scoring.race import RaceRound, race
+
+    answers = run_dir / "answers.parquet"
+    first: list[Mapped] = []
+
+    def run_round(r: int, columns: tuple[int, ...], ids: list[str], given) -> tuple[list[dict], list[dict]]:
+        folder = run_dir / f"round-{r}"
+        sub = pool if r == 0 else subset_pool(first[0].pool, ids, folder / "pool.parquet")
+        verb = f"racing round {r + 1} (perturbations {max(columns[0], 1)}-{columns[-1]}): scoring"
+        mapped = map_pool(sub, folder, model, RaceRound(cfg, columns, str(answers) if r else ""), details=True,
+                          make="raysys.scoring.race:RoundScorer", verb=verb, **flags)
+        table, chosen = Parts(folder).merge(ids)
+        rows = Parts(folder).merged_details(chosen, DETAIL_SCHEMA).to_pylist()
+        if r == 0:
+            first.append(mapped)
+            if not answers.is_file():
+                write_parquet(answers, pa.Table.from_pylist(
+                    [{k: d[k] for k in ("task_id", "instance_id", "perturbation", "target")} for d in rows
+                     if d["perturbation"] == 0]))
+        return table.to_pylist(), rows
+
+    def on_round(r: int, m: int, n_open: int, n_decided: int) -> None:
+        if flags.get("progress", True):
+            stage(f"racing: {n_decided} task(s) decided after {m} perturbations, {n_open} open")
+
+    order = _pool_order(pool, run_dir / "round-0")
+    result = race(order, cfg, run_round, on_round)
+    return first[0], pa.Table.from_pylist(result.rows), pa.Table.from_pylist(result.details, schema=DETAIL_SCHEMA)
+
+
+def _pool_order(pool: str, folder: Path) -> list[str]:
+    """The pool's task ids in pool order (its canonical Parquet copy is made in `folder`)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path, _ = _pool_parquet(pool, folder)
+    return pq.read_table(path, columns=["task_id"]).column("task_id").to_pylist()
 
 
 class GenerateBatch:

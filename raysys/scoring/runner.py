@@ -5,6 +5,7 @@ LMs, right-padded for the encoder of seq2seq models). Knows nothing of Ray or of
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Callable, Sequence
 
 import torch
@@ -51,12 +52,22 @@ class ModelRunner:
         last tokens."""
         return self.generate_counted(ids)[0]
 
-    @torch.inference_mode()
     def generate_counted(self, ids: Sequence[Sequence[int]]) -> tuple[list[str], list[int]]:
         """The greedy answers, and per prompt the tokens the model processed for it: the
         prompt's (after truncation to max_prompt) plus every token generated, the end of
         sequence included (padding excluded)."""
+        answers, tokens, _ = self.generate_embedded(ids, embed=False)
+        return answers, tokens
+
+    @torch.inference_mode()
+    def generate_embedded(self, ids: Sequence[Sequence[int]], embed: bool = True
+                          ) -> tuple[list[str], list[int], torch.Tensor | None]:
+        """generate_counted's answers and tokens, and each prompt's RDS+ embedding
+        (raysys.scoring.rds) from the prefill of its decode: (prompts, d) float32."""
+        from raysys.scoring.rds import capture_body, position_weighted_mean
+
         ids = [list(p[-self.max_prompt:]) for p in ids]
+        embeddings = None
         tokens = [len(p) for p in ids]
         tok, model, gen = self.lm.tokenizer, self.lm.model, self.generation
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # little padding per batch
@@ -72,9 +83,15 @@ class ModelRunner:
                     x[r, : len(ids[i])], m[r, : len(ids[i])] = torch.tensor(ids[i]), 1
                 else:
                     x[r, width - len(ids[i]):], m[r, width - len(ids[i]):] = torch.tensor(ids[i]), 1
-            out = model.generate(input_ids=x.to(self.device), attention_mask=m.to(self.device), do_sample=False,
-                                 max_new_tokens=gen.max_new_tokens, pad_token_id=pad,
-                                 eos_token_id=tok.eos_token_id)
+            with capture_body(model, self.lm.kind) if embed else contextlib.nullcontext([]) as seen:
+                out = model.generate(input_ids=x.to(self.device), attention_mask=m.to(self.device), do_sample=False,
+                                     max_new_tokens=gen.max_new_tokens, pad_token_id=pad,
+                                     eos_token_id=tok.eos_token_id)
+            if embed:
+                pooled = position_weighted_mean(seen[0], m.to(seen[0].device)).cpu()
+                if embeddings is None:
+                    embeddings = torch.zeros(len(ids), pooled.shape[1])
+                embeddings[batch] = pooled
             new = out[:, 1:] if self.lm.kind == "seq2seq" else out[:, width:]  # drop decoder start / prompt
             for r, i in enumerate(batch):
                 row = new[r].tolist()
@@ -83,4 +100,25 @@ class ModelRunner:
                     tokens[i] += 1
                 tokens[i] += len(row)
                 answers[i] = tok.decode(row, skip_special_tokens=True)
-        return answers, tokens
+        return answers, tokens, embeddings
+
+    @torch.inference_mode()
+    def embed_prompts(self, ids: Sequence[Sequence[int]]) -> torch.Tensor:
+        """RDS+ embeddings of tokenized prompts by a forward pass alone (no decode): the same
+        vectors generate_embedded takes from the prefill. (prompts, d) float32."""
+        from raysys.scoring.rds import body, position_weighted_mean
+
+        ids = [list(p[-self.max_prompt:]) for p in ids]
+        pad = self.lm.tokenizer.pad_token_id if self.lm.tokenizer.pad_token_id is not None else 0
+        out = []
+        for s in range(0, len(ids), self.generation.batch):  # right padding: positions need no mask arithmetic
+            chunk = ids[s: s + self.generation.batch]
+            width = max(len(p) for p in chunk)
+            x = torch.full((len(chunk), width), pad, dtype=torch.long)
+            m = torch.zeros_like(x)
+            for r, p in enumerate(chunk):
+                x[r, : len(p)], m[r, : len(p)] = torch.tensor(p), 1
+            h = body(self.lm.model, self.lm.kind)(input_ids=x.to(self.device), attention_mask=m.to(self.device))
+            out.append(position_weighted_mean(h[0] if isinstance(h, tuple) else h.last_hidden_state,
+                                              m.to(self.device)).cpu())
+        return torch.cat(out) if out else torch.zeros(0, 0)

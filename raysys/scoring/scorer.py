@@ -9,7 +9,9 @@ nothing of Ray: raysys.scoring.pipeline's ScoreBatch calls `process` on each act
 Each task's row counts the tokens its scoring processed (`tokens`): the greedy answers'
 prompts and generated tokens, and every item's prompt and target tokens, as a plain
 one-sequence-at-a-time loop reads them (the engine computes fewer: shared prefixes are
-encoded once, duplicate items scored once).
+encoded once, duplicate items scored once); and their FLOPs (`flops`, raysys.costs). It
+also holds the task's RDS+ embedding (`rds_embedding`, raysys.scoring.rds), taken from the
+prefill of the greedy decode.
 """
 from __future__ import annotations
 
@@ -17,11 +19,13 @@ from functools import partial
 from typing import Any, Sequence
 
 from raysys.config import ScoringConfig
+from raysys.costs import forward_flops, parameters
 from raysys.models import LoadedModel
 from raysys.prompts import template_for
 from raysys.schema import Task
 from raysys.scoring.items import Batch, TaskPlan, build_items, detail_rows, plan_task, task_rows, tokens
 from raysys.scoring.likelihood import Budget, make_scorer, prompt_ids, target_ids
+from raysys.scoring.rds import task_means
 from raysys.scoring.runner import ModelRunner
 
 
@@ -32,6 +36,7 @@ class TaskScorer:
         self.runner = ModelRunner(model_path, cfg.generation, device=device, trust_remote_code=trust_remote_code,
                                   loaded=loaded)
         lm = self.runner.lm
+        self.parameters = parameters(lm.model)
         self.template = template_for(cfg.prompt.template, cfg.prompt.chat_body, lm.tokenizer, lm.name)
         self.engine = make_scorer(lm.model, lm.tokenizer, lm.kind, Budget(tokens=cfg.token_budget),
                                   self.runner.max_prompt)
@@ -51,14 +56,19 @@ class TaskScorer:
         answers as targets, or `answers` (one per instance, in plan order) when given."""
         return self._items(plans, answers)[0]
 
-    def _items(self, plans: Sequence[TaskPlan], answers: Sequence[str] | None = None) -> tuple[Batch, list[int]]:
-        """The batch, and per instance the tokens its greedy answer cost (0 when `answers` are given)."""
+    def _items(self, plans: Sequence[TaskPlan], answers: Sequence[str] | None = None,
+               columns: Sequence[int] | None = None) -> tuple[Batch, list[int], list | None]:
+        """The batch, per instance the tokens its greedy answer cost (0 when `answers` are
+        given), and per task its RDS+ embedding from the decode's prefill (None when
+        `answers` are given: nothing was decoded)."""
         fits = [self.runner.fit_prompt(partial(plan.prompts.text, 0, inst), self.cfg.prompt.demonstrations)
                 for plan in plans for inst in plan.instances]
-        spent = [0] * len(fits)
+        spent, embedded = [0] * len(fits), None
         if answers is None:
-            answers, spent = self.runner.generate_counted([f.ids for f in fits])
-        return build_items(plans, fits, answers, self.alone_prompt if self.cfg.ifd else None), spent
+            answers, spent, vectors = self.runner.generate_embedded([f.ids for f in fits])
+            embedded = task_means(vectors, [len(plan.instances) for plan in plans])
+        batch = build_items(plans, fits, answers, self.alone_prompt if self.cfg.ifd else None, columns)
+        return batch, spent, embedded
 
     def item_tokens(self, batch: Batch) -> list[int]:
         """Per item, the tokens a forward pass over it reads: its prompt's (cut to the
@@ -67,10 +77,27 @@ class TaskScorer:
         return [len(p) + len(t) for p, t in zip(prompt_ids(tok, batch.items.prompts, limit),
                                                  target_ids(tok, batch.items.targets))]
 
-    def score(self, tasks: Sequence[Task], details: bool = False) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    def embed(self, tasks: Sequence[Task]) -> list[list[float]]:
+        """Each task's RDS+ embedding as `score` stores it, by forward passes alone (target
+        tasks of the rds strategy)."""
+        plans = [plan_task(t, self.cfg, self.template) for t in tasks]
+        fits = [self.runner.fit_prompt(partial(plan.prompts.text, 0, inst), self.cfg.prompt.demonstrations)
+                for plan in plans for inst in plan.instances]
+        return task_means(self.runner.embed_prompts([f.ids for f in fits]), [len(p.instances) for p in plans])
+
+    def score(self, tasks: Sequence[Task], details: bool = False, *, columns: Sequence[int] | None = None,
+              answers: Sequence[str] | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """One score row per task (items.SCORE_COLUMNS) and, if asked, one detail row per
-        scored prompt (items.DETAIL_COLUMNS)."""
-        batch, spent = self._items([plan_task(t, self.cfg, self.template) for t in tasks])
+        scored prompt (items.DETAIL_COLUMNS). A racing round (raysys.scoring.race) asks for
+        some perturbations j only (`columns`) and may give the greedy answers found before
+        (`answers`, one per sampled instance, task after task); without j = 0 a task's row
+        holds its task_id and tokens only."""
+        batch, spent, embedded = self._items([plan_task(t, self.cfg, self.template) for t in tasks], answers, columns)
         logp = self.engine.score(batch.items.prompts, batch.items.targets, batch.items.groups)
-        return (task_rows(batch, logp, tokens(batch, self.item_tokens(batch), spent)),
-                detail_rows(batch, logp) if details else [])
+        counts = tokens(batch, self.item_tokens(batch), spent)
+        if columns is not None and 0 not in columns:
+            rows = [{"task_id": t.plan.task.task_id, "tokens": n, "flops": forward_flops(n, self.parameters)}
+                    for t, n in zip(batch.tasks, counts)]
+        else:
+            rows = task_rows(batch, logp, counts, self.parameters, embedded)
+        return rows, detail_rows(batch, logp) if details else []

@@ -55,6 +55,8 @@ def run_select(cfg: SelectConfig, out: str, scores: str | None = None, pool: str
                           "reads the pool's tasks: give --pool")
     if cfg.strategy == "similarity" and targets is None:
         raise RaysysError("the similarity strategy needs --targets (a pool or a .txt of instructions)")
+    if cfg.strategy == "rds" and targets is None:
+        raise RaysysError("the rds strategy needs --targets (a pool, or the scores of one from the same model)")
     tasks = _load_tasks(pool) if pool else None
     cands, notes = build_candidates(scores, tasks, cfg.taskmap)
     excluded: set[str] = set()
@@ -70,6 +72,11 @@ def run_select(cfg: SelectConfig, out: str, scores: str | None = None, pool: str
         cands = replace(cands, embeddings=embed(encoder, cands.instructions))
         if targets is not None:
             cands = replace(cands, target_embeddings=embed(encoder, target_instructions(targets)))
+    if cfg.strategy == "rds":
+        from raysys.selection.rdsembed import score_embeddings, target_embeddings
+
+        cands = replace(cands, embeddings=score_embeddings(scores, cands.task_ids),
+                        target_embeddings=target_embeddings(targets, scores))
     sel = select_tasks(cands, cfg, excluded, notes)
     write_selection(sel, out)
     return sel

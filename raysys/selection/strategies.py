@@ -19,6 +19,9 @@ generator: ties are broken by a permutation drawn from it (raysys.selection.rank
 - similarity (INSTA): cosine similarity of the instruction embeddings to the target tasks'
   instructions; `overall` ranks by the max (or mean) over targets, `per-target` takes
   each target's next most similar task in turn.
+- rds (RDS+): the same rule on the scoring model's own embeddings of the tasks' prompts
+  (position-weighted mean of its final hidden states, stored by `raysys score`; targets
+  embedded the same way: raysys.scoring.rds).
 - uncertainty-diverse: the most uncertain tasks in order, skipping any whose instruction
   embedding has cosine similarity >= diversity_threshold with one already taken; when too
   few remain, the skipped ones fill the budget in the same order.
@@ -70,9 +73,18 @@ def _need_embeddings(c: Candidates, what: str) -> np.ndarray:
 
 
 def similarity(c: Candidates, budget: int, cfg: SelectConfig, rng: np.random.Generator) -> np.ndarray:
-    emb = _need_embeddings(c, "similarity")
+    return _by_similarity(c, budget, cfg, rng, "similarity")
+
+
+def rds(c: Candidates, budget: int, cfg: SelectConfig, rng: np.random.Generator) -> np.ndarray:
+    """RDS+: `similarity`'s rule on the scoring model's RDS+ embeddings (raysys.scoring.rds)."""
+    return _by_similarity(c, budget, cfg, rng, "rds")
+
+
+def _by_similarity(c: Candidates, budget: int, cfg: SelectConfig, rng: np.random.Generator, what: str) -> np.ndarray:
+    emb = _need_embeddings(c, what)
     if c.target_embeddings is None or len(c.target_embeddings) == 0:
-        raise RaysysError("the similarity strategy needs target tasks (--targets)")
+        raise RaysysError(f"the {what} strategy needs target tasks (--targets)")
     sim = emb @ c.target_embeddings.T  # (tasks, targets), cosine: rows are unit-norm
     if cfg.similarity_mode == "overall":
         key = sim.max(axis=1) if cfg.similarity_reduce == "max" else sim.mean(axis=1)
@@ -138,11 +150,13 @@ STRATEGIES: dict[str, Strategy] = {
     "entropy": _ranked("classification_entropy", True),
     "ifd": _ranked("ifd", True),
     "similarity": similarity,
+    "rds": rds,
     "uncertainty-diverse": uncertainty_diverse,
     "uncertainty-kcenter": uncertainty_kcenter,
 }
 NEEDS_EMBEDDINGS = frozenset({"similarity", "uncertainty-diverse", "uncertainty-kcenter"})
 NEEDS_SCORES = frozenset(STRATEGIES) - {"random", "similarity"}
+NEEDS_TARGETS = frozenset({"similarity", "rds"})
 
 
 def check_strategies(*names: str) -> None:

@@ -23,7 +23,8 @@ from the base model.
 Metrics per epoch: the losses, tokens/s over the whole epoch and in steady state (after
 the first micro batch: Ray Data's iterator start-up and the first, allocation-heavy step
 left out), the time to the first batch and of the first step, the padded tokens, the
-set-up time (model load, wrappers) and the checkpoint's save time and size. On CPU,
+set-up time (model load, wrappers), the checkpoint's save time and size, and the
+model's parameters and the epoch's training FLOPs over all workers (raysys.costs). On CPU,
 `cpu_bf16` runs the forward passes under bf16 autocast (weights, gradients and optimizer
 states stay float32).
 """
@@ -122,6 +123,7 @@ def train_loop(config: dict[str, Any]) -> None:
     from transformers import AutoTokenizer
 
     from raysys.console import ProgressFile
+    from raysys.costs import parameters, train_flops
     from raysys.io import read_json, write_json
     from raysys.training.data import collate, length_grouped
     from raysys.training.dsconfig import deepspeed_config
@@ -152,6 +154,7 @@ def train_loop(config: dict[str, Any]) -> None:
 
         hf_ds = HfDeepSpeedConfig(ds_config)  # noqa: F841  (must stay alive while the model loads)
     model = build_model(model_path, kind, cfg, torch.float32 if use_ds else dtype, config["trust_remote_code"])
+    n_parameters = parameters(model)  # all of them, before wrappers (the FLOPs rule's N)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     total_steps = steps_per_epoch(cfg, config["rows_per_worker"]) * cfg.epochs
@@ -248,6 +251,8 @@ def train_loop(config: dict[str, Any]) -> None:
                    "tokens_per_s_worker": tokens / max(seconds, 1e-9), "epoch_seconds": seconds,
                    "steady_tokens_per_s_worker": steady_tokens / (end - steady_from) if steady_tokens else None,
                    "tokens": tokens, "padded_tokens": padded, "micro_batches": len(losses),
+                   # every worker's trained tokens, as rank 0's x workers (equal row counts)
+                   "parameters": n_parameters, "flops": train_flops(tokens * world, n_parameters),
                    "first_batch_seconds": first_batch, "first_step_seconds": first_step,
                    "setup_seconds": setup_seconds if epoch == start_epoch else 0.0}
         if config["has_validation"]:

@@ -1,0 +1,69 @@
+"""The RDS+ embeddings the rds strategy ranks by (raysys.scoring.rds): the candidates'
+from their scores file, the targets' from their own scores file (scored by the same
+model) or embedded now, as the scores' model and scoring config embed a task. Rows come
+back unit-norm, so a dot product is the cosine similarity.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from raysys.errors import InvalidFile, RaysysError
+
+COLUMN = "rds_embedding"
+
+
+def _unit(rows: np.ndarray) -> np.ndarray:
+    return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+
+
+def score_embeddings(path: str | Path, task_ids: Sequence[str] | None = None) -> np.ndarray:
+    """The unit-norm RDS+ embeddings of a scores file, in `task_ids` order (default: the file's)."""
+    p = Path(path)
+    if COLUMN not in pq.read_schema(p).names:
+        raise InvalidFile(p, f"no {COLUMN} column: scored before raysys stored RDS+ embeddings; score again")
+    table = pq.read_table(p, columns=["task_id", COLUMN])
+    by_id = dict(zip(table.column("task_id").to_pylist(), table.column(COLUMN).to_pylist()))
+    ids = list(by_id) if task_ids is None else list(task_ids)
+    missing = [t for t in ids if by_id.get(t) is None]
+    if missing:
+        raise InvalidFile(p, f"task {missing[0]!r} has no {COLUMN} ({len(missing)} task(s)); score it again")
+    return _unit(np.asarray([by_id[t] for t in ids], dtype=np.float64))
+
+
+def _scoring_setup(scores: str | Path):
+    """The model and ScoringConfig a scores file was made with (its Parquet metadata)."""
+    from raysys.config import ScoringConfig
+    from raysys.configio import from_mapping
+
+    meta = pq.read_schema(scores).metadata or {}
+    if b"raysys_model" not in meta or b"raysys_scoring_config" not in meta:
+        raise InvalidFile(Path(scores), "no raysys scoring metadata (model, config): not written by raysys score")
+    return meta[b"raysys_model"].decode(), from_mapping(ScoringConfig, json.loads(meta[b"raysys_scoring_config"]),
+                                                        f"{scores} (scoring config)")
+
+
+def target_embeddings(targets: str | Path, scores: str | Path) -> np.ndarray:
+    """The targets' unit-norm RDS+ embeddings: a scores file of theirs by the same model,
+    or a pool embedded now with the scores' model and config."""
+    model, cfg = _scoring_setup(scores)
+    t = Path(targets)
+    if t.suffix == ".parquet" and COLUMN in pq.read_schema(t).names:
+        other, _ = _scoring_setup(t)
+        if other != model:
+            raise RaysysError(f"{t} was scored with {other}, the candidates with {model}: RDS+ embeddings of "
+                              "different models do not compare")
+        return score_embeddings(t)
+    if t.suffix == ".txt":
+        raise InvalidFile(t, "the rds strategy embeds target tasks' prompts: give a pool (or its scores), not a .txt")
+    from raysys.pools import load_pool
+    from raysys.scoring.scorer import TaskScorer
+
+    tasks = list(load_pool(str(t)).tasks)
+    if not tasks:
+        raise InvalidFile(t, "no target tasks")
+    return _unit(np.asarray(TaskScorer(model, cfg).embed(tasks), dtype=np.float64))

@@ -1,0 +1,173 @@
+"""Perturbation racing: the bound and the rule against direct computations, a race in one
+process against a full run on a tiny model, and `raysys score --racing` on a local Ray
+cluster (its output, details and resume after a killed driver)."""
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from conftest import run_cli
+from raysys.config import GenerationConfig, ScoringConfig, SynthConfig
+from raysys.pools import write_parquet_tasks
+from raysys.pools.markov import generate
+from raysys.scoring import racing
+from raysys.scoring.race import in_process, race
+from raysys.scoring.scorer import TaskScorer
+
+
+def test_schedule():
+    assert racing.schedule(10, 3) == [3, 5, 7, 10]
+    assert racing.schedule(20, 3) == [3, 5, 7, 10, 15, 20]
+    assert racing.schedule(4, 3) == [3, 4]
+    assert racing.schedule(2, 5) == [2]
+
+
+def test_interval_is_the_finite_population_t_interval():
+    d = np.array([0.1, 0.3, 0.2])
+    lo, hi = racing.interval(d, 10, 0.05)
+    # t_{2, 0.975} = 4.302653 (tables); s = 0.1; finite-population factor sqrt(7 / 9)
+    half = 4.302653 * 0.1 / math.sqrt(3) * math.sqrt(7 / 9)
+    assert lo == pytest.approx(0.2 - half, abs=1e-6) and hi == pytest.approx(0.2 + half, abs=1e-6)
+    assert racing.interval(np.array([0.1, 0.3, 0.2, 0.4]), 4, 0.05) == (0.25, 0.25)  # m = K: exact
+    assert racing.interval(np.array([0.2, 0.2, 0.2]), 10, 0.05) == pytest.approx((0.2, 0.2), abs=1e-12)  # no spread
+
+
+def test_decide_by_hand():
+    # bounds: a [0.8, 0.9], b [0.5, 0.7], c [0.45, 0.6], d [0.0, 0.1]; top 2
+    lo, hi = [0.8, 0.5, 0.45, 0.0], [0.9, 0.7, 0.6, 0.1]
+    assert racing.decide(lo, hi, 2) == ["in", "open", "open", "out"]  # b and c overlap
+    assert racing.decide(lo, hi, 1) == ["in", "out", "out", "out"]
+    assert racing.decide(lo, hi, 3) == ["in", "in", "in", "out"]  # d is surely below three
+    assert racing.decide(lo, hi, 4) == ["in"] * 4
+    # decided tasks keep their status; the places left shrink
+    assert racing.decide(lo, hi, 2, ["out", "open", "open", "open"]) == ["out", "in", "in", "out"]
+    # ties after the last round are ranked by (-U, task_id)
+    assert racing.finish(["open"] * 3, [0.5, 0.5, 0.2], ["b", "a", "c"], 1) == ["out", "in", "out"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(0, 1), min_size=2, max_size=40, unique=True), st.data())
+def test_intervals_that_hold_never_misplace_a_task(u, data):
+    """Whenever every interval contains its task's full-run U, each task decided in is in
+    the true top B and each decided out is not, whatever the widths."""
+    budget = data.draw(st.integers(1, len(u)))
+    lo = [x - data.draw(st.floats(0, 0.5)) for x in u]
+    hi = [x + data.draw(st.floats(0, 0.5)) for x in u]
+    ids = [f"t{i:02d}" for i in range(len(u))]
+    status = racing.decide(lo, hi, budget)
+    truth = racing.top_b(u, ids, budget)
+    assert all(ids[i] in truth for i, s in enumerate(status) if s == "in")
+    assert all(ids[i] not in truth for i, s in enumerate(status) if s == "out")
+    assert sum(s == "in" for s in status) <= budget
+    final = racing.finish(status, u, ids, budget)  # exact values at the end: the full run's top B
+    assert {ids[i] for i, s in enumerate(final) if s == "in"} == truth
+
+
+CFG = ScoringConfig(instances=3, perturbations=6, generation=GenerationConfig(6), tasks_per_batch=4, racing=4,
+                    racing_first=2)
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory):
+    tasks = generate(SynthConfig(rules=14, examples_per_rule=4, seed=5, unseen_rules=2))
+    path = tmp_path_factory.mktemp("pool") / "pool.parquet"
+    write_parquet_tasks(tasks, path)
+    return path, tasks
+
+
+def test_race_in_process_matches_the_full_run(pool, tiny_lm):
+    _, tasks = pool
+    scorer = TaskScorer("", CFG, loaded=tiny_lm)
+    result = race([t.task_id for t in tasks], CFG, in_process(scorer, tasks))
+    full, full_details = scorer.score(tasks, True)
+    full_u = {r["task_id"]: r["prompt_uncertainty"] for r in full}
+    rows = {r["task_id"]: r for r in result.rows}
+    p_full = {(d["task_id"], d["instance_id"], d["perturbation"]): d["p"] for d in full_details}
+    for d in result.details:  # every prompt racing scored is the full run's prompt, with its p
+        assert d["p"] == pytest.approx(p_full[(d["task_id"], d["instance_id"], d["perturbation"])], abs=1e-6)
+    assert len(result.details) == sum(r["n_instances"] * (r["n_perturbations"] + 1) for r in result.rows)
+    raced_to_k = [t for t, r in rows.items() if r["n_perturbations"] == CFG.perturbations]
+    assert raced_to_k and all(not rows[t]["decided_early"] for t in raced_to_k)
+    for t in raced_to_k:  # the full run's U
+        assert rows[t]["prompt_uncertainty"] == pytest.approx(full_u[t], abs=1e-6)
+    for t, r in rows.items():  # an early task's U is the mean over the perturbations it got
+        ps = np.array([[p_full[(t, d["instance_id"], j)] for j in range(r["n_perturbations"] + 1)]
+                       for d in full_details if d["task_id"] == t and d["perturbation"] == 0])
+        assert r["prompt_uncertainty"] == pytest.approx(np.mean(np.abs(ps[:, 1:] - ps[:, :1])), abs=1e-6)
+        want = {k: v for k, v in next(f for f in full if f["task_id"] == t).items()
+                if k in ("prediction_probability", "perplexity", "ifd", "n_instances")}
+        assert {k: r[k] for k in want} == pytest.approx(want, rel=1e-6)  # float32 forwards in other batches
+    chosen = {t for t, r in rows.items() if r["racing_selected"]}
+    assert len(chosen) == CFG.racing
+    assert result.forwards < result.forwards_full  # fewer perturbed forwards than the full run
+    assert result.forwards == sum(r["n_instances"] * r["n_perturbations"] for r in result.rows)
+    wide = replace(CFG, racing_delta=1e-12)  # bounds so wide that nothing is decided before K
+    exact = race([t.task_id for t in tasks], wide, in_process(TaskScorer("", wide, loaded=tiny_lm), tasks))
+    assert {r["task_id"] for r in exact.rows if r["racing_selected"]} == racing.top_b(
+        [full_u[t.task_id] for t in tasks], [t.task_id for t in tasks], CFG.racing)
+
+
+def _racing_workers():
+    import psutil
+
+    out = []
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            if any("ScoreBatch" in part for part in (p.info["cmdline"] or [])):
+                out.append(p)
+        except psutil.Error:
+            pass
+    return out
+
+
+@pytest.mark.ray
+def test_racing_cli_resumes_after_a_killed_driver(pool, tiny_model_dir, tiny_lm, tmp_path):
+    path, tasks = pool
+    out, details = tmp_path / "scores.parquet", tmp_path / "details.parquet"
+    args = ["score", "--pool", str(path), "--model", str(tiny_model_dir), "--out", str(out), "--details", str(details),
+            "--instances", "3", "--perturbations", "4", "--max-new-tokens", "6", "--tasks-per-batch", "4",
+            "--racing", "4", "--racing-first", "2", "--actors", "1"]
+    env = {**os.environ, "RAY_ADDRESS": ""}
+    proc = subprocess.Popen([sys.executable, "-m", "raysys.cli", *args], start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    parts = out.parent / "scores.parquet.parts"
+    deadline = time.time() + 240  # kill it once round 2 has a finished batch
+    while time.time() < deadline and not list(parts.glob("*/round-1/scores-*.parquet")) and proc.poll() is None:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 60
+    while _racing_workers() and time.time() < deadline:
+        time.sleep(0.2)
+    assert list(parts.glob("*/round-1/scores-*.parquet")) and not out.exists()
+    round0 = sum(pq.read_metadata(p).num_rows for p in parts.glob("*/round-0/scores-*.parquet"))
+    assert round0 == len(tasks)
+    r = run_cli(*args, cwd=tmp_path, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert f"({len(tasks)} already done)" in r.stderr  # round 0 not redone
+    assert sum(pq.read_metadata(p).num_rows for p in parts.glob("*/round-0/scores-*.parquet")) == round0
+    assert "racing:" in r.stderr and "top 4" in r.stdout
+    table = pq.read_table(out).to_pylist()
+    assert [row["task_id"] for row in table] == [t.task_id for t in tasks]
+    assert sum(row["racing_selected"] for row in table) == 4
+    # the same race as in one process, task by task
+    cfg = replace(CFG, perturbations=4)
+    scorer = TaskScorer("", cfg, loaded=tiny_lm)
+    want = {row["task_id"]: row for row in race([t.task_id for t in tasks], cfg, in_process(scorer, tasks)).rows}
+    for row in table:
+        w = want[row["task_id"]]
+        assert (row["n_perturbations"], row["racing_selected"]) == (w["n_perturbations"], w["racing_selected"])
+        assert row["prompt_uncertainty"] == pytest.approx(w["prompt_uncertainty"], abs=1e-6)
+    d = pq.read_table(details)
+    assert d.num_rows == sum(row["n_instances"] * (row["n_perturbations"] + 1) for row in table)

@@ -49,53 +49,20 @@ def parameters(model) -> int:
     return int(sum(getattr(p, "ds_numel", 0) or p.numel() for p in model.parameters()))
 
 
-def score_flops(path: str | Path) -> float | None:
-    return _column_sum(path, "flops")
-
-
-def eval_flops(path: str | Path) -> float | None:
-    path = Path(path)
-    if not path.is_file():
-        return None
-    counts = [r.get("flops") for r in read_json(path)["per_task"]]
-    return None if None in counts else float(sum(counts))
-
-
-def trained_flops(model: str | Path) -> float | None:
-    """The training report's FLOPs over every epoch and worker."""
-    path = Path(model, "raysys_train.json")
-    if not path.is_file():
-        return None
-    counts = [e.get("flops") for e in read_json(path)["epochs"]]
-    return None if None in counts else float(sum(counts))
-
-
-def _column_sum(path: str | Path, column: str) -> float | None:
-    import pyarrow.parquet as pq
-
-    path = Path(path)
-    if not path.is_file() or column not in pq.read_schema(path).names:
-        return None
-    counts = pq.read_table(path, columns=[column]).column(column).to_pylist()
-    return None if None in counts else float(sum(counts))
-
-
 def score_tokens(path: str | Path) -> int | None:
-    import pyarrow.parquet as pq
+    return _scores_sum(path, "tokens")
 
-    path = Path(path)
-    if not path.is_file() or "tokens" not in pq.read_schema(path).names:
-        return None
-    counts = pq.read_table(path, columns=["tokens"]).column("tokens").to_pylist()
-    return None if None in counts else int(sum(counts))
+
+def score_flops(path: str | Path) -> float | None:
+    return _scores_sum(path, "flops")
 
 
 def eval_tokens(path: str | Path) -> int | None:
-    path = Path(path)
-    if not path.is_file():
-        return None
-    counts = [r.get("tokens") for r in read_json(path)["per_task"]]
-    return None if None in counts else int(sum(counts))
+    return _eval_sum(path, "tokens")
+
+
+def eval_flops(path: str | Path) -> float | None:
+    return _eval_sum(path, "flops")
 
 
 def train_tokens(model: str | Path, workers: int) -> int | None:
@@ -103,6 +70,32 @@ def train_tokens(model: str | Path, workers: int) -> int | None:
     if not path.is_file():
         return None
     return int(sum(e.get("tokens", 0) for e in read_json(path)["epochs"]) * workers)
+
+
+def trained_flops(model: str | Path) -> float | None:
+    """The training report's FLOPs over every epoch and worker."""
+    path = Path(model, "raysys_train.json")
+    if not path.is_file():
+        return None
+    return total(e.get("flops") for e in read_json(path)["epochs"])
+
+
+def _scores_sum(path: str | Path, column: str) -> int | float | None:
+    """A scores file's column summed (None: no file, no column, or a row without a count)."""
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if not path.is_file() or column not in pq.read_schema(path).names:
+        return None
+    return total(pq.read_table(path, columns=[column]).column(column).to_pylist())
+
+
+def _eval_sum(path: str | Path, key: str) -> int | float | None:
+    """An evaluation file's per-task `key` summed (None as for _scores_sum)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    return total(r.get(key) for r in read_json(path)["per_task"])
 
 
 def total(counts: Iterable[int | float | None]) -> int | float | None:

@@ -123,3 +123,30 @@ def niv2_scored(tmp_path_factory, tiny_lm, shared_data):
     rows, _ = TaskScorer("", cfg, loaded=tiny_lm, device="cpu").score(tasks)
     pq.write_table(pa.Table.from_pylist(rows), out / "scores.parquet")
     return out / "pool.parquet", out / "scores.parquet"
+
+
+def processes(*names: str) -> list:
+    """Live processes whose command line mentions any of `names` (Ray actors and workers
+    show their class there: "ScoreBatch", "RayTrainWorker")."""
+    import psutil
+
+    out = []
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            if any(n in part for part in (p.info["cmdline"] or []) for n in names):
+                out.append(p)
+        except psutil.Error:
+            pass
+    return out
+
+
+def synthetic_pool(folder: Path, **synth) -> tuple[Path, list]:
+    """A synthetic rewriting pool (SynthConfig(**synth)) written as `folder`/pool.parquet,
+    and its tasks."""
+    from raysys.config import SynthConfig
+    from raysys.pools import write_parquet_tasks
+    from raysys.pools.markov import generate
+
+    tasks = generate(SynthConfig(**synth))
+    write_parquet_tasks(tasks, folder / "pool.parquet")
+    return folder / "pool.parquet", tasks

@@ -9,13 +9,11 @@ import sys
 import threading
 import time
 
-import psutil
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import assert_readable
+from conftest import assert_readable, processes, synthetic_pool
 from raysys.config import GenerationConfig, ScoringConfig, SynthConfig
-from raysys.pools import write_parquet_tasks
 from raysys.pools.markov import generate
 from raysys.scoring.pipeline import score_pool
 from raysys.scoring.scorer import TaskScorer
@@ -35,10 +33,7 @@ def ray_local():
 
 @pytest.fixture(scope="module")
 def pool(tmp_path_factory):
-    tasks = generate(SynthConfig(rules=30, examples_per_rule=3, seed=11, unseen_rules=3))
-    path = tmp_path_factory.mktemp("pool") / "pool.parquet"
-    write_parquet_tasks(tasks, path)
-    return path, tasks
+    return synthetic_pool(tmp_path_factory.mktemp("pool"), rules=30, examples_per_rule=3, seed=11, unseen_rules=3)
 
 
 def check_complete(out, tasks):
@@ -68,17 +63,6 @@ def test_pipeline_matches_in_process_and_resumes(ray_local, pool, tiny_model_dir
     assert out.read_bytes() == before  # the same merge, byte for byte
 
 
-def _score_workers() -> list[psutil.Process]:
-    out = []
-    for p in psutil.process_iter(["cmdline"]):
-        try:
-            if any("ScoreBatch" in part for part in (p.info["cmdline"] or [])):
-                out.append(p)
-        except psutil.Error:
-            pass
-    return out
-
-
 def test_killed_actor_is_restarted_and_output_is_complete(ray_local, pool, tiny_model_dir, tmp_path):
     path, tasks = pool
     out = tmp_path / "scores.parquet"
@@ -91,8 +75,8 @@ def test_killed_actor_is_restarted_and_output_is_complete(ray_local, pool, tiny_
     killed = None
     deadline = time.time() + 240
     while time.time() < deadline and killed is None:
-        if list(parts.glob("*/scores-*.parquet")) and _score_workers():
-            killed = _score_workers()[0]
+        if list(parts.glob("*/scores-*.parquet")) and processes("ScoreBatch"):
+            killed = processes("ScoreBatch")[0]
             killed.send_signal(signal.SIGKILL)
         time.sleep(0.2)
     worker.join(timeout=300)
@@ -117,7 +101,7 @@ def test_killed_driver_then_rerun_finishes_the_rest(pool, tiny_model_dir, tmp_pa
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray processes it started
     proc.wait()
     deadline = time.time() + 60  # an actor may finish the batch in hand before Ray reaps it
-    while _score_workers() and time.time() < deadline:
+    while processes("ScoreBatch") and time.time() < deadline:
         time.sleep(0.2)
     done_before = sum(pq.read_metadata(p).num_rows for p in parts.glob("*/scores-*.parquet"))
     assert 0 < done_before < len(tasks) and not out.exists()

@@ -17,10 +17,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import run_cli
-from raysys.config import GenerationConfig, ScoringConfig, SynthConfig
-from raysys.pools import write_parquet_tasks
-from raysys.pools.markov import generate
+from conftest import processes, run_cli, synthetic_pool
+from raysys.config import GenerationConfig, ScoringConfig
 from raysys.scoring import racing
 from raysys.scoring.race import in_process, race
 from raysys.scoring.scorer import TaskScorer
@@ -80,10 +78,7 @@ CFG = ScoringConfig(instances=3, perturbations=6, generation=GenerationConfig(6)
 
 @pytest.fixture(scope="module")
 def pool(tmp_path_factory):
-    tasks = generate(SynthConfig(rules=14, examples_per_rule=4, seed=5, unseen_rules=2))
-    path = tmp_path_factory.mktemp("pool") / "pool.parquet"
-    write_parquet_tasks(tasks, path)
-    return path, tasks
+    return synthetic_pool(tmp_path_factory.mktemp("pool"), rules=14, examples_per_rule=4, seed=5, unseen_rules=2)
 
 
 def test_race_in_process_matches_the_full_run(pool, tiny_lm):
@@ -118,19 +113,6 @@ def test_race_in_process_matches_the_full_run(pool, tiny_lm):
         [full_u[t.task_id] for t in tasks], [t.task_id for t in tasks], CFG.racing)
 
 
-def _racing_workers():
-    import psutil
-
-    out = []
-    for p in psutil.process_iter(["cmdline"]):
-        try:
-            if any("ScoreBatch" in part for part in (p.info["cmdline"] or [])):
-                out.append(p)
-        except psutil.Error:
-            pass
-    return out
-
-
 @pytest.mark.ray
 def test_racing_cli_resumes_after_a_killed_driver(pool, tiny_model_dir, tiny_lm, tmp_path):
     path, tasks = pool
@@ -148,7 +130,7 @@ def test_racing_cli_resumes_after_a_killed_driver(pool, tiny_model_dir, tiny_lm,
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     deadline = time.time() + 60
-    while _racing_workers() and time.time() < deadline:
+    while processes("ScoreBatch") and time.time() < deadline:
         time.sleep(0.2)
     assert list(parts.glob("*/round-1/scores-*.parquet")) and not out.exists()
     round0 = sum(pq.read_metadata(p).num_rows for p in parts.glob("*/round-0/scores-*.parquet"))

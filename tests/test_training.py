@@ -16,7 +16,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from conftest import assert_readable
+from conftest import assert_readable, processes
 from raysys.config import PromptConfig, SynthConfig, TrainConfig
 from raysys.errors import ConfigError
 from raysys.pools import load_pool
@@ -124,7 +124,7 @@ def test_killed_driver_then_rerun_resumes_from_the_checkpoint(pool, tiny_model_d
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray cluster it started
     proc.wait()
     deadline = time.time() + 60
-    while _train_workers() and time.time() < deadline:
+    while processes("RayTrainWorker", "TrainController") and time.time() < deadline:
         time.sleep(0.2)
     assert not out.exists()
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
@@ -181,19 +181,6 @@ def test_training_lowers_the_loss_and_exports(pool, tiny_model_dir, ray_cluster,
         assert scored.n_tasks == len(tasks) and (tmp_path / "scores.parquet").exists()
     again = train_model(tasks, [t.task_id for t in tasks[:16]], str(tiny_model_dir), str(tmp_path / "out"), cfg)
     assert again.resumed  # the finished export is reused, nothing retrained
-
-
-def _train_workers() -> list:
-    import psutil
-
-    out = []
-    for p in psutil.process_iter(["cmdline"]):
-        try:
-            if any("RayTrainWorker" in part or "TrainController" in part for part in (p.info["cmdline"] or [])):
-                out.append(p)
-        except psutil.Error:
-            pass
-    return out
 
 
 @pytest.mark.ray

@@ -2,7 +2,8 @@
 
     pip install -c constraints.txt "lm-eval==0.4.13"    # a benchmark-only extra
     python benchmarks/bench_peer.py [--quick] [--niv2-tasks 4] [--alpaca-tasks 40]
-        [--race-tasks 100] [--budget 10] [--batch 8] [--max-new-tokens 32] [--models smollm2]
+        [--race-tasks 100] [--budget 10] [--race-pool alpaca|niv2] [--no-race-peer] [--batch 8]
+        [--max-new-tokens 32] [--models smollm2]
 
 **Exact** (one row per pool): the same (prompt, target) pairs scored by lm-eval's
 Hugging Face model (`HFLM._loglikelihood_tokens`, its token-level log-likelihood path:
@@ -21,7 +22,8 @@ model's greedy answers, made untimed); mean log-prob = lm-eval's sum / target to
           template.
 
 **End to end** (one row per way): the B most prompt-uncertain of --race-tasks Alpaca tasks
-(n = 1, k = 10), from the pool to the chosen set, each way timing everything it does:
+(n = 1, k = 10; --race-pool niv2: NIV2 tasks spread over the files, n = 10, TK prompt), from
+the pool to the chosen set, each way timing everything it does:
   peer     lm-eval's `generate_until` for the greedy answers, then its log-likelihood of
            every pair (the pairs tokenized as raysys tokenizes them, timed), U per task,
            top B;
@@ -123,7 +125,7 @@ def exact_row(lm, peer, name: str, tasks: list, cfg: ScoringConfig) -> dict:
             "dlogp": float(np.max(np.abs(ref - eng))), "dU": float(np.max(np.abs(u_ref - u_eng)))}
 
 
-def end_to_end(lm, peer, tasks: list, cfg: ScoringConfig, budget: int) -> list[dict]:
+def end_to_end(lm, peer, tasks: list, cfg: ScoringConfig, budget: int, with_peer: bool = True) -> list[dict]:
     ids = [t.task_id for t in tasks]
     k, n_inst = cfg.perturbations, [min(cfg.instances, len(t.instances)) for t in tasks]
     full_fw = sum(n * k for n in n_inst)
@@ -142,9 +144,12 @@ def end_to_end(lm, peer, tasks: list, cfg: ScoringConfig, budget: int) -> list[d
                                 target_ids(tok, batch.items.targets))
         return task_rows(batch, lp), answers
 
-    (peer_rows, answers), t_peer = timed(peer_run)
     ours = [d["target"] for d in full_details if d["perturbation"] == 0]
-    peer_top = racing.top_b([r["prompt_uncertainty"] for r in peer_rows], ids, budget)
+    if with_peer:
+        (peer_rows, answers), t_peer = timed(peer_run)
+        peer_top = racing.top_b([r["prompt_uncertainty"] for r in peer_rows], ids, budget)
+    else:  # speed-ups against raysys's full run instead
+        answers, t_peer, peer_top = ours, t_full, full_top
     rcfg = replace(cfg, racing=budget)
     racer = TaskScorer("", rcfg, loaded=lm)
     result, t_race = timed(lambda: race(ids, rcfg, in_process(racer, tasks)))
@@ -154,9 +159,9 @@ def end_to_end(lm, peer, tasks: list, cfg: ScoringConfig, budget: int) -> list[d
         return len(a & b) / len(a | b)
 
     same = sum(a == b for a, b in zip(answers, ours))
-    return [
-        {"way": "peer", "s": t_peer, "speedup": 1.0, "forwards": 1.0, "jaccard": jac(peer_top, full_top),
-         "note": f"lm-eval; {same}/{len(ours)} greedy answers equal raysys's"},
+    peer = [{"way": "peer", "s": t_peer, "speedup": 1.0, "forwards": 1.0, "jaccard": jac(peer_top, full_top),
+             "note": f"lm-eval; {same}/{len(ours)} greedy answers equal raysys's"}] if with_peer else []
+    return peer + [
         {"way": "full", "s": t_full, "speedup": t_peer / t_full, "forwards": 1.0, "jaccard": 1.0,
          "note": "raysys scorer, all k perturbations"},
         {"way": "racing", "s": t_race, "speedup": t_peer / t_race, "forwards": result.forwards / full_fw,
@@ -173,6 +178,10 @@ def parse_args(argv=None):
     p.add_argument("--alpaca-tasks", type=int, default=40)
     p.add_argument("--race-tasks", type=int, default=100)
     p.add_argument("--budget", type=int, default=10, help="B of the end-to-end top-B selection")
+    p.add_argument("--race-pool", choices=("alpaca", "niv2"), default="alpaca",
+                   help="end to end: Alpaca (n = 1) or NIV2 tasks spread over the files (n = 10)")
+    p.add_argument("--race-peer", action=argparse.BooleanOptionalAction, default=True,
+                   help="end to end: also time lm-eval (--no-race-peer: raysys full vs racing only)")
     p.add_argument("-k", type=int, default=10, help="perturbations per task")
     p.add_argument("--batch", type=int, default=8, help="lm-eval's batch size")
     p.add_argument("--max-new-tokens", type=int, default=32)
@@ -214,13 +223,17 @@ def main(argv=None) -> None:
             for r in rows:
                 print(f"{r['pool']:<7} {r['tasks']:>5} {r['pairs']:>6} {r['tokens']:>8} | {r['peer_ps']:>11.2f} "
                       f"{r['eng_ps']:>10.2f} {r['ratio']:>5.2f}x | {r['dlogp']:>10.2e} {r['dU']:>9.2e}")
-            tasks = load_pool(Path(args.shared) / "alpaca" / "alpaca_random5000_subset.json").tasks[: args.race_tasks]
-            cfg = ScoringConfig(instances=1, perturbations=args.k, prompt=PromptConfig(args.template, 2, "alpaca"),
+            if args.race_pool == "niv2":
+                tasks, body, n = spread(list(load_pool(Path(args.shared) / "niv2").tasks), args.race_tasks), "tk", 10
+            else:
+                tasks = load_pool(Path(args.shared) / "alpaca" / "alpaca_random5000_subset.json").tasks[: args.race_tasks]
+                body, n = "alpaca", 1
+            cfg = ScoringConfig(instances=n, perturbations=args.k, prompt=PromptConfig(args.template, 2, body),
                                 generation=GenerationConfig(max_new_tokens=args.max_new_tokens), entropy=False,
                                 ifd=False)
-            e2e = end_to_end(lm, peer, list(tasks), cfg, args.budget)
-            print(f"\nend to end, {mname}: top {args.budget} of {len(tasks)} Alpaca tasks by prompt uncertainty "
-                  f"(n = 1, k = {args.k})")
+            e2e = end_to_end(lm, peer, list(tasks), cfg, args.budget, args.race_peer)
+            print(f"\nend to end, {mname}: top {args.budget} of {len(tasks)} {args.race_pool} tasks by prompt "
+                  f"uncertainty (n = {n}, k = {args.k}){'' if args.race_peer else '; speed-ups over the full run'}")
             head = f"{'way':<7} {'seconds':>8} {'speed-up':>8} {'forwards':>8} {'top-B Jaccard':>13}  note"
             print(head + "\n" + "-" * len(head))
             for r in e2e:

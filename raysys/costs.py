@@ -10,8 +10,8 @@ Each returns None when its file is missing or was written before raysys counted 
 so a total is never silently short. `timed` measures a stage's wall time.
 
 FLOPs (the one home of the rule): 2 x parameters per token a forward pass reads, 6 x
-parameters per trained token (forward and backward), parameters = all of the model's,
-embeddings included (a tied embedding is also the output projection, which does cost
+parameters per trained token (forward and backward), parameters = all of the model's
+(raysys.models.count_parameters), embeddings included (a tied embedding is also the output projection, which does cost
 2 x vocabulary x width per token; the input lookup is free). What this approximates:
 attention's own FLOPs (2 x layers x context x width per token, 5-25 % here) are left out;
 scoring and evaluation count the tokens a plain one-sequence-at-a-time loop reads (the
@@ -42,11 +42,6 @@ def forward_flops(tokens: int, parameters: int) -> float:
 
 def train_flops(tokens: int, parameters: int) -> float:
     return float(TRAIN_FLOPS_PER_PARAMETER * parameters * tokens)
-
-
-def parameters(model) -> int:
-    """All parameters of a torch model (a ZeRO-3 partitioned one by its full sizes)."""
-    return int(sum(getattr(p, "ds_numel", 0) or p.numel() for p in model.parameters()))
 
 
 def score_tokens(path: str | Path) -> int | None:

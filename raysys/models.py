@@ -167,4 +167,5 @@ def prompt_template(model: str, template: str, chat_body: str = "tk", trust_remo
 
 
 def count_parameters(model) -> int:
-    return sum(p.numel() for p in model.parameters())
+    """All parameters of a torch model (a ZeRO-3 partitioned one by its full sizes)."""
+    return int(sum(getattr(p, "ds_numel", 0) or p.numel() for p in model.parameters()))

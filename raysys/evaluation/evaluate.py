@@ -21,10 +21,10 @@ from typing import Any, Sequence
 import pyarrow as pa
 
 from raysys.config import EvalConfig, to_dict
-from raysys.costs import forward_flops, parameters, total
+from raysys.costs import forward_flops, total
 from raysys.evaluation.metrics import aggregate, exact_match, rouge_l
 from raysys.io import write_json, write_parquet
-from raysys.models import check_model_path, prompt_template
+from raysys.models import check_model_path, count_parameters, prompt_template
 from raysys.prompts import template_for
 from raysys.runs import Parts, subset_pool
 from raysys.schema import Task
@@ -43,7 +43,7 @@ class Evaluator:
         self.runner = ModelRunner(model, cfg.generation, trust_remote_code=trust_remote_code, loaded=loaded,
                                   device=device)
         lm = self.runner.lm
-        self.parameters = parameters(lm.model)
+        self.parameters = count_parameters(lm.model)
         self.template = template_for(cfg.prompt.template, cfg.prompt.chat_body, lm.tokenizer, lm.name)
 
     def process(self, tasks: Sequence[Task], details: bool = False):

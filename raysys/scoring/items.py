@@ -241,7 +241,8 @@ def task_rows(batch: Batch, logp: np.ndarray, task_tokens: Sequence[int] | None 
             "prompt_uncertainty": metrics.prompt_uncertainty(p[:, 0], p[:, 1:]),
             "prediction_probability": metrics.prediction_probability(p[:, 0]),
             "perplexity": metrics.perplexity(lp[:, 0]),
-            "classification_entropy": metrics.label_entropy(logp[t.label_items]) if t.label_items.size else float("nan"),
+            "classification_entropy": (metrics.label_entropy(logp[t.label_items]) if t.label_items.size
+                                       else float("nan")),
             "ifd": metrics.ifd(lp[:, 0], logp[t.alone]) if t.alone is not None else float("nan"),
             "n_instances": len(t.answers),
             "n_instances_total": len(task.instances),

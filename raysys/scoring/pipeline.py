@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 
 from raysys.config import ScoringConfig, to_dict
 from raysys.console import Progress, stage
-from raysys.errors import RaysysError
+from raysys.errors import InvalidFile, RaysysError
 from raysys.io import write_parquet
 from raysys.models import check_model_path, prompt_template
 from raysys.pools import detect_format
@@ -47,6 +47,17 @@ class ScoreRun:
     n_resumed: int
     seconds: float
     details: str | None
+
+
+def scoring_setup(path: str | Path) -> tuple[str, ScoringConfig]:
+    """The model and ScoringConfig a scores file was made with (the metadata score_pool writes)."""
+    from raysys.configio import from_mapping
+
+    meta = pq.read_schema(path).metadata or {}
+    if b"raysys_model" not in meta or b"raysys_scoring_config" not in meta:
+        raise InvalidFile(Path(path), "no raysys scoring metadata (model, config): not written by raysys score")
+    return meta[b"raysys_model"].decode(), from_mapping(ScoringConfig, json.loads(meta[b"raysys_scoring_config"]),
+                                                        f"{path} (scoring config)")
 
 
 def run_id(cfg: Any, model: str, pool: str, details: bool, **more: Any) -> str:
@@ -206,6 +217,7 @@ def score_pool(
         detail_table = Parts(parts_dir).merged_details(chosen, DETAIL_SCHEMA) if details else None
     table = table.append_column("model", pa.array([model] * table.num_rows))
     table = table.append_column("config_hash", pa.array([run] * table.num_rows))
+    # scoring_setup reads these back
     meta = {RUN_KEY: run, "raysys_scoring_config": json.dumps(to_dict(cfg), sort_keys=True), "raysys_model": model}
     write_parquet(out, table.replace_schema_metadata(meta))
     if details:

@@ -52,9 +52,12 @@ def answers_of(details: Sequence[dict]) -> Answers:
     return {(r["task_id"], r["instance_id"]): r["target"] for r in details if r["perturbation"] == 0}
 
 
-def answer_list(tasks: Sequence[Task], answers: Answers, cfg: ScoringConfig) -> list[str]:
-    """The answers of the tasks' sampled instances, task after task (the scorer's order)."""
-    return [answers[(t.task_id, inst.id)] for t in tasks for inst in sample_instances(t, cfg.instances, cfg.seed)]
+def score_round(scorer, tasks: Sequence[Task], columns: tuple[int, ...], answers: Answers | None):
+    """A TaskScorer's rows and detail rows for one round: perturbations `columns` of
+    `tasks`, against round 0's `answers` (None in round 0: the scorer decodes them)."""
+    given = None if answers is None else [answers[(t.task_id, inst.id)] for t in tasks
+                                          for inst in sample_instances(t, scorer.cfg.instances, scorer.cfg.seed)]
+    return scorer.score(tasks, True, columns=columns, answers=given)
 
 
 class RoundScorer:
@@ -70,8 +73,7 @@ class RoundScorer:
         self.answers = answers_of(pq.read_table(cfg.answers).to_pylist()) if cfg.answers else None
 
     def process(self, tasks: Sequence[Task], details: bool = True):
-        answers = None if self.answers is None else answer_list(tasks, self.answers, self.cfg.scoring)
-        return self.scorer.score(tasks, True, columns=self.cfg.columns, answers=answers)
+        return score_round(self.scorer, tasks, self.cfg.columns, self.answers)
 
 
 @dataclass(frozen=True)
@@ -151,8 +153,6 @@ def in_process(scorer, tasks: Sequence[Task]) -> RunRound:
     by_id = {t.task_id: t for t in tasks}
 
     def run_round(r: int, columns: tuple[int, ...], ids: list[str], answers: Answers | None):
-        chosen = [by_id[t] for t in ids]
-        given = None if answers is None else answer_list(chosen, answers, scorer.cfg)
-        return scorer.score(chosen, True, columns=columns, answers=given)
+        return score_round(scorer, [by_id[t] for t in ids], columns, answers)
 
     return run_round

@@ -32,11 +32,10 @@ undecided task at K, so exact) the rest are ranked by (-U, task_id), the full ru
 was compared with, missed the full-run value in the round it was decided: at most
 (tasks x rounds) x delta in expectation by the union bound, and far fewer in practice
 because only tasks near the boundary can be misplaced. The benchmark measures the top-B
-overlap with the full run (benchmarks/bench_racing.py).
+overlap with the full run (benchmarks/bench_peer.py).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -73,18 +72,6 @@ def interval(d: np.ndarray, k: int, delta: float) -> tuple[float, float]:
 
 
 IN, OUT, OPEN = "in", "out", "open"
-
-
-@dataclass(frozen=True)
-class Race:
-    """The race's state after a round: per task (in input order) its status and bounds."""
-
-    status: tuple[str, ...]  # IN, OUT or OPEN
-    lower: np.ndarray
-    upper: np.ndarray
-
-    def open(self) -> list[int]:
-        return [i for i, s in enumerate(self.status) if s == OPEN]
 
 
 def decide(lower: Sequence[float], upper: Sequence[float], budget: int,

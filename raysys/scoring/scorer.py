@@ -19,8 +19,8 @@ from functools import partial
 from typing import Any, Sequence
 
 from raysys.config import ScoringConfig
-from raysys.costs import forward_flops, parameters
-from raysys.models import LoadedModel
+from raysys.costs import forward_flops
+from raysys.models import LoadedModel, count_parameters
 from raysys.prompts import template_for
 from raysys.schema import Task
 from raysys.scoring.items import Batch, TaskPlan, build_items, detail_rows, plan_task, task_rows, tokens
@@ -36,7 +36,7 @@ class TaskScorer:
         self.runner = ModelRunner(model_path, cfg.generation, device=device, trust_remote_code=trust_remote_code,
                                   loaded=loaded)
         lm = self.runner.lm
-        self.parameters = parameters(lm.model)
+        self.parameters = count_parameters(lm.model)
         self.template = template_for(cfg.prompt.template, cfg.prompt.chat_body, lm.tokenizer, lm.name)
         self.engine = make_scorer(lm.model, lm.tokenizer, lm.kind, Budget(tokens=cfg.token_budget),
                                   self.runner.max_prompt)
@@ -61,8 +61,7 @@ class TaskScorer:
         """The batch, per instance the tokens its greedy answer cost (0 when `answers` are
         given), and per task its RDS+ embedding from the decode's prefill (None when
         `answers` are given: nothing was decoded)."""
-        fits = [self.runner.fit_prompt(partial(plan.prompts.text, 0, inst), self.cfg.prompt.demonstrations)
-                for plan in plans for inst in plan.instances]
+        fits = self._fits(plans)
         spent, embedded = [0] * len(fits), None
         if answers is None:
             answers, spent, vectors = self.runner.generate_embedded([f.ids for f in fits])
@@ -77,12 +76,16 @@ class TaskScorer:
         return [len(p) + len(t) for p, t in zip(prompt_ids(tok, batch.items.prompts, limit),
                                                  target_ids(tok, batch.items.targets))]
 
+    def _fits(self, plans: Sequence[TaskPlan]) -> list:
+        """Each sampled instance's original prompt fitted to the model, task after task."""
+        return [self.runner.fit_prompt(partial(plan.prompts.text, 0, inst), self.cfg.prompt.demonstrations)
+                for plan in plans for inst in plan.instances]
+
     def embed(self, tasks: Sequence[Task]) -> list[list[float]]:
         """Each task's RDS+ embedding as `score` stores it, by forward passes alone (target
         tasks of the rds strategy)."""
         plans = [plan_task(t, self.cfg, self.template) for t in tasks]
-        fits = [self.runner.fit_prompt(partial(plan.prompts.text, 0, inst), self.cfg.prompt.demonstrations)
-                for plan in plans for inst in plan.instances]
+        fits = self._fits(plans)
         return task_means(self.runner.embed_prompts([f.ids for f in fits]), [len(p.instances) for p in plans])
 
     def score(self, tasks: Sequence[Task], details: bool = False, *, columns: Sequence[int] | None = None,

@@ -1,12 +1,11 @@
 """A short, human summary of a scores file: what `raysys score` prints at the end."""
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pyarrow.parquet as pq
 
 from raysys.costs import score_flops, score_tokens
+from raysys.scoring.pipeline import scoring_setup
 
 
 def extremes(path: str, column: str = "prompt_uncertainty", top: int = 5) -> tuple[list[dict], list[dict]]:
@@ -44,14 +43,13 @@ def render_score_summary(run, top: int = 5) -> str:
 
 def racing_lines(path: str) -> list[str]:
     """What racing spent and found (no lines for a full run)."""
-    meta = pq.read_schema(path).metadata or {}
-    cfg = json.loads(meta.get(b"raysys_scoring_config", b"{}"))
-    if not cfg.get("racing"):
+    _, cfg = scoring_setup(path)
+    if not cfg.racing:
         return []
     t = pq.read_table(path, columns=["n_instances", "n_perturbations", "decided_early", "racing_selected"])
     n, m = t.column("n_instances").to_numpy(), t.column("n_perturbations").to_numpy()
-    spent, full = int(np.sum(n * m)), int(np.sum(n * cfg["perturbations"]))
+    spent, full = int(np.sum(n * m)), int(np.sum(n * cfg.perturbations))
     early = int(np.sum(t.column("decided_early").to_numpy(zero_copy_only=False)))
-    return [f"racing: top {cfg['racing']} found with {spent:,} of {full:,} perturbed forwards "
+    return [f"racing: top {cfg.racing} found with {spent:,} of {full:,} perturbed forwards "
             f"({spent / max(full, 1):.0%}); {early} of {t.num_rows} tasks decided early "
             f"(column racing_selected)"]

@@ -5,7 +5,6 @@ back unit-norm, so a dot product is the cosine similarity.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Sequence
 
@@ -35,25 +34,15 @@ def score_embeddings(path: str | Path, task_ids: Sequence[str] | None = None) ->
     return _unit(np.asarray([by_id[t] for t in ids], dtype=np.float64))
 
 
-def _scoring_setup(scores: str | Path):
-    """The model and ScoringConfig a scores file was made with (its Parquet metadata)."""
-    from raysys.config import ScoringConfig
-    from raysys.configio import from_mapping
-
-    meta = pq.read_schema(scores).metadata or {}
-    if b"raysys_model" not in meta or b"raysys_scoring_config" not in meta:
-        raise InvalidFile(Path(scores), "no raysys scoring metadata (model, config): not written by raysys score")
-    return meta[b"raysys_model"].decode(), from_mapping(ScoringConfig, json.loads(meta[b"raysys_scoring_config"]),
-                                                        f"{scores} (scoring config)")
-
-
 def target_embeddings(targets: str | Path, scores: str | Path) -> np.ndarray:
     """The targets' unit-norm RDS+ embeddings: a scores file of theirs by the same model,
     or a pool embedded now with the scores' model and config."""
-    model, cfg = _scoring_setup(scores)
+    from raysys.scoring.pipeline import scoring_setup
+
+    model, cfg = scoring_setup(scores)
     t = Path(targets)
     if t.suffix == ".parquet" and COLUMN in pq.read_schema(t).names:
-        other, _ = _scoring_setup(t)
+        other, _ = scoring_setup(t)
         if other != model:
             raise RaysysError(f"{t} was scored with {other}, the candidates with {model}: RDS+ embeddings of "
                               "different models do not compare")

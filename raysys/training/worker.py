@@ -123,8 +123,9 @@ def train_loop(config: dict[str, Any]) -> None:
     from transformers import AutoTokenizer
 
     from raysys.console import ProgressFile
-    from raysys.costs import parameters, train_flops
+    from raysys.costs import train_flops
     from raysys.io import read_json, write_json
+    from raysys.models import count_parameters
     from raysys.training.data import collate, length_grouped
     from raysys.training.dsconfig import deepspeed_config
 
@@ -154,7 +155,7 @@ def train_loop(config: dict[str, Any]) -> None:
 
         hf_ds = HfDeepSpeedConfig(ds_config)  # noqa: F841  (must stay alive while the model loads)
     model = build_model(model_path, kind, cfg, torch.float32 if use_ds else dtype, config["trust_remote_code"])
-    n_parameters = parameters(model)  # all of them, before wrappers (the FLOPs rule's N)
+    n_parameters = count_parameters(model)  # all of them, before wrappers (the FLOPs rule's N)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     total_steps = steps_per_epoch(cfg, config["rows_per_worker"]) * cfg.epochs

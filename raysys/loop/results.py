@@ -99,7 +99,8 @@ def flops_by_strategy(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for strategy in dict.fromkeys(r["strategy"] for r in rows):
         rs = [r for r in rows if r["strategy"] == strategy and r["round"] >= 1]
-        row = {"strategy": strategy, **{c: total(r[c] for r in rs) for c in ("score_flops", "train_flops", "eval_flops")}}
+        row = {"strategy": strategy,
+               **{c: total(r[c] for r in rs) for c in ("score_flops", "train_flops", "eval_flops")}}
         row["selection_over_training"] = (row["score_flops"] / row["train_flops"]
                                           if row["score_flops"] is not None and row["train_flops"] else None)
         out.append(row)
@@ -126,7 +127,8 @@ def render(summary: Sequence[dict[str, Any]], paired_rows: Sequence[dict[str, An
                          f"{f(p['mean'], p['std'], 0).strip()} over {p['pairs']} seed(s), ahead in {p['a_better']}")
     for c in cost_rows:
         g = {k: "-" if c[k] is None else f"{c[k]:.3g}" for k in ("score_flops", "train_flops", "eval_flops")}
-        ratio = "" if c["selection_over_training"] is None else f" (selection / training {c['selection_over_training']:.3g})"
+        ratio = c["selection_over_training"]
+        ratio = "" if ratio is None else f" (selection / training {ratio:.3g})"
         lines.append(f"FLOPs of {c['strategy']} over its seeds and rounds: selection {g['score_flops']}, "
                      f"training {g['train_flops']}, evaluation {g['eval_flops']}{ratio}")
     return "\n".join(lines)
@@ -211,7 +213,8 @@ def write_results(cfg: LoopConfig, work: Path) -> dict[str, Any]:
     pairs = paired_differences(rows)
     cost_rows = flops_by_strategy(rows)
     write_json(work / "summary.json", {"summary": summary, "paired": pairs, "costs": cost_rows})
-    out = {"rows": rows, "summary": summary, "paired": pairs, "costs": cost_rows, "table": str(work / "results.parquet"),
+    out = {"rows": rows, "summary": summary, "paired": pairs, "costs": cost_rows,
+           "table": str(work / "results.parquet"),
            "csv": str(work / "results.csv"), "json": str(work / "summary.json")}
     if plot_curves(rows, work / "curves.png"):
         out["curves"] = str(work / "curves.png")

@@ -20,8 +20,8 @@ from pathlib import Path
 
 from raysys.config import GenerationConfig, ScoringConfig, SynthConfig, TinyConfig
 from raysys.models import init_tiny
+from raysys.pools.synthetic import write_synthetic_pool
 from raysys.scoring.pipeline import score_pool
-from raysys.synth import write_synthetic_pool
 
 
 def main() -> None:

@@ -28,7 +28,7 @@ the pool to the chosen set, each way timing everything it does:
            every pair (the pairs tokenized as raysys tokenizes them, timed), U per task,
            top B;
   full     raysys's scorer on the whole pool (its batched generation and engine);
-  racing   raysys's race (raysys.scoring.race, in this process): every task gets 3
+  racing   raysys's race (raysys.scoring.race_rounds, in this process): every task gets 3
            perturbations, the rest only where the top B is still in doubt.
 It prints seconds, the speed-up over the peer, the share of perturbed forwards each spent,
 and the overlap (Jaccard) of each top B with the full run's (the peer's can differ where
@@ -42,7 +42,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -57,11 +56,12 @@ from bench_scoring import DEFAULT_SHARED, spread, timed  # noqa: E402
 from scoring_models import load_models  # noqa: E402
 
 from raysys.config import GenerationConfig, PromptConfig, ScoringConfig  # noqa: E402
-from raysys.pools import load_pool  # noqa: E402
-from raysys.scoring import racing  # noqa: E402
+from raysys.models import prompt_ids  # noqa: E402
+from raysys.pools.load import load_pool  # noqa: E402
+from raysys.scoring import race_rule  # noqa: E402
 from raysys.scoring.items import plan_task, task_rows  # noqa: E402
-from raysys.scoring.likelihood import prompt_ids, target_ids  # noqa: E402
-from raysys.scoring.race import in_process, race  # noqa: E402
+from raysys.scoring.likelihood import target_ids
+from raysys.scoring.race_rounds import in_process, race  # noqa: E402
 from raysys.scoring.scorer import TaskScorer  # noqa: E402
 
 
@@ -131,7 +131,7 @@ def end_to_end(lm, peer, tasks: list, cfg: ScoringConfig, budget: int, with_peer
     full_fw = sum(n * k for n in n_inst)
     scorer = TaskScorer("", cfg, loaded=lm)
     (full_rows, full_details), t_full = timed(lambda: scorer.score(tasks, True))
-    full_top = racing.top_b([r["prompt_uncertainty"] for r in full_rows], ids, budget)
+    full_top = race_rule.top_b([r["prompt_uncertainty"] for r in full_rows], ids, budget)
 
     def peer_run():
         plans = [plan_task(t, cfg, scorer.template) for t in tasks]
@@ -147,7 +147,7 @@ def end_to_end(lm, peer, tasks: list, cfg: ScoringConfig, budget: int, with_peer
     ours = [d["target"] for d in full_details if d["perturbation"] == 0]
     if with_peer:
         (peer_rows, answers), t_peer = timed(peer_run)
-        peer_top = racing.top_b([r["prompt_uncertainty"] for r in peer_rows], ids, budget)
+        peer_top = race_rule.top_b([r["prompt_uncertainty"] for r in peer_rows], ids, budget)
     else:  # speed-ups against raysys's full run instead
         answers, t_peer, peer_top = ours, t_full, full_top
     rcfg = replace(cfg, racing=budget)

@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 
 from raysys.config import SynthConfig
-from raysys.pools import load_pool, write_parquet_tasks
+from raysys.pools.canonical import write_parquet_tasks
+from raysys.pools.load import load_pool
 from raysys.pools.markov import generate
 
 

@@ -4,7 +4,7 @@
         [--alpaca-tasks 40] [--alpaca-k 4] [--targets greedy|reference] [--perturbed-only]
         [--profile auto] [--repeats 1] [--token-budget 8192] [--models tiny,bpe32k,smollm2|DIR]
         [--template text|chat] [--cache-dir ...]
-    # the real model (README "Scoring throughput"):
+    # the real model (docs/scoring.md "Scoring throughput"):
     python benchmarks/bench_scoring.py --models smollm2 --template chat
 
 A default run takes about 4 minutes on 2 CPU cores (the first one a few seconds more, to
@@ -97,7 +97,7 @@ from scoring_stats import (  # noqa: E402
 
 from raysys.config import GenerationConfig, PromptConfig, ScoringConfig  # noqa: E402
 from raysys.models import LoadedModel, count_parameters  # noqa: E402
-from raysys.pools import load_pool  # noqa: E402
+from raysys.pools.load import load_pool  # noqa: E402
 from raysys.schema import Task  # noqa: E402
 from raysys.scoring.items import Batch, plan_task, task_rows  # noqa: E402
 from raysys.scoring.likelihood import Budget  # noqa: E402

@@ -6,7 +6,7 @@ autocast or float32, ZeRO-2 vs DDP vs one unwrapped worker, LoRA vs full fine-tu
     python benchmarks/bench_train.py [--workers 2] [--tasks 64] [--instances 8] [--epochs 2]
         [--micro-batch-size 8] [--model tiny|DIR] [--pool synthetic|DIR] [--template tk|chat]
         [--demonstrations 0] [--cpu | --setting W/BACKEND/PRECISION/lora|full[/gN] ...]
-    # the real model on 2 cores (README "Training on Ray Train"):
+    # the real model on 2 cores (docs/training.md "Training the real model on CPU"):
     python benchmarks/bench_train.py --cpu --model /work/models/smollm2-135m-instruct \
         --pool ../shared/data/niv2 --template chat --tasks 8 --instances 8
 
@@ -19,7 +19,7 @@ first batch, the first micro batch's step, the checkpoint save (seconds, MB), th
 training loss of the first and the last epoch (the same examples), and the wall time of
 the whole run (worker start-up, checkpoints and export included). Tokens are the
 non-padding tokens of each micro batch (prompt and target for causal models). A setting W/BACKEND/PRECISION/lora|full: W workers (torch
-threads each: raysys.runs.cpu_share), BACKEND ddp | zero2 | zero3 | plain (one worker, no
+threads each: raysys.cluster.cpu_share), BACKEND ddp | zero2 | zero3 | plain (one worker, no
 distributed wrapper), PRECISION fp32 | bf16 (bf16 autocast on CPU: TrainConfig.cpu_bf16;
 on GPUs bf16 mixed precision), /gN: length_grouping N (rows of N micro batches sorted by
 length: less padding; the "pad" column is padded over real tokens). On a GPU cluster pass a real model folder and
@@ -33,11 +33,11 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from raysys.cluster import cpu_share
 from raysys.config import PromptConfig, SynthConfig, TrainConfig
 from raysys.models import count_parameters, init_tiny, load_model
-from raysys.pools import load_pool
-from raysys.runs import cpu_share
-from raysys.synth import write_synthetic_pool
+from raysys.pools.load import load_pool
+from raysys.pools.synthetic import write_synthetic_pool
 from raysys.training.trainer import train_model
 
 SETTINGS = [("DDP", "ddp", 0, False), ("ZeRO-2", "deepspeed", 2, False), ("ZeRO-3", "deepspeed", 3, False),
@@ -112,7 +112,7 @@ def main() -> None:
                     for name, backend, stage, lora in SETTINGS]
     import ray
 
-    from raysys.rayinit import ray_init
+    from raysys.cluster import ray_init
 
     ray_init(args.num_cpus)
     cpus = ray.cluster_resources().get("CPU", 0)

@@ -27,6 +27,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 from raysys.costs import FORWARD_FLOPS_PER_PARAMETER as FORWARD  # noqa: E402  (the one home of the rule)
 from raysys.costs import TRAIN_FLOPS_PER_PARAMETER as TRAIN  # noqa: E402
+
 STAGES = {"score_tokens": ("scoring", FORWARD), "train_tokens": ("training", TRAIN),
           "eval_tokens": ("evaluation", FORWARD)}
 
@@ -34,8 +35,8 @@ STAGES = {"score_tokens": ("scoring", FORWARD), "train_tokens": ("training", TRA
 def parameters(model: str) -> int:
     """The model's parameter count, from its imported folder (no weights loaded)."""
     sys.path.insert(0, str(ROOT))
-    from raysys.modelimport import model_folder
-    from raysys.training.plan import count_parameters_from_config
+    from raysys.models.gguf import model_folder
+    from raysys.training.memory import count_parameters_from_config
 
     return count_parameters_from_config(model_folder(model)[0])[0]
 

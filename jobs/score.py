@@ -5,6 +5,6 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the working dir's raysys
-from raysys.cli import main  # noqa: E402
+from raysys.cli.main import main  # noqa: E402
 
 sys.exit(main(["score", *sys.argv[1:]]))

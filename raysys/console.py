@@ -1,5 +1,5 @@
 """The terminal and the log file: the one home of what raysys shows a person and where
-everything else goes (no Ray here; raysys.rayinit hands Ray's worker output to it).
+everything else goes (no Ray here; raysys.cluster hands Ray's worker output to it).
 
 The terminal gets a line per stage (`stage`), a live progress bar for long stages
 (`Progress`), the command's summary (printed by the CLI) and real errors (exceptions,

@@ -31,7 +31,6 @@ from typing import Any
 
 from raysys.io import read_json
 
-
 FORWARD_FLOPS_PER_PARAMETER = 2  # per token read by a forward pass
 TRAIN_FLOPS_PER_PARAMETER = 6  # per trained token: forward + backward
 
@@ -101,8 +100,8 @@ def total(counts: Iterable[int | float | None]) -> int | float | None:
     return float(sum(counts)) if any(isinstance(c, float) for c in counts) else int(sum(counts))
 
 
-def timed(fn: Callable[..., Any], *args: Any) -> tuple[Any, float]:
-    """fn(*args) and its wall time in seconds (rounded to 0.1)."""
+def timed(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, float]:
+    """fn(*args, **kwargs) and its wall time in seconds (rounded to 0.1)."""
     t0 = time.perf_counter()
-    out = fn(*args)
+    out = fn(*args, **kwargs)
     return out, round(time.perf_counter() - t0, 1)

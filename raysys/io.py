@@ -16,6 +16,7 @@ import contextlib
 import json
 import math
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -44,7 +45,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield Path(tmp)
         try:
-            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual permissions
+            os.chmod(tmp, 0o666 & ~umask())  # mkstemp makes 0600; outputs get the usual permissions
             os.replace(tmp, target)
         except OSError as e:
             raise InvalidFile(target, f"cannot write ({e.strerror or e})") from None
@@ -53,7 +54,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             os.unlink(tmp)
 
 
-def _umask() -> int:
+def umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
@@ -61,7 +62,7 @@ def _umask() -> int:
 
 def publish_dir(tmp: str | os.PathLike) -> None:
     """Give a folder made by tempfile.mkdtemp (0700) the usual permissions before renaming it."""
-    os.chmod(tmp, 0o777 & ~_umask())
+    os.chmod(tmp, 0o777 & ~umask())
 
 
 def cannot_read(path: str | os.PathLike, e: OSError) -> InvalidFile:
@@ -142,3 +143,24 @@ def _finite(obj: Any) -> Any:
 def write_parquet(path: str | os.PathLike, table: pa.Table) -> None:
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
+
+@contextlib.contextmanager
+def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield a new temporary folder beside `target`; on success it replaces `target`
+    whole (with the usual permissions), on failure it is removed and `target` is left
+    as it was."""
+    target = Path(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    except OSError as e:
+        raise InvalidFile(target, f"cannot write here ({e.strerror or e})") from None
+    try:
+        yield tmp
+        publish_dir(tmp)
+        if target.is_dir():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)

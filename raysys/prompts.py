@@ -181,3 +181,14 @@ def template_for(name: str, body: str = "tk", tokenizer: Any = None, model: str 
     if tokenizer is None:
         raise ValueError("the chat template needs the model's tokenizer")
     return Template("chat", body, chat_frame(tokenizer, model))
+
+
+@dataclass(frozen=True)
+class FittedPrompt:
+    """An instance's original prompt fitted to a model's length (ModelRunner.fit_prompt):
+    the most demonstrations whose prompt fits, as TK-Instruct does for long prompts."""
+
+    n_demos: int  # demonstrations shown; its perturbed prompts show as many
+    text: str
+    ids: tuple[int, ...]  # its token ids, untruncated
+    truncated: bool  # too long even without demonstrations: the model sees its last tokens

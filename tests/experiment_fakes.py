@@ -71,10 +71,10 @@ class FakeNoveltyStages:
     related: float = 0.5
     unrelated: float = 0.9
 
-    def train(self, model, task_ids, cfg, out):
+    def train(self, model, task_ids, out, *, val_ids=(), cfg=None):
         out.mkdir(parents=True, exist_ok=True)
         (out / "model.json").write_text(json.dumps({"from": str(model), "tasks": list(task_ids)}))
-        return str(out)
+        return str(out), {}
 
     def score(self, model, task_ids, out):
         import pyarrow as pa

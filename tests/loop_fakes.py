@@ -55,10 +55,10 @@ class FakeStages:
         with open(self.log, "a") as f:
             f.write(json.dumps({"op": op, "at": where(out_dir), **kw}) + "\n")
 
-    def score(self, model: str, task_ids: Sequence[str], out_dir: Path) -> str:
-        self._log("score", out_dir, n=len(task_ids))
+    def score(self, model: str, task_ids: Sequence[str], out: Path) -> str:
+        self._log("score", Path(out).parent, n=len(task_ids))
         m = model_id(model)
-        out = Path(out_dir) / "scores.parquet"
+        out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(pa.table({"task_id": list(task_ids),
                                  "prompt_uncertainty": [_h("u", m, t) for t in task_ids],
@@ -79,12 +79,14 @@ class FakeStages:
         (Path(out_dir) / "selected.json").write_text(json.dumps(picked))
         return picked
 
-    def train(self, model: str, task_ids: Sequence[str], val_ids: Sequence[str], out_dir: Path) -> tuple[str, dict]:
+    def train(self, model: str, task_ids: Sequence[str], out: Path, *, val_ids: Sequence[str] = (),
+              cfg=None) -> tuple[str, dict]:
+        out_dir = Path(out).parent
         self._log("train", out_dir, model=model_id(model), n=len(task_ids))
         if self.slow_round >= 0 and where(out_dir).endswith(f"round-{self.slow_round}"):
             time.sleep(self.delay)
         new = hashlib.sha256(json.dumps([model_id(model), sorted(task_ids)]).encode()).hexdigest()[:12]
-        out = Path(out_dir) / "model"
+        out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "id.txt").write_text(new)
         return str(out), {"train_loss": 1.0 / (1 + len(task_ids)), "val_loss": _h("v", new, sorted(val_ids))}

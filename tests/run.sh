@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Set up the environment if needed, then run the test suite (default: fast tests only;
-# pass pytest arguments through, e.g. `bash tests/run.sh -m slow`).
+# pass pytest arguments through, e.g. `bash tests/run.sh -m slow`, `bash tests/run.sh -n 0`
+# for one process). The tests run in RAYSYS_TEST_WORKERS processes (default 3, pytest-xdist,
+# a test file per process): most of a test's time is spent waiting on Ray and processes
+# starting, so three share two cores well.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$root/jobs/setup_env.sh"
 cd "$root"
-exec python -m pytest "$@"
+exec python -m pytest -n "${RAYSYS_TEST_WORKERS:-3}" --dist loadfile "$@"

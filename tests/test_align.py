@@ -6,7 +6,7 @@ import random
 import pytest
 
 from raysys.config import AlignConfig
-from raysys.pools import load_pool
+from raysys.pools.load import load_pool
 from raysys.selection.align import _batches, align_encoder, retrieval_accuracy, split_tasks
 from raysys.selection.embed import load_encoder
 

@@ -17,12 +17,13 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from test_bad_input import assert_clean_error, cli, read_report
 
 from raysys.errors import InvalidFile, InvalidRecord
 from raysys.io import read_json, write_json, write_jsonl
-from raysys.pools import load_pool, write_parquet_tasks
+from raysys.pools.canonical import write_parquet_tasks
+from raysys.pools.load import load_pool
 from raysys.schema import Instance, Task
-from test_bad_input import assert_clean_error, cli, read_report
 
 DEEP = "[" * 100_000 + "]" * 100_000
 HUGE_INT = "9" * 5000

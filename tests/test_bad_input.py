@@ -17,7 +17,8 @@ from typing import Callable
 import pytest
 
 from raysys.errors import InvalidFile, InvalidRecord
-from raysys.pools import load_pool, write_parquet_tasks, write_skip_report
+from raysys.pools.canonical import write_parquet_tasks
+from raysys.pools.load import load_pool, write_skip_report
 from raysys.schema import Instance, Task
 
 REPO = Path(__file__).resolve().parents[1]

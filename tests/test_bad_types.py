@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from raysys.errors import InvalidFile, InvalidRecord
-from raysys.pools import load_pool
+from raysys.pools.load import load_pool
 from raysys.pools.niv2 import META_LISTS
 from raysys.selection.candidates import read_scores
 from raysys.selection.run import _group_labels, target_instructions

@@ -109,7 +109,7 @@ def test_scoring_with_the_chat_template_equals_a_plain_reference(chat_lm):
 
 
 def test_evaluation_and_training_data_use_the_chat_template(chat_lm):
-    from raysys.evaluation.evaluate import Evaluator
+    from raysys.evaluation.evaluator import Evaluator
     from raysys.training.data import encode, training_examples
 
     tasks = generate(SynthConfig(rules=2, examples_per_rule=2, seed=6))
@@ -136,7 +136,7 @@ def test_evaluation_and_training_data_use_the_chat_template(chat_lm):
 
 def test_cli_chat_without_a_chat_template_is_one_line(tiny_model_dir, chat_model, tmp_path):
     pool = tmp_path / "pool.parquet"
-    from raysys.pools import write_parquet_tasks
+    from raysys.pools.canonical import write_parquet_tasks
 
     write_parquet_tasks(generate(SynthConfig(rules=2, examples_per_rule=1, seed=0)), pool)
     r = run_cli("score", "--pool", pool, "--model", tiny_model_dir, "--out", tmp_path / "s.parquet",

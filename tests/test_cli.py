@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import json
 
-import pyarrow.parquet as pq
 import pytest
+from conftest import run_cli
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from conftest import run_cli
-from raysys.pools import load_pool
+from raysys.pools.load import load_pool
 
 VERBS = [[], ["pool"], ["pool", "inspect"], ["pool", "convert"], ["pool", "synth"], ["pool", "show"],
          ["score"], ["select"], ["taskmap"], ["align"], ["train"], ["eval"], ["model"], ["model", "init-tiny"],

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from raysys.config import DemoConfig, LoopConfig, SynthConfig, config_hash, load_config, to_dict
-from raysys.configkinds import kind_of
+from raysys.config import DemoConfig, LoopConfig, SynthConfig
+from raysys.config.kinds import kind_of
+from raysys.config.mapping import config_hash, load_config, to_dict
 from raysys.errors import ConfigError
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "jobs" / "configs").glob("*.yaml"))
@@ -76,7 +77,7 @@ def test_shared_settings_are_set_once_at_the_top():
     """The loop's prompt and generation settings reach scoring, training and evaluation;
     a stage that sets its own, different value is refused, naming the section."""
     from raysys.config import GenerationConfig, LoopConfig, PromptConfig, ScoringConfig
-    from raysys.experiments.config import NoveltyConfig
+    from raysys.config.experiments import NoveltyConfig
 
     cfg = load_config(LoopConfig, None, ["prompt.template=alpaca", "generation.max_new_tokens=7"])
     want = PromptConfig("alpaca", 0)
@@ -98,7 +99,8 @@ def test_shared_settings_are_set_once_at_the_top():
 
 def test_saved_config_round_trips():
     """A config written as JSON (a loop's work dir) reads back equal, shared settings included."""
-    from raysys.config import LoopConfig, from_mapping
+    from raysys.config import LoopConfig
+    from raysys.config.mapping import from_mapping
 
     cfg = load_config(LoopConfig, None, ["prompt.demonstrations=2", "select.taskmap.ambiguous_share=0.2"])
     assert from_mapping(LoopConfig, to_dict(cfg)) == cfg
@@ -126,8 +128,8 @@ def test_registries_are_the_owning_modules():
 def test_nested_fields_get_flat_flags():
     """`--template` sets prompt.template, `--generation-batch` generation.batch; flags,
     --set and YAML go through the same validation."""
-    from raysys.cli import build_parser
-    from raysys.cliflags import config_from_args
+    from raysys.cli.flags import config_from_args
+    from raysys.cli.main import build_parser
 
     args = build_parser().parse_args(["score", "--pool", "p", "--model", "m", "--out", "o", "--template", "alpaca",
                                       "--demonstrations", "0", "--max-new-tokens", "9", "--generation-batch", "4",

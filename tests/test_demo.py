@@ -1,4 +1,4 @@
-"""The README demo (raysys.demo): its tasks drawn from the real data, its per-group
+"""The README demo (raysys.experiments.demo): its tasks drawn from the real data, its per-group
 metrics against a hand computation, and the whole demo on the real model, made small,
 through the CLI: what it prints, summary.json against the stages' own outputs, a rerun."""
 from __future__ import annotations
@@ -8,12 +8,12 @@ from dataclasses import replace
 
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import assert_readable, run_cli
+
 from raysys.config import DemoConfig
-from raysys.demo import demo_tasks, group_metrics
 from raysys.errors import RaysysError
-from raysys.pools import load_pool
+from raysys.experiments.demo import demo_tasks, group_metrics
+from raysys.pools.load import load_pool
 
 
 def test_the_demo_tasks_come_from_the_real_data_and_stay_apart(shared_data, tmp_path):
@@ -89,10 +89,10 @@ def test_the_demo_on_the_real_model_made_small_and_its_rerun(real_model, shared_
     pu = s["strategies"]["prompt-uncertainty"]
     assert sorted(pu["selected"], key=u.get) == sorted(u, key=u.get)[-4:]  # seed tasks: 1 example each
     assert pu["selected_mean_prompt_uncertainty"] == pytest.approx(sum(u[t] for t in pu["selected"]) / 4)
-    base = json.loads((work / "eval" / "base.json").read_text())
+    base = json.loads((work / "eval" / "base" / "eval-0.json").read_text())
     assert s["heldout_rougeL_before"] == pytest.approx(base["rougeL"]["overall"])
     assert s["heldout_exact_match_before"] == pytest.approx(base["exact_match"]["overall"])
-    after = json.loads((work / "eval" / "prompt-uncertainty.json").read_text())
+    after = json.loads((work / "eval" / "prompt-uncertainty" / "eval-0.json").read_text())
     assert s["heldout_rougeL_after"] == pytest.approx(after["rougeL"]["overall"])
     trained = json.loads((work / "models" / "prompt-uncertainty" / "raysys_train.json").read_text())
     assert trained["tasks"] == pu["selected"] and trained["config"]["lora"] and trained["config"]["workers"] == 2

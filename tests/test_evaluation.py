@@ -11,8 +11,8 @@ from rouge_score import rouge_scorer
 
 from raysys.config import EvalConfig, GenerationConfig, PromptConfig, SynthConfig
 from raysys.evaluation.metrics import aggregate, exact_match, rouge_l
-from raysys.pools import load_pool
-from raysys.synth import write_synthetic_pool
+from raysys.pools.load import load_pool
+from raysys.pools.synthetic import write_synthetic_pool
 
 
 @pytest.mark.parametrize("pred, refs, expected", [
@@ -54,7 +54,8 @@ def test_aggregate_pools_instances_by_task_type():
 def test_evaluate_pool_matches_a_direct_computation_and_resumes(tiny_model_dir, tiny_lm, tmp_path):
     import ray
 
-    from raysys.evaluation.evaluate import Evaluator, evaluate_pool
+    from raysys.evaluation.evaluate import evaluate_pool
+    from raysys.evaluation.evaluator import Evaluator
 
     path = tmp_path / "pool.parquet"
     write_synthetic_pool(SynthConfig(rules=10, examples_per_rule=3, seed=2), path)

@@ -14,8 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from raysys.config import GenerationConfig
+from raysys.config.experiments import DiversityConfig, NoveltyConfig, SimilarityConfig
 from raysys.errors import ConfigError, RaysysError
-from raysys.experiments.config import DiversityConfig, NoveltyConfig, SimilarityConfig
 from raysys.experiments.diversity import (
     Cell,
     cell_result,
@@ -209,7 +209,7 @@ def test_roles_are_disjoint_and_in_their_groups():
 
 @needs_data
 def test_roles_on_real_niv2_categories(shared_data):
-    from raysys.pools import load_pool
+    from raysys.pools.load import load_pool
 
     tasks = load_pool(shared_data / "niv2").tasks
     cfg = NoveltyConfig(group="Question Answering", train_tasks=20, related_tasks=20, unrelated_tasks=3,
@@ -229,7 +229,7 @@ def test_roles_by_niv2_domain(shared_data):
     they make groups (Biology: 6 tasks, among them 'Biology -> Virology')."""
     import json
 
-    from raysys.pools import load_pool
+    from raysys.pools.load import load_pool
 
     tasks = load_pool(shared_data / "niv2").tasks
     cfg = NoveltyConfig(group="Biology", group_by="domain", train_tasks=3, related_tasks=3, unrelated_tasks=10,
@@ -264,8 +264,8 @@ def test_ratio_from_a_shift_summary():
 
 def test_novelty_run_with_known_scores(tmp_path):
     from raysys.experiments.novelty_run import run_novelty
-    from raysys.pools import write_parquet_tasks
-    from raysys.taskmap import categorize
+    from raysys.pools.canonical import write_parquet_tasks
+    from raysys.selection.taskmap import categorize
 
     pool = tmp_path / "pool.parquet"
     tasks = _pool()
@@ -329,18 +329,18 @@ class _LocalStages:
     construction, where the related tasks must gain far more likelihood than the others."""
 
     def __init__(self, pool, cfg, related=()):
-        from raysys.experiments.novelty_run import RayStages
+        from raysys.stages import RayStages, StageSettings
 
-        self.real, self.related = RayStages(cfg, str(pool)), tuple(related)
+        self.real, self.related = RayStages(StageSettings.of(cfg), str(pool)), tuple(related)
 
-    def train(self, model, task_ids, cfg, out):
+    def train(self, model, task_ids, out, *, val_ids=(), cfg=None):
         from raysys.models import load_model
-        from raysys.pools import load_pool
+        from raysys.pools.load import load_pool
         from raysys.training.data import training_examples
         from raysys.training.local import train_steps
 
         if (out / "config.json").is_file():
-            return str(out)
+            return str(out), {}
         ids = self.related or task_ids
         tasks = load_pool(self.real.pool).tasks
         lm = load_model(model)
@@ -348,7 +348,7 @@ class _LocalStages:
         train_steps(lm.model, lm.tokenizer, lm.kind, rows, replace(cfg, batch_size=8, micro_batch_size=8, workers=1), 300)
         lm.model.save_pretrained(out)
         lm.tokenizer.save_pretrained(out)
-        return str(out)
+        return str(out), {}
 
     def score(self, model, task_ids, out):
         return self.real.score(model, task_ids, out)
@@ -366,11 +366,11 @@ def test_novelty_with_a_real_model_trained_on_the_related_tasks(tmp_path):
                         train=replace(NoveltyConfig().train, learning_rate=3e-3),
                         scoring=replace(NoveltyConfig().scoring, instances=2, perturbations=3,
                                         generation=GenerationConfig(max_new_tokens=12)))
-    from raysys.synth import write_synthetic_pool
+    from raysys.pools.synthetic import write_synthetic_pool
     pool = tmp_path / "w" / "pool.parquet"
     (tmp_path / "w").mkdir()
     write_synthetic_pool(cfg.synth, pool)
-    from raysys.pools import load_pool
+    from raysys.pools.load import load_pool
     roles = draw_roles(load_pool(pool).tasks, cfg, 0)
     out = run_novelty(cfg, _LocalStages(pool, cfg, roles.related), say=lambda m: None)["draws"][0]
     t = pd.read_csv(out["tasks"])
@@ -390,12 +390,12 @@ def test_novelty_with_a_real_model_trained_on_the_related_tasks(tmp_path):
 
 
 class _Identity(_LocalStages):
-    def train(self, model, task_ids, cfg, out):
-        return model
+    def train(self, model, task_ids, out, *, val_ids=(), cfg=None):
+        return model, {}
 
 
 def test_the_shipped_cpu_config_is_the_default():
-    from raysys.config import load_config
+    from raysys.config.mapping import load_config
 
     assert load_config(DiversityConfig, TESTS.parent / "jobs/configs/diversity.yaml") == DiversityConfig()
     assert load_config(NoveltyConfig, TESTS.parent / "jobs/configs/novelty.yaml") == NoveltyConfig()

@@ -9,12 +9,11 @@ import numpy as np
 import pytest
 
 from raysys.config import PromptConfig, ScoringConfig
-from raysys.prompts import Template, format_prompt
+from raysys.prompts import FittedPrompt, Template, format_prompt
 from raysys.schema import Demonstration, Instance, Task
 from raysys.scoring.items import (
     DETAIL_COLUMNS,
     SCORE_COLUMNS,
-    FittedPrompt,
     TaskPrompts,
     build_items,
     detail_rows,

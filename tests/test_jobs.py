@@ -40,6 +40,9 @@ def head(tmp_path):
     proc = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
          "--num-cpus=2", "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
+         # the agent that takes job submissions: not its fixed default 52365, which a local
+         # cluster of a test running beside this one may hold
+         f"--dashboard-agent-listen-port={_free_port()}",
          f"--temp-dir={temp}", "--disable-usage-stats"],
         env=env, start_new_session=True, stdout=open(tmp_path / "head.log", "w"), stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{dash}"

@@ -16,13 +16,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from raysys.config import LoopConfig, TrainConfig
+from raysys.config import LoopConfig, SynthConfig, TrainConfig
 from raysys.errors import RaysysError
-from raysys.loop.core import RECORD, base_round, latest_state, run_round, run_trial, start_state
 from raysys.loop.plan import Universe, draw_sets, plan_trials, remaining, selection_seed
+from raysys.loop.rounds import RECORD, base_round, latest_state, run_round, run_trial, start_state
+from raysys.pools.canonical import write_parquet_tasks
 from raysys.pools.markov import generate
-from raysys.config import SynthConfig
-from raysys.pools import write_parquet_tasks
 
 sys.path.insert(0, str(Path(__file__).parent))
 from loop_fakes import FakeStages, calls, make_base, model_id  # noqa: E402
@@ -108,12 +107,14 @@ def test_config_checks(tmp_path):
     from raysys.errors import ConfigError
     from raysys.loop.driver import prepare
 
-    for kw, msg in [({"schedule": (10, 5)}, "increasing"), ({"seeds": (1, 1)}, "without repeats"), ({"strategies": ("similarity",)}, "needs targets"),
+    for kw, msg in [({"schedule": (10, 5)}, "increasing"), ({"seeds": (1, 1)}, "without repeats"),
                     ({"train_from": "scratch"}, "train_from")]:
         with pytest.raises(ConfigError, match=msg):
             LoopConfig(work_dir=str(tmp_path), **kw)
-    with pytest.raises(ConfigError, match="unknown strategies"):  # checked before anything starts
-        prepare(LoopConfig(work_dir=str(tmp_path / "w"), strategies=("nope", "nix")))
+    for strategies, msg in [(("nope", "nix"), "unknown strategies"), (("random", "similarity"), "needs targets"),
+                            (("rds",), "rds strategy needs targets")]:  # checked before anything starts
+        with pytest.raises(ConfigError, match=msg):
+            prepare(LoopConfig(work_dir=str(tmp_path / "w"), strategies=strategies))
     assert not (tmp_path / "w").exists()
 
 
@@ -125,9 +126,9 @@ def test_loop_taskmap_agrees_with_the_category_selections_when_shares_change(poo
     import pyarrow as pa
 
     from raysys.config import SelectConfig, TaskMapConfig
-    from raysys.loop.core import round_dir
     from raysys.loop.results import draw_taskmap
-    from raysys.loop.stages import RayStages
+    from raysys.loop.rounds import round_dir
+    from raysys.stages import RayStages, StageSettings
 
     path, uni = pool
     ids = list(uni.pool_ids[:30])
@@ -142,7 +143,7 @@ def test_loop_taskmap_agrees_with_the_category_selections_when_shares_change(poo
     tm = draw_taskmap(cfg, tmp_path / "w")
     counts = {r["category"]: r["tasks"] for r in tm["counts"]}
     assert counts == {"Ambiguous": 6, "Easy": 6, "Difficult": 18}  # 0.2 x 30, then 0.25 x 24
-    stages = RayStages(cfg, path, path)
+    stages = RayStages(StageSettings.of(cfg), path, path)
     for strategy, category in (("ambiguous", "Ambiguous"), ("easy", "Easy"), ("difficult", "Difficult")):
         picked = stages.select(strategy, counts[category], 0, ids, str(scores), tmp_path / strategy)
         assert set(picked) == {t for t, c in tm["categories"].items() if c == category}, strategy
@@ -240,10 +241,10 @@ def _selections(work: Path, cfg: LoopConfig) -> dict:
 
 @pytest.mark.ray
 def test_tune_driver_runs_every_trial_writes_results_and_reruns_nothing(pool, tmp_path):
+    import loop_fakes
     import ray
     import ray.cloudpickle
 
-    import loop_fakes
     from raysys.loop.driver import run_loop
 
     path, uni = pool
@@ -296,7 +297,8 @@ from dataclasses import replace
 from pathlib import Path
 sys.path.insert(0, {tests!r})
 from loop_fakes import FakeStages
-from raysys.config import from_mapping, LoopConfig
+from raysys.config import LoopConfig
+from raysys.config.mapping import from_mapping
 from raysys.io import read_json
 from raysys.loop.driver import prepare, run_loop
 cfg = from_mapping(LoopConfig, read_json({cfg!r}))
@@ -306,7 +308,7 @@ run_loop(cfg, FakeStages({log!r}, slow_round=int(sys.argv[1]), delay=120.0), num
 
 @pytest.mark.ray
 def test_killed_driver_resumes_without_redoing_finished_rounds(pool, tmp_path):
-    from raysys.config import to_dict
+    from raysys.config.mapping import to_dict
     from raysys.io import write_json
 
     path, uni = pool
@@ -341,7 +343,7 @@ def test_killed_driver_resumes_without_redoing_finished_rounds(pool, tmp_path):
 
 
 def test_split_metrics_equal_a_direct_mean_over_instances():
-    from raysys.loop.stages import flat_metrics, split_metrics
+    from raysys.evaluation.metrics import flat_metrics, split_metrics
 
     rows = [{"task_id": "a", "is_classification": True, "n_instances": 2, "rougeL": 50.0, "exact_match": 50.0},
             {"task_id": "b", "is_classification": False, "n_instances": 4, "rougeL": 25.0, "exact_match": 0.0},
@@ -358,22 +360,22 @@ def test_in_process_stages_score_select_and_evaluate(pool, tiny_model_dir, tmp_p
     """actors=0: scoring and evaluation in the trial's own process (no Ray needed), with
     validation and test tasks evaluated in one pass and split afterwards."""
     from raysys.config import EvalConfig, GenerationConfig, ScoringConfig
-    from raysys.evaluation.evaluate import Evaluator
-    from raysys.evaluation.metrics import aggregate
-    from raysys.loop.stages import RayStages, flat_metrics
-    from raysys.pools import load_pool
+    from raysys.evaluation.evaluator import Evaluator
+    from raysys.evaluation.metrics import aggregate, flat_metrics
+    from raysys.pools.load import load_pool
+    from raysys.stages import RayStages, StageSettings
 
     path, uni = pool
     cfg = small_cfg(tmp_path / "w", path, actors=0,
                     generation=GenerationConfig(4), scoring=ScoringConfig(instances=1, perturbations=2),
                     evaluation=EvalConfig(instances=1))
-    st = RayStages(cfg, path, path)
+    st = RayStages(StageSettings.of(cfg), path, path)
     ids = list(uni.pool_ids[:6])
-    scores = st.score(str(tiny_model_dir), ids, tmp_path / "s")
+    scores = st.score(str(tiny_model_dir), ids, tmp_path / "s" / "scores.parquet")
     t = pq.read_table(scores).to_pydict()
     assert t["task_id"] == ids and all(0 <= u for u in t["prompt_uncertainty"])
     mtime = Path(scores).stat().st_mtime_ns
-    assert st.score(str(tiny_model_dir), ids, tmp_path / "s") == scores and Path(scores).stat().st_mtime_ns == mtime
+    assert st.score(str(tiny_model_dir), ids, tmp_path / "s" / "scores.parquet") == scores and Path(scores).stat().st_mtime_ns == mtime
     picked = st.select("prompt-uncertainty", 2, 0, ids, scores, tmp_path / "s")
     u = dict(zip(t["task_id"], t["prompt_uncertainty"]))
     assert sorted(u[p] for p in picked) == sorted(u.values())[-2:]

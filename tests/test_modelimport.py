@@ -11,10 +11,10 @@ import time
 
 import numpy as np
 import pytest
-
 from conftest import run_cli
+
 from raysys.errors import RaysysError
-from raysys.modelimport import KNOWN, PROVENANCE, import_model, resolve
+from raysys.models.gguf import KNOWN, PROVENANCE, import_model, resolve
 
 NAME = "smollm2-135m-instruct"
 
@@ -160,8 +160,8 @@ def test_an_import_source_as_a_model_path_is_imported_once_into_the_cache(real_m
     """`model.path: smollm2-135m-instruct` in a loop or experiment config (and the demo's
     `model`): the import in the model cache, found there when it is already done."""
     from raysys.config import ModelConfig, TinyConfig
-    from raysys.modelimport import model_folder
-    from raysys.workspace import work_model
+    from raysys.models.gguf import model_folder
+    from raysys.runs.workdir import work_model
 
     cache = tmp_path / "raysys" / "models"
     cache.mkdir(parents=True)

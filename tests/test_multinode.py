@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from raysys.config import GenerationConfig, PromptConfig, ScoringConfig, SynthConfig, TrainConfig
-from raysys.pools import write_parquet_tasks
+from raysys.pools.canonical import write_parquet_tasks
 from raysys.pools.markov import generate
 
 
@@ -44,7 +44,7 @@ def test_scoring_actors_spread_over_nodes_and_match_one_process(cluster, tiny_mo
     cfg = ScoringConfig(instances=1, perturbations=2, generation=GenerationConfig(4), tasks_per_batch=3)
     score_pool(str(tmp_path / "pool.parquet"), str(tiny_model_dir), str(tmp_path / "s.parquet"), cfg, actors=2,
                progress=False)
-    assert len(_nodes_of("ScoreBatch")) == 2  # the two actors on two nodes
+    assert len(_nodes_of("TaskBatch")) == 2  # the two actors on two nodes
     got = pq.read_table(tmp_path / "s.parquet").to_pydict()
     want, _ = TaskScorer("", cfg, loaded=tiny_lm, device="cpu").score(tasks)
     assert got["task_id"] == [r["task_id"] for r in want]

@@ -6,11 +6,11 @@ import json
 
 import pytest
 import torch
-
 from conftest import run_cli
+
 from raysys.config import SynthConfig
 from raysys.evaluation.pairwise import parse_scores, tally, verdict
-from raysys.synth import write_synthetic_pool
+from raysys.pools.synthetic import write_synthetic_pool
 
 
 def test_parse_scores():

@@ -11,8 +11,8 @@ import time
 
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import assert_readable, processes, synthetic_pool
+
 from raysys.config import GenerationConfig, ScoringConfig, SynthConfig
 from raysys.pools.markov import generate
 from raysys.scoring.pipeline import score_pool
@@ -75,8 +75,8 @@ def test_killed_actor_is_restarted_and_output_is_complete(ray_local, pool, tiny_
     killed = None
     deadline = time.time() + 240
     while time.time() < deadline and killed is None:
-        if list(parts.glob("*/scores-*.parquet")) and processes("ScoreBatch"):
-            killed = processes("ScoreBatch")[0]
+        if list(parts.glob("*/scores-*.parquet")) and processes("TaskBatch"):
+            killed = processes("TaskBatch")[0]
             killed.send_signal(signal.SIGKILL)
         time.sleep(0.2)
     worker.join(timeout=300)
@@ -98,10 +98,13 @@ def test_killed_driver_then_rerun_finishes_the_rest(pool, tiny_model_dir, tmp_pa
     deadline = time.time() + 240
     while time.time() < deadline and len(list(parts.glob("*/scores-*.parquet"))) < 2 and proc.poll() is None:
         time.sleep(0.2)
+    if proc.poll() is not None:
+        pytest.fail(f"the driver ended (exit {proc.returncode}) before it could be killed:\n"
+                    + proc.stderr.read().decode()[-3000:])
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray processes it started
     proc.wait()
     deadline = time.time() + 60  # an actor may finish the batch in hand before Ray reaps it
-    while processes("ScoreBatch") and time.time() < deadline:
+    while processes("TaskBatch", session=proc.pid) and time.time() < deadline:
         time.sleep(0.2)
     done_before = sum(pq.read_metadata(p).num_rows for p in parts.glob("*/scores-*.parquet"))
     assert 0 < done_before < len(tasks) and not out.exists()

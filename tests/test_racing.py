@@ -14,44 +14,44 @@ from dataclasses import replace
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from conftest import processes, run_cli, synthetic_pool
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import processes, run_cli, synthetic_pool
 from raysys.config import GenerationConfig, ScoringConfig
-from raysys.scoring import racing
-from raysys.scoring.race import in_process, race
+from raysys.scoring import race_rule
+from raysys.scoring.race_rounds import in_process, race
 from raysys.scoring.scorer import TaskScorer
 
 
 def test_schedule():
-    assert racing.schedule(10, 3) == [3, 5, 7, 10]
-    assert racing.schedule(20, 3) == [3, 5, 7, 10, 15, 20]
-    assert racing.schedule(4, 3) == [3, 4]
-    assert racing.schedule(2, 5) == [2]
+    assert race_rule.schedule(10, 3) == [3, 5, 7, 10]
+    assert race_rule.schedule(20, 3) == [3, 5, 7, 10, 15, 20]
+    assert race_rule.schedule(4, 3) == [3, 4]
+    assert race_rule.schedule(2, 5) == [2]
 
 
 def test_interval_is_the_finite_population_t_interval():
     d = np.array([0.1, 0.3, 0.2])
-    lo, hi = racing.interval(d, 10, 0.05)
+    lo, hi = race_rule.interval(d, 10, 0.05)
     # t_{2, 0.975} = 4.302653 (tables); s = 0.1; finite-population factor sqrt(7 / 9)
     half = 4.302653 * 0.1 / math.sqrt(3) * math.sqrt(7 / 9)
     assert lo == pytest.approx(0.2 - half, abs=1e-6) and hi == pytest.approx(0.2 + half, abs=1e-6)
-    assert racing.interval(np.array([0.1, 0.3, 0.2, 0.4]), 4, 0.05) == (0.25, 0.25)  # m = K: exact
-    assert racing.interval(np.array([0.2, 0.2, 0.2]), 10, 0.05) == pytest.approx((0.2, 0.2), abs=1e-12)  # no spread
+    assert race_rule.interval(np.array([0.1, 0.3, 0.2, 0.4]), 4, 0.05) == (0.25, 0.25)  # m = K: exact
+    assert race_rule.interval(np.array([0.2, 0.2, 0.2]), 10, 0.05) == pytest.approx((0.2, 0.2), abs=1e-12)  # no spread
 
 
 def test_decide_by_hand():
     # bounds: a [0.8, 0.9], b [0.5, 0.7], c [0.45, 0.6], d [0.0, 0.1]; top 2
     lo, hi = [0.8, 0.5, 0.45, 0.0], [0.9, 0.7, 0.6, 0.1]
-    assert racing.decide(lo, hi, 2) == ["in", "open", "open", "out"]  # b and c overlap
-    assert racing.decide(lo, hi, 1) == ["in", "out", "out", "out"]
-    assert racing.decide(lo, hi, 3) == ["in", "in", "in", "out"]  # d is surely below three
-    assert racing.decide(lo, hi, 4) == ["in"] * 4
+    assert race_rule.decide(lo, hi, 2) == ["in", "open", "open", "out"]  # b and c overlap
+    assert race_rule.decide(lo, hi, 1) == ["in", "out", "out", "out"]
+    assert race_rule.decide(lo, hi, 3) == ["in", "in", "in", "out"]  # d is surely below three
+    assert race_rule.decide(lo, hi, 4) == ["in"] * 4
     # decided tasks keep their status; the places left shrink
-    assert racing.decide(lo, hi, 2, ["out", "open", "open", "open"]) == ["out", "in", "in", "out"]
+    assert race_rule.decide(lo, hi, 2, ["out", "open", "open", "open"]) == ["out", "in", "in", "out"]
     # ties after the last round are ranked by (-U, task_id)
-    assert racing.finish(["open"] * 3, [0.5, 0.5, 0.2], ["b", "a", "c"], 1) == ["out", "in", "out"]
+    assert race_rule.finish(["open"] * 3, [0.5, 0.5, 0.2], ["b", "a", "c"], 1) == ["out", "in", "out"]
 
 
 @settings(max_examples=200, deadline=None)
@@ -63,12 +63,12 @@ def test_intervals_that_hold_never_misplace_a_task(u, data):
     lo = [x - data.draw(st.floats(0, 0.5)) for x in u]
     hi = [x + data.draw(st.floats(0, 0.5)) for x in u]
     ids = [f"t{i:02d}" for i in range(len(u))]
-    status = racing.decide(lo, hi, budget)
-    truth = racing.top_b(u, ids, budget)
+    status = race_rule.decide(lo, hi, budget)
+    truth = race_rule.top_b(u, ids, budget)
     assert all(ids[i] in truth for i, s in enumerate(status) if s == "in")
     assert all(ids[i] not in truth for i, s in enumerate(status) if s == "out")
     assert sum(s == "in" for s in status) <= budget
-    final = racing.finish(status, u, ids, budget)  # exact values at the end: the full run's top B
+    final = race_rule.finish(status, u, ids, budget)  # exact values at the end: the full run's top B
     assert {ids[i] for i, s in enumerate(final) if s == "in"} == truth
 
 
@@ -109,7 +109,7 @@ def test_race_in_process_matches_the_full_run(pool, tiny_lm):
     assert result.forwards == sum(r["n_instances"] * r["n_perturbations"] for r in result.rows)
     wide = replace(CFG, racing_delta=1e-12)  # bounds so wide that nothing is decided before K
     exact = race([t.task_id for t in tasks], wide, in_process(TaskScorer("", wide, loaded=tiny_lm), tasks))
-    assert {r["task_id"] for r in exact.rows if r["racing_selected"]} == racing.top_b(
+    assert {r["task_id"] for r in exact.rows if r["racing_selected"]} == race_rule.top_b(
         [full_u[t.task_id] for t in tasks], [t.task_id for t in tasks], CFG.racing)
 
 
@@ -130,7 +130,7 @@ def test_racing_cli_resumes_after_a_killed_driver(pool, tiny_model_dir, tiny_lm,
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     deadline = time.time() + 60
-    while processes("ScoreBatch") and time.time() < deadline:
+    while processes("TaskBatch", session=proc.pid) and time.time() < deadline:
         time.sleep(0.2)
     assert list(parts.glob("*/round-1/scores-*.parquet")) and not out.exists()
     round0 = sum(pq.read_metadata(p).num_rows for p in parts.glob("*/round-0/scores-*.parquet"))

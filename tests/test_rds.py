@@ -1,4 +1,4 @@
-"""RDS+ embeddings (raysys.scoring.rds): the pooling by hand, the scorer's stored
+"""RDS+ embeddings (raysys.models.pooling): the pooling by hand, the scorer's stored
 embeddings and the forward-only ones against a direct computation with the model's own
 hidden states, and the rds strategy against a direct cosine ranking."""
 from __future__ import annotations
@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from raysys.config import GenerationConfig, ScoringConfig, SelectConfig, SynthConfig
-from raysys.pools import write_parquet_tasks
+from raysys.models.pooling import position_weighted_mean
+from raysys.pools.canonical import write_parquet_tasks
 from raysys.pools.markov import generate
 from raysys.scoring.items import sample_instances
-from raysys.scoring.rds import position_weighted_mean
 from raysys.scoring.scorer import TaskScorer
 
 CFG = ScoringConfig(instances=3, perturbations=2, generation=GenerationConfig(5, batch=4), tasks_per_batch=4)
@@ -70,7 +70,7 @@ def test_rds_strategy_is_a_cosine_ranking(tasks, tiny_lm, tiny_model_dir, tmp_pa
     model and config; overall max and per-target round robin, as INSTA's similarity."""
     import json
 
-    from raysys.config import to_dict
+    from raysys.config.mapping import to_dict
     from raysys.selection.run import run_select
 
     cfg = CFG

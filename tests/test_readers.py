@@ -12,11 +12,12 @@ import json
 from pathlib import Path
 
 import pytest
-
 from conftest import SHARED_DATA, needs_data
+
 from raysys.errors import InvalidFile
-from raysys.pools import detect_format, load_pool, write_parquet_tasks
+from raysys.pools.canonical import write_parquet_tasks
 from raysys.pools.classify import derive_is_classification
+from raysys.pools.load import detect_format, load_pool
 from raysys.schema import Demonstration, Instance, Task
 
 DATA = SHARED_DATA

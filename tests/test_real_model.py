@@ -10,7 +10,6 @@ import math
 import pyarrow.parquet as pq
 import pytest
 import torch
-
 from conftest import run_cli
 
 TASKS = ["task1393_superglue_copa_text_completion", "task664_mmmlu_answer_generation_abstract_algebra"]
@@ -18,7 +17,8 @@ TASKS = ["task1393_superglue_copa_text_completion", "task664_mmmlu_answer_genera
 
 @pytest.fixture(scope="module")
 def niv2_pair(shared_data, tmp_path_factory):
-    from raysys.pools import load_pool, write_parquet_tasks
+    from raysys.pools.canonical import write_parquet_tasks
+    from raysys.pools.load import load_pool
 
     tasks = [t for t in load_pool(shared_data / "niv2").tasks if t.task_id in TASKS]
     path = tmp_path_factory.mktemp("real") / "pool.parquet"

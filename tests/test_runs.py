@@ -7,12 +7,16 @@ import os
 import pyarrow as pa
 import pytest
 
+from raysys.cluster import cpu_share, cpus_needed
 from raysys.config import SynthConfig
 from raysys.errors import RaysysError
-from raysys.pools import load_pool, write_parquet_tasks
+from raysys.io import atomic_dir
+from raysys.pools.canonical import write_parquet_tasks
+from raysys.pools.load import load_pool
 from raysys.pools.markov import generate
-from raysys.runs import (Parts, atomic_dir, cpu_share, cpus_needed, model_ref, pool_stats, run_key, subset_pool,
-                         tasks_content)
+from raysys.pools.subset import subset_pool
+from raysys.runs.keys import model_ref, pool_stats, run_key, tasks_content
+from raysys.runs.parts import Parts
 
 DETAILS = pa.schema([("task_id", pa.string()), ("v", pa.int64())])
 

@@ -12,7 +12,7 @@ import torch
 from raysys.config import GenerationConfig, ScoringConfig, SynthConfig
 from raysys.models import count_parameters
 from raysys.perturb import perturb_prompt_parts
-from raysys.pools import load_pool
+from raysys.pools.load import load_pool
 from raysys.pools.markov import generate
 from raysys.prompts import format_prompt
 from raysys.schema import Instance, Task

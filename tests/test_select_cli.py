@@ -5,9 +5,9 @@ import json
 
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import run_cli
-from raysys.pools import load_pool
+
+from raysys.pools.load import load_pool
 
 
 def _select(tmp_path, name, *args):

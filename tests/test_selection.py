@@ -15,9 +15,10 @@ from hypothesis import strategies as st
 from raysys.config import SelectConfig
 from raysys.errors import InvalidFile, RaysysError
 from raysys.schema import Instance, Task
-from raysys.selection import STRATEGIES, build_candidates, read_task_ids, select_tasks, write_selection
-from raysys.selection.candidates import Candidates
+from raysys.selection.candidates import Candidates, build_candidates
 from raysys.selection.rank import interleave, order_by
+from raysys.selection.select import read_task_ids, select_tasks, write_selection
+from raysys.selection.strategies import STRATEGIES
 from raysys.selection.stratify import allocate, cls_quotas
 
 N = 60
@@ -36,7 +37,7 @@ def candidates(n: int = N, seed: int = 0) -> Candidates:
         "perplexity": 1 + 10 * rng.random(n), "ifd": rng.random(n) * 2,
         "classification_entropy": np.where(np.arange(n) % 3 == 0, rng.random(n), np.nan),
     }
-    from raysys.taskmap import categorize
+    from raysys.selection.taskmap import categorize
 
     return Candidates(
         task_ids=tuple(f"t{i:03d}" for i in range(n)), signals=signals,
@@ -95,7 +96,7 @@ def hand_table() -> Candidates:
     ppl = np.array([3.0, 1.0, 2.0, 6.0, 5.0, 4.0])
     ent = np.array([0.2, np.nan, 0.9, np.nan, 0.5, np.nan])
     ifd = np.array([1.1, 0.5, 0.7, 0.9, 1.3, np.nan])
-    from raysys.taskmap import categorize
+    from raysys.selection.taskmap import categorize
 
     return Candidates(tuple("abcdef"), {"prompt_uncertainty": u, "prediction_probability": p, "perplexity": ppl,
                                         "classification_entropy": ent, "ifd": ifd},

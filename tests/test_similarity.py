@@ -12,13 +12,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import NOISE, run_cli
 
+from raysys.config.experiments import SimilarityConfig
 from raysys.errors import ConfigError
-from raysys.experiments.config import SimilarityConfig
 from raysys.experiments.similarity import draw_targets
 from raysys.stats import mean_std, paired
-
-from conftest import NOISE, run_cli
 
 
 def test_mean_std_and_paired_differences():
@@ -56,21 +55,21 @@ class _Stages:
     calls: list = []
 
     def __init__(self, cfg, pool, targets_pool, targets_file, encoder):
-        from raysys.loop.stages import RayStages
+        from raysys.stages import RayStages, StageSettings
 
-        self.real = RayStages(replace(cfg, targets=str(targets_file), select=replace(cfg.select, encoder=encoder)),
-                              pool, targets_pool)
+        self.real = RayStages(StageSettings.of(cfg, targets=str(targets_file),
+                                               select=replace(cfg.select, encoder=encoder)), pool, targets_pool)
         self.encoder = encoder
 
     def select(self, strategy, budget, seed, task_ids, scores, out_dir):
         _Stages.calls.append(("select", str(out_dir)))
         return self.real.select(strategy, budget, seed, task_ids, scores, out_dir)
 
-    def train(self, model, task_ids, val_ids, out_dir):
-        _Stages.calls.append(("train", str(out_dir)))
-        (out_dir / "model").mkdir(parents=True, exist_ok=True)
-        (out_dir / "model" / "tasks.json").write_text(json.dumps(list(task_ids)))
-        return str(out_dir / "model"), {"train_loss": _h("loss", list(task_ids))}
+    def train(self, model, task_ids, out, *, val_ids=(), cfg=None):
+        _Stages.calls.append(("train", str(out.parent)))
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "tasks.json").write_text(json.dumps(list(task_ids)))
+        return str(out), {"train_loss": _h("loss", list(task_ids))}
 
     def evaluate(self, model, splits, out_dir):
         _Stages.calls.append(("evaluate", str(out_dir)))
@@ -81,7 +80,7 @@ class _Stages:
 
 def test_similarity_run_selects_trains_and_summarizes(tmp_path):
     from raysys.experiments.similarity_run import run_similarity
-    from raysys.pools import load_pool
+    from raysys.pools.load import load_pool
     from raysys.selection.embed import embed, load_encoder
 
     cfg = SimilarityConfig(work_dir=str(tmp_path / "w"), synth=replace(SimilarityConfig().synth, rules=60),

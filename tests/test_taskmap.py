@@ -7,11 +7,11 @@ import matplotlib.image
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import run_cli
+
 from raysys.config import TaskMapConfig
 from raysys.selection.run import run_taskmap
-from raysys.taskmap import categorize, counts_table, shift_summary
+from raysys.selection.taskmap import categorize, counts_table, shift_summary
 
 
 def test_rank_rule_on_a_hand_built_table():

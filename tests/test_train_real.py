@@ -10,10 +10,11 @@ import math
 from dataclasses import replace
 
 import pytest
-
 from conftest import ROOT
-from raysys.config import GenerationConfig, PromptConfig, ScoringConfig, SynthConfig, TrainConfig, load_config
-from raysys.synth import generate
+
+from raysys.config import GenerationConfig, PromptConfig, ScoringConfig, SynthConfig, TrainConfig
+from raysys.config.mapping import load_config
+from raysys.pools.synthetic import generate
 
 
 @pytest.fixture(scope="module")

@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import assert_readable, processes
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from conftest import assert_readable, processes
 from raysys.config import PromptConfig, SynthConfig, TrainConfig
 from raysys.errors import ConfigError
-from raysys.pools import load_pool
-from raysys.synth import write_synthetic_pool
+from raysys.pools.load import load_pool
+from raysys.pools.synthetic import write_synthetic_pool
 from raysys.training.data import IGNORE, collate, encode, length_grouped, training_examples
 
 CFG = TrainConfig(epochs=2, batch_size=8, micro_batch_size=4, workers=2, learning_rate=1e-3, prompt=PromptConfig(demonstrations=0),
@@ -124,7 +124,7 @@ def test_killed_driver_then_rerun_resumes_from_the_checkpoint(pool, tiny_model_d
     os.killpg(proc.pid, signal.SIGKILL)  # the driver and the local Ray cluster it started
     proc.wait()
     deadline = time.time() + 60
-    while processes("RayTrainWorker", "TrainController") and time.time() < deadline:
+    while processes("RayTrainWorker", "TrainController", session=proc.pid) and time.time() < deadline:
         time.sleep(0.2)
     assert not out.exists()
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
@@ -206,7 +206,7 @@ def test_lora_adapter_export_and_validation_choice(pool, tiny_model_dir, ray_clu
 def test_memory_plan_of_llama_7b_against_hand_computed_figures(tmp_path):
     from transformers import LlamaConfig
 
-    from raysys.training.plan import GIB, count_parameters_from_config, memory_plan
+    from raysys.training.memory import GIB, count_parameters_from_config, memory_plan
 
     LlamaConfig(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
                 vocab_size=32000).save_pretrained(tmp_path / "llama7b")
@@ -230,9 +230,8 @@ def test_memory_plan_of_llama_7b_against_hand_computed_figures(tmp_path):
 
 
 def test_train_plan_cli_refuses_what_cannot_fit(tmp_path):
-    from transformers import LlamaConfig
-
     from conftest import run_cli
+    from transformers import LlamaConfig
 
     LlamaConfig(hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32,
                 vocab_size=32000).save_pretrained(tmp_path / "llama7b")
@@ -259,8 +258,8 @@ def test_train_plan_cli_refuses_what_cannot_fit(tmp_path):
 def test_shipped_gpu_configs_are_valid_plans(tmp_path, name, model, gpus, fits_in):
     from transformers import LlamaConfig
 
-    from raysys.config import load_config
-    from raysys.training.plan import count_parameters_from_config, memory_plan
+    from raysys.config.mapping import load_config
+    from raysys.training.memory import count_parameters_from_config, memory_plan
 
     cfg = load_config(TrainConfig, Path(__file__).resolve().parents[1] / "jobs" / "configs" / name)
     assert cfg.workers == gpus and cfg.accumulation >= 1

@@ -1,81 +1,26 @@
-"""Evaluate a model on a pool's tasks: batched greedy answers on the scoring actor pool,
-Rouge-L and exact match per instance, aggregated per task and overall.
-
-`Evaluator` is the per-actor worker (raysys.scoring.pipeline.ScoreBatch builds it): it
-samples instances and writes prompts as scoring does (raysys.scoring.items) and uses the
-scorer's ModelRunner (prompt fitting: fewer demonstrations for long prompts, then the last
-tokens; batched greedy generation), so answers are those `raysys score` takes as the
-model's own. `evaluate_pool` runs it over the pool (or the given task ids) with the
-same resumable part files as scoring and writes metrics.json atomically. Each task's row
-counts the tokens its evaluation processed (`tokens`: its prompts, fitted and cut as
-generation reads them, plus every generated token, end of sequence included) and their
-FLOPs (`flops`, raysys.costs); metrics.json has both totals.
+"""`raysys eval`: a model evaluated on a pool's tasks (or some of them) on the actor pool
+(raysys.actors, worker "evaluate": raysys.evaluation.evaluator), with the same resumable
+part files as scoring; metrics.json (Rouge-L and exact match overall, per classification
+and generative tasks, per task; tokens and FLOPs) written atomically.
 """
 from __future__ import annotations
 
 import time
-from functools import partial
 from pathlib import Path
 from typing import Any, Sequence
 
-import pyarrow as pa
-
-from raysys.config import EvalConfig, to_dict
-from raysys.costs import forward_flops, total
-from raysys.evaluation.metrics import aggregate, exact_match, rouge_l
+from raysys.actors import map_pool
+from raysys.config import EvalConfig
+from raysys.config.mapping import to_dict
+from raysys.costs import total
+from raysys.evaluation.evaluator import DETAIL_SCHEMA
+from raysys.evaluation.metrics import aggregate
 from raysys.io import write_json, write_parquet
-from raysys.models import check_model_path, count_parameters, prompt_template
-from raysys.prompts import template_for
-from raysys.runs import Parts, subset_pool
-from raysys.schema import Task
-
-DETAIL_SCHEMA = pa.schema([("task_id", pa.string()), ("instance_id", pa.string()), ("prompt", pa.string()),
-                           ("prediction", pa.string()), ("references", pa.list_(pa.string())),
-                           ("rougeL", pa.float64()), ("exact_match", pa.float64())])
-
-
-class Evaluator:
-    def __init__(self, model: str, cfg: EvalConfig, *, trust_remote_code: bool = False, loaded=None,
-                 device: str | None = None):
-        from raysys.scoring.runner import ModelRunner  # torch: only where a model is loaded
-
-        self.cfg = cfg
-        self.runner = ModelRunner(model, cfg.generation, trust_remote_code=trust_remote_code, loaded=loaded,
-                                  device=device)
-        lm = self.runner.lm
-        self.parameters = count_parameters(lm.model)
-        self.template = template_for(cfg.prompt.template, cfg.prompt.chat_body, lm.tokenizer, lm.name)
-
-    def process(self, tasks: Sequence[Task], details: bool = False):
-        from raysys.scoring.items import TaskPrompts, sample_instances
-
-        cfg = self.cfg
-        work = []  # (task index, instance, fitted prompt), every task's instances in turn
-        for ti, t in enumerate(tasks):
-            prompts = TaskPrompts.original(t, self.template)
-            for inst in sample_instances(t, cfg.instances, cfg.seed):
-                work.append((ti, inst, self.runner.fit_prompt(partial(prompts.text, 0, inst),
-                                                              cfg.prompt.demonstrations)))
-        answers, spent = self.runner.generate_counted([fit.ids for _, _, fit in work])  # one pass for all tasks
-        scored: list[list[tuple[float, float]]] = [[] for _ in tasks]
-        tokens = [0] * len(tasks)
-        detail_rows = []
-        for (ti, inst, fit), pred, n in zip(work, answers, spent, strict=True):
-            r, e = rouge_l(pred, inst.outputs), exact_match(pred, inst.outputs)
-            scored[ti].append((r, e))
-            tokens[ti] += n
-            if details:
-                detail_rows.append({"task_id": tasks[ti].task_id, "instance_id": inst.id, "prompt": fit.text,
-                                    "prediction": pred, "references": list(inst.outputs), "rougeL": r,
-                                    "exact_match": e})
-        rows = []
-        for t, pairs, n in zip(tasks, scored, tokens, strict=True):
-            r_sum, e_sum = sum(r for r, _ in pairs), sum(e for _, e in pairs)
-            rows.append({"task_id": t.task_id, "is_classification": t.is_classification, "n_instances": len(pairs),
-                         "rougeL_sum": r_sum, "exact_match_sum": e_sum, "rougeL": r_sum / len(pairs),
-                         "exact_match": e_sum / len(pairs), "tokens": n,
-                         "flops": forward_flops(n, self.parameters)})
-        return rows, detail_rows
+from raysys.models import check_model_path, prompt_template
+from raysys.pools.load import detect_format
+from raysys.pools.subset import subset_pool
+from raysys.runs.keys import run_id
+from raysys.runs.parts import Parts
 
 
 def evaluate_pool(pool: str, model: str, out: str, cfg: EvalConfig = EvalConfig(), *,
@@ -84,9 +29,6 @@ def evaluate_pool(pool: str, model: str, out: str, cfg: EvalConfig = EvalConfig(
                   progress: bool = True, cpus: float | None = None) -> dict[str, Any]:
     """metrics.json for `model` on `pool` (or its `task_ids`); resumable like scoring;
     `cpus`: this call's share of the cluster's CPUs (default: all)."""
-    from raysys.pools import detect_format
-    from raysys.scoring.pipeline import map_pool, run_id
-
     start = time.perf_counter()
     check_model_path(model)
     prompt_template(model, cfg.prompt.template, cfg.prompt.chat_body, trust_remote_code)  # a chat template: usable?
@@ -94,9 +36,9 @@ def evaluate_pool(pool: str, model: str, out: str, cfg: EvalConfig = EvalConfig(
     run = "eval-" + run_id(cfg, model, pool, details is not None, tasks=list(task_ids or []))
     parts_dir = Path(f"{out}.parts") / run
     source = subset_pool(pool, task_ids, parts_dir / "tasks.parquet") if task_ids else pool
-    mapped = map_pool(source, parts_dir, model, cfg, actors=actors, gpus_per_actor=gpus_per_actor,
+    mapped = map_pool("evaluate", source, parts_dir, model, cfg, actors=actors, gpus_per_actor=gpus_per_actor,
                       details=details is not None, trust_remote_code=trust_remote_code, num_cpus=num_cpus,
-                      progress=progress, make="raysys.evaluation.evaluate:Evaluator", detail_schema=DETAIL_SCHEMA,
+                      progress=progress, detail_schema=DETAIL_SCHEMA,
                       verb="evaluating", cpus=cpus)
     table, chosen = Parts(parts_dir).merge(mapped.order, "evaluated")
     tasks = table.to_pylist()

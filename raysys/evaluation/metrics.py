@@ -51,3 +51,18 @@ def aggregate(task_rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
 
     return {"rougeL": {k: mean(0, k) for k in groups}, "exact_match": {k: mean(1, k) for k in groups},
             "n_instances": {k: int(groups[k][2]) for k in groups}}
+
+
+def split_metrics(rows: Sequence[dict]) -> dict:
+    """metrics.json's aggregate over a subset of its per-task rows (per-task means x instances)."""
+    return aggregate({**r, "rougeL_sum": r["rougeL"] * r["n_instances"],
+                      "exact_match_sum": r["exact_match"] * r["n_instances"]} for r in rows)
+
+
+def flat_metrics(m: dict) -> dict[str, float | None]:
+    """rougeL / exact_match overall, and per classification and generative tasks."""
+    out: dict[str, float | None] = {}
+    for metric in ("rougeL", "exact_match"):
+        for group in ("overall", "classification", "generative"):
+            out[metric if group == "overall" else f"{metric}_{group}"] = m[metric][group]
+    return out

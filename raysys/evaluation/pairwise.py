@@ -64,11 +64,11 @@ def compare_models(pool: str, model_a: str, model_b: str, judge: str, out: str, 
     judged in both orders on an actor pool; pairwise.json (atomic) with the counts."""
     import pyarrow.parquet as pq
 
+    from raysys.actors import generate_rows
     from raysys.config import EvalConfig, GenerationConfig
     from raysys.evaluation.evaluate import evaluate_pool
     from raysys.io import write_json
     from raysys.models import check_model_path
-    from raysys.scoring.pipeline import generate_rows
 
     cfg = cfg or EvalConfig()
     check_model_path(judge)

@@ -21,8 +21,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from raysys.config.experiments import DiversityConfig
 from raysys.evaluation.metrics import exact_match
-from raysys.experiments.config import DiversityConfig
 from raysys.pools.markov import generate, rule_of
 from raysys.prompts import format_prompt
 from raysys.schema import Task

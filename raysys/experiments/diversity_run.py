@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from raysys.config import GenerationConfig
+from raysys.config.experiments import DiversityConfig
 from raysys.console import relay, to_log
 from raysys.errors import RaysysError
-from raysys.experiments.config import DiversityConfig
 from raysys.experiments.diversity import (
     Cell,
     cell_result,
@@ -33,9 +33,8 @@ from raysys.experiments.diversity import (
     training_tasks,
     unseen_tasks,
 )
-from raysys.io import read_json, write_json
-from raysys.runs import atomic_dir
-from raysys.workspace import claim_work_dir
+from raysys.io import atomic_dir, read_json, write_json
+from raysys.runs.workdir import claim_work_dir
 
 RESULT = "result.json"
 
@@ -73,7 +72,7 @@ class TinyLearner:
         return LoadedModel(model, tok, kind, str(target)), stats
 
     def answer(self, model, cfg, prompts, device):
-        from raysys.scoring.runner import ModelRunner
+        from raysys.models.runner import ModelRunner
 
         gen = GenerationConfig(max_new_tokens=cfg.max_new_tokens, batch=256)
         return ModelRunner(model.name, gen, loaded=model, device=device).generate(prompts)
@@ -121,7 +120,7 @@ def run_diversity(cfg: DiversityConfig, learner: Learner | None = None, *, num_c
     import ray
     from ray import tune
 
-    from raysys.rayinit import ray_init
+    from raysys.cluster import ray_init
 
     learner = learner or TinyLearner()
     work = claim_work_dir(cfg, "diversity")

@@ -26,8 +26,8 @@ import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from raysys.config.experiments import NoveltyConfig
 from raysys.errors import ConfigError
-from raysys.experiments.config import NoveltyConfig
 from raysys.schema import Task
 
 
@@ -86,7 +86,7 @@ def _direction(a: float, b: float) -> str:
 
 
 def novelty_ratio(shift: Sequence[Mapping]) -> dict:
-    """From the per-group shift summary (raysys.taskmap.shift_summary with groups
+    """From the per-group shift summary (raysys.selection.taskmap.shift_summary with groups
     'related' and 'unrelated'): mean changes, relative changes, and their ratios."""
     by = {r["group"]: r for r in shift}
     missing = {"related", "unrelated"} - set(by)

@@ -2,9 +2,9 @@
 the group's training tasks, M1's scores of the same tasks, then the ratio and the Task
 Map shift (raysys.experiments.novelty has the roles and the arithmetic).
 
-Training goes through raysys.training.trainer (Ray Train, DeepSpeed), scoring through
-TaskScorer in this process (`actors: 0`) or raysys.scoring.pipeline on Ray Data actors.
-Both are injected (`Stages`), so tests can pass models whose scores are known.
+Training and scoring are raysys.stages's (Ray Train; scoring in this process with
+`actors: 0`, else on the actor pool), injected (`Stages`), so tests can pass models whose
+scores are known.
 
 Each seed is one draw, in work_dir/seed-N/: roles.json, m0/ (when base_tasks > 0), m1/,
 scores-m0.parquet, scores-m1.parquet, groups.json, taskmap-m0.png, taskmap-m1.png,
@@ -20,51 +20,22 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 
-from raysys.config import TrainConfig
+from raysys.config.experiments import NoveltyConfig
 from raysys.costs import score_tokens, timed, total, train_tokens
-from raysys.experiments.config import NoveltyConfig
 from raysys.experiments.novelty import Roles, draw_roles, novelty_ratio, render, render_summary, summarize
 from raysys.io import read_json, write_json
-from raysys.runs import pool_tasks
-from raysys.workspace import claim_work_dir, score_tasks
-
-
-class Stages(Protocol):
-    def train(self, model: str, task_ids: Sequence[str], cfg: TrainConfig, out: Path) -> str:
-        """The model trained on the tasks (a model folder)."""
-
-    def score(self, model: str, task_ids: Sequence[str], out: Path) -> str:
-        """A scores .parquet of the tasks (raysys.scoring columns)."""
-
-
-@dataclass(frozen=True)
-class RayStages:
-    cfg: NoveltyConfig
-    pool: str  # canonical Parquet
-
-    def train(self, model, task_ids, cfg, out):
-        from raysys.training.trainer import train_model
-
-        tasks = pool_tasks(self.pool)
-        run = train_model([tasks[t] for t in task_ids], list(task_ids), model, str(out), cfg,
-                          trust_remote_code=self.cfg.model.trust_remote_code, progress=False)
-        return run.out
-
-    def score(self, model, task_ids, out):
-        return score_tasks(self.pool, task_ids, model, out, self.cfg.scoring, actors=self.cfg.actors,
-                           subset=out.with_suffix(".tasks.parquet"),
-                           trust_remote_code=self.cfg.model.trust_remote_code)
+from raysys.models import check_model_path
+from raysys.runs.workdir import claim_work_dir
+from raysys.stages import RayStages, Stages, StageSettings
 
 
 def _per_task(cfg: NoveltyConfig, roles: Roles, s0: str, s1: str) -> list[dict]:
     from raysys.selection.candidates import read_scores
-    from raysys.taskmap import categorize
+    from raysys.selection.taskmap import categorize
 
     cols0, cols1 = read_scores(s0), read_scores(s1)
     ids = roles.heldout()
@@ -97,7 +68,7 @@ def run_draw(cfg: NoveltyConfig, seed: int, pool: str, model: str, stages: Stage
     import pandas as pd
 
     from raysys.io import atomic_path
-    from raysys.pools import load_pool
+    from raysys.pools.load import load_pool
     from raysys.selection.run import run_taskmap
 
     work.mkdir(parents=True, exist_ok=True)
@@ -110,10 +81,10 @@ def run_draw(cfg: NoveltyConfig, seed: int, pool: str, model: str, stages: Stage
     seconds: dict[str, float] = {}
     m0 = model
     if roles.base:
-        m0, seconds["train_m0"] = timed(stages.train, model, roles.base, cfg.base_train, work / "m0")
+        (m0, _), seconds["train_m0"] = timed(stages.train, model, roles.base, work / "m0", cfg=cfg.base_train)
     s0, seconds["score_m0"] = timed(stages.score, m0, roles.heldout(), work / "scores-m0.parquet")
     say(f"[seed {seed}] M0 scored; training M1")
-    m1, seconds["train_m1"] = timed(stages.train, m0, roles.train, cfg.train, work / "m1")
+    (m1, _), seconds["train_m1"] = timed(stages.train, m0, roles.train, work / "m1", cfg=cfg.train)
     s1, seconds["score_m1"] = timed(stages.score, m1, roles.heldout(), work / "scores-m1.parquet")
     write_json(work / "groups.json", {"related": roles.related, "unrelated": roles.unrelated})
     run_taskmap(s0, str(work / "taskmap-m0.png"), cfg.taskmap, title="Task Map of the held-out tasks under M0")
@@ -187,11 +158,13 @@ def run_novelty(cfg: NoveltyConfig, stages: Stages | None = None, say: Callable[
     import pandas as pd
 
     from raysys.io import atomic_path
-    from raysys.workspace import model_name, work_model, work_pool
+    from raysys.runs.workdir import model_name, work_model, work_pool
 
     work = claim_work_dir(cfg, "novelty-config")
     pool, model = str(work_pool(work, cfg.pool, cfg.synth, say)), work_model(work, cfg.model, cfg.tiny, say)
-    stages = stages or RayStages(cfg, pool)
+    if stages is None:
+        check_model_path(model)  # before any stage loads it
+        stages = RayStages(StageSettings.of(cfg), pool)
     draws = [run_draw(cfg, seed, pool, model, stages, work / f"seed-{seed}", say) for seed in cfg.seeds]
     name = model_name(cfg.model)
     with atomic_path(work / "novelty.csv") as tmp:

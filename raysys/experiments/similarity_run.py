@@ -3,7 +3,7 @@ pure parts): per seed, its targets; the base model's Rouge-L on them; then per s
 selection of `budget` pool tasks, the base model fine-tuned on it (LoRA or full, Ray
 Train), and the fine-tuned model's Rouge-L on the targets.
 
-The stages are the active loop's (raysys.loop.stages.RayStages: selection, Ray Train,
+The stages are raysys.stages's (RayStages: selection, Ray Train,
 evaluation in this process or on actors) and can be injected (`Stages`) for tests. The
 aligned encoder is trained once per run (raysys.selection.align) on the pool's tasks that
 no seed uses as a target, starting from `select.encoder`.
@@ -22,12 +22,14 @@ import functools
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from raysys.experiments.config import SimilarityConfig
-from raysys.experiments.similarity import BASE, draw_targets, max_similarity, render, select_strategy, summarize
+from raysys.config.experiments import SimilarityConfig
 from raysys.costs import eval_tokens, timed, train_tokens
+from raysys.experiments.similarity import BASE, draw_targets, max_similarity, render, select_strategy, summarize
 from raysys.io import read_json, write_json
+from raysys.models import check_model_path
+from raysys.stages import RayStages, Stages, StageSettings
 
 RECORD = "record.json"
 CSV_COLUMNS = ("model", "seed", "strategy", "target_tasks", "n_train_tasks", "rougeL", "exact_match",
@@ -35,20 +37,8 @@ CSV_COLUMNS = ("model", "seed", "strategy", "target_tasks", "n_train_tasks", "ro
                "eval_seconds")
 
 
-class Stages(Protocol):
-    def select(self, strategy: str, budget: int, seed: int, task_ids: Sequence[str], scores: str | None,
-               out_dir: Path) -> list[str]: ...
-
-    def train(self, model: str, task_ids: Sequence[str], val_ids: Sequence[str], out_dir: Path
-              ) -> tuple[str, dict]: ...
-
-    def evaluate(self, model: str, splits: dict[str, Sequence[str]], out_dir: Path) -> dict[str, dict]: ...
-
-
 def _ray_stages(cfg: SimilarityConfig, pool: str, targets_pool: str, targets_file: Path, encoder: str):
-    from raysys.loop.stages import RayStages
-
-    return RayStages(replace(cfg, targets=str(targets_file), select=replace(cfg.select, encoder=encoder)),
+    return RayStages(StageSettings.of(cfg, targets=str(targets_file), select=replace(cfg.select, encoder=encoder)),
                      pool, targets_pool)
 
 
@@ -80,7 +70,7 @@ def _run_one(cfg: SimilarityConfig, st: Stages, strategy: str, seed: int, model:
     if strategy != BASE:
         picked, row["select_seconds"] = timed(st.select, select_strategy(strategy)[0], cfg.budget, seed,
                                                candidates, None, out)
-        (trained, losses), row["train_seconds"] = timed(st.train, model, picked, (), out)
+        (trained, losses), row["train_seconds"] = timed(st.train, model, picked, out / "model")
         row.update(n_train_tasks=len(picked), train_loss=losses.get("train_loss"),
                    train_tokens=train_tokens(trained, cfg.train.workers),
                    selected_similarity=measure().of(picked, texts))
@@ -97,12 +87,14 @@ def run_similarity(cfg: SimilarityConfig, stages: Callable[..., Stages] | None =
     import pandas as pd
 
     from raysys.io import atomic_path
-    from raysys.runs import pool_copy, pool_tasks, subset_pool
-    from raysys.workspace import claim_work_dir, model_name, work_model, work_pool
+    from raysys.pools.subset import pool_copy, pool_tasks, subset_pool
+    from raysys.runs.workdir import claim_work_dir, model_name, work_model, work_pool
 
     make = stages or _ray_stages
     work = claim_work_dir(cfg, "similarity-config")
     pool, model = str(work_pool(work, cfg.pool, cfg.synth, say)), work_model(work, cfg.model, cfg.tiny, say)
+    if stages is None:
+        check_model_path(model)  # before any stage loads it
     targets_pool = pool_copy(cfg.targets, work / "targets.parquet") if cfg.targets else pool
     tasks, target_tasks = pool_tasks(pool), pool_tasks(targets_pool)
     targets = {seed: draw_targets(list(target_tasks), cfg.target_tasks, seed) for seed in cfg.seeds}

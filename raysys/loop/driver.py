@@ -15,17 +15,19 @@ from __future__ import annotations
 
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from raysys.config import LoopConfig, from_mapping
+from raysys.config import LoopConfig
+from raysys.config.mapping import from_mapping
 from raysys.console import relay, to_log
 from raysys.errors import RaysysError
 from raysys.io import read_json, write_json
-from raysys.loop.core import (RECORD, STATE, LoopState, Stages, base_round, latest_state, run_trial, seed_dir,
-                              start_state)
 from raysys.loop.plan import TrialPlan, Universe, draw_sets, plan_trials
+from raysys.loop.rounds import RECORD, STATE, LoopState, base_round, latest_state, run_trial, seed_dir, start_state
+from raysys.models import check_model_path
+from raysys.stages import RayStages, Stages, StageSettings
 
 CONFIG = "loop.json"
 
@@ -47,12 +49,12 @@ def saved_config(work_dir: str) -> LoopConfig:
 
 
 def prepare(cfg: LoopConfig, say: Callable[[str], None] = print) -> Prepared:
-    from raysys.pools import load_pool
-    from raysys.runs import pool_copy
+    from raysys.pools.load import load_pool
+    from raysys.pools.subset import pool_copy
+    from raysys.runs.workdir import claim_work_dir, work_model, work_pool
     from raysys.selection.strategies import check_strategies
-    from raysys.workspace import claim_work_dir, work_model, work_pool
 
-    check_strategies(*cfg.strategies)
+    check_strategies(*cfg.strategies, targets=cfg.targets)
     work = claim_work_dir(cfg, Path(CONFIG).stem, hint="use another work_dir, or `raysys loop --resume "
                           f"--work-dir {Path(cfg.work_dir).resolve()}` to continue it")
     pool = work_pool(work, cfg.pool, cfg.synth, say)
@@ -89,7 +91,7 @@ def _trial(config: dict[str, Any], *, cfg: LoopConfig, stages: Stages, prep: Pre
     """One Tune trial: a strategy on a seed, from its checkpoint or its seed's round 0."""
     from ray import tune
 
-    from raysys.rayinit import ray_init
+    from raysys.cluster import ray_init
 
     ray_init()  # quiet Ray Data in this process too
     _limit_ray_data(plan)
@@ -123,20 +125,20 @@ def run_loop(cfg: LoopConfig, stages: Stages | None = None, *, num_cpus: int | N
     import ray
     from ray import tune
 
+    from raysys.cluster import ray_init
     from raysys.loop.results import write_results
-    from raysys.loop.stages import RayStages
-    from raysys.rayinit import ray_init
 
     prep = prepare(cfg, say)
     ray_init(num_cpus)
     plan = plan_trials(ray.cluster_resources(), cfg)
     if stages is None:
-        stages = RayStages(cfg, prep.pool, prep.test_pool, plan.cpus_per_trial)
+        check_model_path(prep.model)  # before any trial loads it
+        stages = RayStages(StageSettings.of(cfg), prep.pool, prep.test_pool, plan.cpus_per_trial)
     say(f"loop: {len(cfg.strategies)} strategies x {len(cfg.seeds)} seeds = {plan.trials} trials, {plan.concurrent} "
         f"at once ({plan.cpus_per_trial:g} CPUs{f', {plan.gpus_per_trial} GPUs' if plan.gpus_per_trial else ''} "
         f"each); {cfg.rounds} rounds: {' -> '.join(map(str, cfg.schedule))} tasks; "
         f"{len(prep.universe.test_ids)} test tasks; work dir {prep.work}")
-    base_stages = RayStages(cfg, prep.pool, prep.test_pool) if isinstance(stages, RayStages) else stages
+    base_stages = replace(stages, cpus=None) if isinstance(stages, RayStages) else stages
     for seed in cfg.seeds:  # round 0 once per seed, shared by all its strategies
         base_round(cfg, prep.model, draw_sets(prep.universe, seed, cfg), prep.universe, base_stages, prep.work, say)
 

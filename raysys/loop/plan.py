@@ -14,9 +14,9 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from raysys.cluster import cpus_needed
 from raysys.config import LoopConfig
 from raysys.errors import RaysysError
-from raysys.runs import cpus_needed
 
 
 @dataclass(frozen=True)

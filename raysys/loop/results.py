@@ -20,9 +20,9 @@ from raysys.config import LoopConfig
 from raysys.costs import eval_flops, eval_tokens, score_flops, score_tokens, total, train_tokens, trained_flops
 from raysys.errors import RaysysError
 from raysys.io import atomic_path, read_json, write_json, write_parquet
-from raysys.loop.core import RECORD, round_dir, seed_dir
+from raysys.loop.rounds import RECORD, round_dir, seed_dir
+from raysys.runs.workdir import model_name
 from raysys.stats import mean_std, paired
-from raysys.workspace import model_name
 
 COLUMNS = ("model", "strategy", "seed", "round", "n_tasks", "n_new", "candidates", "train_loss", "val_loss",
            "val_rougeL", "val_exact_match", "test_rougeL", "test_rougeL_classification", "test_rougeL_generative",

@@ -18,7 +18,7 @@ build_items lays out the flat item list (prompt, target, group) the engine score
 - with IFD, one group per instance holding (alone prompt, y_i).
 
 TaskItems keeps each task's indices into that list, so task_rows (SCORE_COLUMNS, through
-raysys.scoring.metrics) and detail_rows (DETAIL_COLUMNS) read the engine's mean log-probs
+raysys.scoring.signals) and detail_rows (DETAIL_COLUMNS) read the engine's mean log-probs
 (one per item) without re-deriving the layout.
 """
 from __future__ import annotations
@@ -32,9 +32,9 @@ import numpy as np
 from raysys.config import ScoringConfig
 from raysys.costs import forward_flops
 from raysys.perturb import perturb_prompt_parts, rng_for
-from raysys.prompts import Template
+from raysys.prompts import FittedPrompt, Template
 from raysys.schema import Demonstration, Instance, Task
-from raysys.scoring import metrics
+from raysys.scoring import signals
 
 SCORE_COLUMNS = ("task_id", "prompt_uncertainty", "prediction_probability", "perplexity", "classification_entropy",
                  "ifd", "n_instances", "n_instances_total", "n_perturbations", "n_labels", "n_truncated",
@@ -101,17 +101,6 @@ def plan_task(task: Task, cfg: ScoringConfig, template: Template | None = None) 
     return TaskPlan(task, tuple(sample_instances(task, cfg.instances, cfg.seed)),
                     TaskPrompts(template or Template(cfg.prompt.template), tuple(parts)),
                     tuple(label_set(task, cfg.max_labels)) if cfg.entropy else ())
-
-
-@dataclass(frozen=True)
-class FittedPrompt:
-    """An instance's original prompt fitted to a model's length (ModelRunner.fit_prompt):
-    the most demonstrations whose prompt fits, as TK-Instruct does for long prompts."""
-
-    n_demos: int  # demonstrations shown; its perturbed prompts show as many
-    text: str
-    ids: tuple[int, ...]  # its token ids, untruncated
-    truncated: bool  # too long even without demonstrations: the model sees its last tokens
 
 
 @dataclass(frozen=True)
@@ -238,12 +227,12 @@ def task_rows(batch: Batch, logp: np.ndarray, task_tokens: Sequence[int] | None 
         task = t.plan.task
         rows.append({
             "task_id": task.task_id,
-            "prompt_uncertainty": metrics.prompt_uncertainty(p[:, 0], p[:, 1:]),
-            "prediction_probability": metrics.prediction_probability(p[:, 0]),
-            "perplexity": metrics.perplexity(lp[:, 0]),
-            "classification_entropy": (metrics.label_entropy(logp[t.label_items]) if t.label_items.size
+            "prompt_uncertainty": signals.prompt_uncertainty(p[:, 0], p[:, 1:]),
+            "prediction_probability": signals.prediction_probability(p[:, 0]),
+            "perplexity": signals.perplexity(lp[:, 0]),
+            "classification_entropy": (signals.label_entropy(logp[t.label_items]) if t.label_items.size
                                        else float("nan")),
-            "ifd": metrics.ifd(lp[:, 0], logp[t.alone]) if t.alone is not None else float("nan"),
+            "ifd": signals.ifd(lp[:, 0], logp[t.alone]) if t.alone is not None else float("nan"),
             "n_instances": len(t.answers),
             "n_instances_total": len(task.instances),
             "n_perturbations": t.perturbations,

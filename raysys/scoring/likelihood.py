@@ -40,6 +40,8 @@ import numpy as np
 import torch
 from transformers.modeling_outputs import BaseModelOutput
 
+from raysys.models import prompt_ids
+
 IGNORE = -100
 Phase = Callable[[str], AbstractContextManager]
 
@@ -63,14 +65,6 @@ def target_ids(tokenizer, targets: Sequence[str]) -> list[list[int]]:
         raise ValueError("the tokenizer has no eos_token_id: targets end with EOS")
     ids = tokenizer(list(targets), add_special_tokens=False).input_ids if targets else []
     return [list(t) + [eos] for t in ids]
-
-
-def prompt_ids(tokenizer, prompts: Sequence[str], max_prompt_tokens: int | None = None) -> list[list[int]]:
-    """tokenizer(prompt).input_ids; a prompt longer than max_prompt_tokens keeps its last tokens."""
-    ids = tokenizer(list(prompts)).input_ids if prompts else []
-    if max_prompt_tokens:
-        ids = [p[-max_prompt_tokens:] for p in ids]
-    return [list(p) for p in ids]
 
 
 def common_prefix_len(seqs: Sequence[Sequence[int]]) -> int:

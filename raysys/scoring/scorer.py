@@ -2,15 +2,15 @@
 
 The items a batch is scored on and the aggregation of their scores are pure
 (raysys.scoring.items); this is the part that runs the model: each instance's original
-prompt is fitted to the model's length and answered greedily (raysys.scoring.runner),
+prompt is fitted to the model's length and answered greedily (raysys.models.runner),
 then every item is scored by the batched engine (raysys.scoring.likelihood). Knows
-nothing of Ray: raysys.scoring.pipeline's ScoreBatch calls `process` on each actor.
+nothing of Ray: the actor pool (raysys.actors, worker "score") calls `process` on each actor.
 
 Each task's row counts the tokens its scoring processed (`tokens`): the greedy answers'
 prompts and generated tokens, and every item's prompt and target tokens, as a plain
 one-sequence-at-a-time loop reads them (the engine computes fewer: shared prefixes are
 encoded once, duplicate items scored once); and their FLOPs (`flops`, raysys.costs). It
-also holds the task's RDS+ embedding (`rds_embedding`, raysys.scoring.rds), taken from the
+also holds the task's RDS+ embedding (`rds_embedding`, raysys.models.pooling), taken from the
 prefill of the greedy decode.
 """
 from __future__ import annotations
@@ -20,24 +20,21 @@ from typing import Any, Sequence
 
 from raysys.config import ScoringConfig
 from raysys.costs import forward_flops
-from raysys.models import LoadedModel, count_parameters
-from raysys.prompts import template_for
+from raysys.models import LoadedModel, prompt_ids
+from raysys.models.pooling import task_means
+from raysys.models.runner import worker_setup
 from raysys.schema import Task
 from raysys.scoring.items import Batch, TaskPlan, build_items, detail_rows, plan_task, task_rows, tokens
-from raysys.scoring.likelihood import Budget, make_scorer, prompt_ids, target_ids
-from raysys.scoring.rds import task_means
-from raysys.scoring.runner import ModelRunner
+from raysys.scoring.likelihood import Budget, make_scorer, target_ids
 
 
 class TaskScorer:
     def __init__(self, model_path: str, cfg: ScoringConfig, *, device: str | None = None,
                  trust_remote_code: bool = False, loaded: LoadedModel | None = None):
         self.cfg = cfg
-        self.runner = ModelRunner(model_path, cfg.generation, device=device, trust_remote_code=trust_remote_code,
-                                  loaded=loaded)
+        self.runner, self.parameters, self.template = worker_setup(
+            model_path, cfg.generation, cfg.prompt, device=device, trust_remote_code=trust_remote_code, loaded=loaded)
         lm = self.runner.lm
-        self.parameters = count_parameters(lm.model)
-        self.template = template_for(cfg.prompt.template, cfg.prompt.chat_body, lm.tokenizer, lm.name)
         self.engine = make_scorer(lm.model, lm.tokenizer, lm.kind, Budget(tokens=cfg.token_budget),
                                   self.runner.max_prompt)
         # IFD scores y with no prompt at all, but the engine needs >= 1 prompt token: a
@@ -46,7 +43,7 @@ class TaskScorer:
         self.alone_prompt = "" if alone else (lm.tokenizer.bos_token or lm.tokenizer.eos_token)
 
     def process(self, tasks: Sequence[Task], details: bool = False):
-        """The pipeline's worker interface (raysys.scoring.pipeline.ScoreBatch)."""
+        """The pipeline's worker interface (raysys.actors.Worker)."""
         return self.score(tasks, details)
 
     def items(self, plans: Sequence[TaskPlan], answers: Sequence[str] | None = None) -> Batch:
@@ -91,7 +88,7 @@ class TaskScorer:
     def score(self, tasks: Sequence[Task], details: bool = False, *, columns: Sequence[int] | None = None,
               answers: Sequence[str] | None = None) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """One score row per task (items.SCORE_COLUMNS) and, if asked, one detail row per
-        scored prompt (items.DETAIL_COLUMNS). A racing round (raysys.scoring.race) asks for
+        scored prompt (items.DETAIL_COLUMNS). A racing round (raysys.scoring.race_rounds) asks for
         some perturbations j only (`columns`) and may give the greedy answers found before
         (`answers`, one per sampled instance, task after task); without j = 0 a task's row
         holds its task_id and tokens only."""

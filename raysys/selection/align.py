@@ -26,11 +26,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from raysys.config import AlignConfig, config_hash, to_dict
+from raysys.config import AlignConfig
+from raysys.config.mapping import config_hash, to_dict
 from raysys.errors import InvalidFile, RaysysError
-from raysys.io import read_json, write_json
+from raysys.io import atomic_dir, read_json, write_json
 from raysys.perturb import perturb_text
-from raysys.runs import atomic_dir, run_key, tasks_content
+from raysys.runs.keys import run_key, tasks_content
 from raysys.schema import Task
 from raysys.selection.embed import default_encoder_path, embed, load_encoder
 

@@ -126,7 +126,7 @@ def build_candidates(scores: str | Path | None, tasks: Sequence[Task] | None,
                      taskmap: TaskMapConfig = TaskMapConfig()) -> tuple[Candidates, list[str]]:
     """Candidates from a scores file, a pool's tasks, or both (then the scored tasks, in
     the scores' order, with the pool's facts), plus notes on tasks left out."""
-    from raysys.taskmap import categorize
+    from raysys.selection.taskmap import categorize
 
     notes: list[str] = []
     if scores is None and tasks is None:

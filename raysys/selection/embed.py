@@ -23,9 +23,9 @@ def default_encoder_path() -> str:
 
 def load_encoder(path: str = "", device: str | None = None, max_seq_length: int | None = None):
     """A SentenceTransformer from a local folder ("" = the bundled all-MiniLM-L6-v2)."""
-    from raysys.models import _quiet_deepspeed
+    from raysys.models import quiet_deepspeed
 
-    _quiet_deepspeed()
+    quiet_deepspeed()
     import transformers
     from sentence_transformers import SentenceTransformer
 

@@ -2,7 +2,7 @@
 
 Reads the inputs (scores, pools, exclusions, targets), attaches instruction embeddings
 when the strategy needs them, and writes the outputs atomically. The ranking itself is
-in raysys.selection.select / strategies and raysys.taskmap.
+in raysys.selection.select / strategies and raysys.selection.taskmap.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from raysys.selection.strategies import NEEDS_EMBEDDINGS, NEEDS_SCORES, check_st
 
 
 def _load_tasks(path: str, skip_invalid: bool = False):
-    from raysys.pools import load_pool
+    from raysys.pools.load import load_pool
 
     pool = load_pool(path, skip_invalid=skip_invalid)
     if pool.skipped:
@@ -73,7 +73,7 @@ def run_select(cfg: SelectConfig, out: str, scores: str | None = None, pool: str
         if targets is not None:
             cands = replace(cands, target_embeddings=embed(encoder, target_instructions(targets)))
     if cfg.strategy == "rds":
-        from raysys.selection.rdsembed import score_embeddings, target_embeddings
+        from raysys.selection.rds import score_embeddings, target_embeddings
 
         cands = replace(cands, embeddings=score_embeddings(scores, cands.task_ids),
                         target_embeddings=target_embeddings(targets, scores))
@@ -101,8 +101,15 @@ def run_taskmap(scores: str, out: str, cfg: TaskMapConfig = TaskMapConfig(), tab
                 before: str | None = None, groups: str | None = None, title: str | None = None) -> dict:
     """Write the Task Map PNG (and the counts CSV); with `before`, also the shift view
     (OUT stem + .shift.png / .shift.csv). Returns what was written and the tables."""
-    from raysys.taskmap import (align_scores, categorize, counts_table, plot_shift, plot_taskmap, shift_summary,
-                                write_csv)
+    from raysys.selection.taskmap import (
+        align_scores,
+        categorize,
+        counts_table,
+        plot_shift,
+        plot_taskmap,
+        shift_summary,
+        write_csv,
+    )
 
     cols = read_scores(scores)
     u = np.asarray(cols["prompt_uncertainty"], dtype=np.float64)

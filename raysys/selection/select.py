@@ -15,7 +15,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from raysys.config import SelectConfig, to_dict
+from raysys.config import SelectConfig
+from raysys.config.mapping import to_dict
 from raysys.errors import InvalidFile
 from raysys.io import read_json, write_json
 from raysys.jsontypes import type_name

@@ -10,7 +10,7 @@ generator: ties are broken by a permutation drawn from it (raysys.selection.rank
 - random: a uniform random order.
 - prompt-uncertainty: highest prompt uncertainty first (the method).
 - perplexity-high / perplexity-low, probability-high / probability-low: the baselines.
-- ambiguous / easy / difficult: the Task Map categories (raysys.taskmap, computed over
+- ambiguous / easy / difficult: the Task Map categories (raysys.selection.taskmap, computed over
   the whole scores file): tasks of the category first, ranked by its own key (uncertainty
   high; probability high; probability low), then the other tasks by the same key.
 - entropy: highest classification entropy first; tasks without one (generative tasks,
@@ -21,7 +21,7 @@ generator: ties are broken by a permutation drawn from it (raysys.selection.rank
   each target's next most similar task in turn.
 - rds (RDS+): the same rule on the scoring model's own embeddings of the tasks' prompts
   (position-weighted mean of its final hidden states, stored by `raysys score`; targets
-  embedded the same way: raysys.scoring.rds).
+  embedded the same way: raysys.models.pooling).
 - uncertainty-diverse: the most uncertain tasks in order, skipping any whose instruction
   embedding has cosine similarity >= diversity_threshold with one already taken; when too
   few remain, the skipped ones fill the budget in the same order.
@@ -77,7 +77,7 @@ def similarity(c: Candidates, budget: int, cfg: SelectConfig, rng: np.random.Gen
 
 
 def rds(c: Candidates, budget: int, cfg: SelectConfig, rng: np.random.Generator) -> np.ndarray:
-    """RDS+: `similarity`'s rule on the scoring model's RDS+ embeddings (raysys.scoring.rds)."""
+    """RDS+: `similarity`'s rule on the scoring model's RDS+ embeddings (raysys.models.pooling)."""
     return _by_similarity(c, budget, cfg, rng, "rds")
 
 
@@ -159,9 +159,14 @@ NEEDS_SCORES = frozenset(STRATEGIES) - {"random", "similarity"}
 NEEDS_TARGETS = frozenset({"similarity", "rds"})
 
 
-def check_strategies(*names: str) -> None:
-    """The one check of strategy names (selection, the loop): ConfigError for unknown ones."""
+def check_strategies(*names: str, targets: str | None = None) -> None:
+    """The one check of strategy names (selection, the loop, the demo): ConfigError for
+    unknown ones and, when `targets` is given, for a strategy that needs targets without them."""
     unknown = [n for n in names if n not in STRATEGIES]
     if unknown:
         what = f"strategy {unknown[0]!r}" if len(unknown) == 1 else f"strategies {unknown}"
         raise ConfigError(f"unknown {what}; one of {', '.join(STRATEGIES)}")
+    lacking = [n for n in names if n in NEEDS_TARGETS] if targets == "" else []
+    if lacking:
+        kinds = "a pool or a .txt of instructions" if lacking[0] == "similarity" else "a pool"
+        raise ConfigError(f"the {lacking[0]} strategy needs targets ({kinds})")

@@ -14,8 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from raysys.io import write_json
-from raysys.runs import atomic_dir
+from raysys.io import atomic_dir, write_json
 
 REPORT = "raysys_train.json"
 

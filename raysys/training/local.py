@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from raysys.config import TrainConfig
 from raysys.errors import RaysysError
 from raysys.training.data import collate
-from raysys.training.worker import _lr_lambda
+from raysys.training.worker import lr_lambda
 
 
 def batch_order(n_rows: int, batch: int, steps: int, seed: int) -> list[list[int]]:
@@ -47,7 +47,7 @@ def train_steps(model, tokenizer, kind: str, rows: Sequence[dict], cfg: TrainCon
     model.to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, steps))
     losses, t0 = [], time.perf_counter()
     for step, idx in enumerate(batch_order(len(rows), cfg.batch_size, steps, cfg.seed)):
         b = collate(tokenizer, kind, [rows[i]["prompt"] for i in idx], [rows[i]["target"] for i in idx], cfg)

@@ -24,12 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from raysys.config import TrainConfig, to_dict
+from raysys.cluster import cpu_share
+from raysys.config import TrainConfig
+from raysys.config.mapping import to_dict
 from raysys.console import Progress, stage, to_log, watch
 from raysys.errors import RaysysError
 from raysys.io import read_json
 from raysys.models import check_model_path, prompt_template
-from raysys.runs import cpu_share, model_ref, run_key, tasks_content
+from raysys.runs.keys import model_ref, run_key, tasks_content
 from raysys.schema import Task
 from raysys.training.data import training_examples
 from raysys.training.export import REPORT, export_model
@@ -86,8 +88,8 @@ def train_model(tasks: Sequence[Task], task_ids: Sequence[str], model: str, out:
     from ray.train import CheckpointConfig, FailureConfig, RunConfig
     from ray.train.torch import TorchTrainer
 
-    from raysys.rayinit import ray_init
-    from raysys.training.plan import check_plan, count_parameters_from_config, memory_plan
+    from raysys.cluster import ray_init
+    from raysys.training.memory import check_plan, count_parameters_from_config, memory_plan
     from raysys.training.worker import PROGRESS, steps_per_epoch, train_loop
 
     start = time.perf_counter()

@@ -47,7 +47,7 @@ def steps_per_epoch(cfg, rows_per_worker: int) -> int:
     return max(1, rows_per_worker // cfg.micro_batch_size // cfg.accumulation)
 
 
-def _lr_lambda(cfg, total_steps: int):
+def lr_lambda(cfg, total_steps: int):
     warm = int(cfg.warmup_ratio * total_steps)
 
     def f(step: int) -> float:
@@ -159,7 +159,7 @@ def train_loop(config: dict[str, Any]) -> None:
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     total_steps = steps_per_epoch(cfg, config["rows_per_worker"]) * cfg.epochs
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, total_steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, total_steps))
     if use_ds:
         engine, optimizer, _, scheduler = deepspeed.initialize(model=model, optimizer=optimizer,
                                                                lr_scheduler=scheduler, config=ds_config)

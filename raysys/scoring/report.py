@@ -5,7 +5,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from raysys.costs import score_flops, score_tokens
-from raysys.scoring.pipeline import scoring_setup
+from raysys.scoring.scores_file import scoring_setup
 
 
 def extremes(path: str, column: str = "prompt_uncertainty", top: int = 5) -> tuple[list[dict], list[dict]]:

@@ -4,10 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from raysys.config import (AlignConfig, DemoConfig, EvalConfig, LoopConfig, ScoringConfig, SelectConfig, SynthConfig,
-                           TaskMapConfig, TinyConfig, TrainConfig)
+from raysys.config import (
+    AlignConfig,
+    DemoConfig,
+    EvalConfig,
+    LoopConfig,
+    ScoringConfig,
+    SelectConfig,
+    SynthConfig,
+    TaskMapConfig,
+    TinyConfig,
+    TrainConfig,
+)
+from raysys.config.experiments import DiversityConfig, NoveltyConfig, SimilarityConfig
 from raysys.errors import ConfigError
-from raysys.experiments.config import DiversityConfig, NoveltyConfig, SimilarityConfig
 
 KINDS: dict[str, type] = {"demo": DemoConfig, "synth": SynthConfig, "tiny": TinyConfig, "score": ScoringConfig,
                           "select": SelectConfig, "align": AlignConfig, "taskmap": TaskMapConfig,

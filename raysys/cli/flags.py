@@ -1,6 +1,6 @@
 """Command-line flags from config dataclasses: one --flag per field, and the flags a user
 gave turned back into key=value overrides (so flags, --set and YAML go through the same
-validation in raysys.configio).
+validation in raysys.config.mapping).
 
 A nested config (a stage's `prompt`, `generation`, `taskmap`) gets one flag per field of
 its own, named by the field alone (`--template`, `--max-new-tokens`), or by the section and
@@ -14,6 +14,7 @@ import argparse
 import dataclasses
 import json
 import os
+import sys
 import types
 import typing
 
@@ -67,7 +68,7 @@ def add_config_flags(parser: argparse.ArgumentParser, cls, what: str = "") -> No
 
 def config_from_args(args: argparse.Namespace):
     """The config a verb was given: its YAML file, then --set, then the field flags."""
-    from raysys.configio import load_config
+    from raysys.config.mapping import load_config
 
     cls = args.config_cls
     return load_config(cls, args.config, list(args.set) + flag_values(args, cls))
@@ -94,3 +95,29 @@ def start_log_in(args: argparse.Namespace, folder: str | os.PathLike | None = No
     from raysys.console import start_log
 
     start_log(folder if folder is not None else os.path.dirname(os.path.abspath(args.out)), args.verbose)
+
+
+def at_least(low: float, kind: type = int):
+    """An argparse type: a number of `kind` >= `low` (counts and shares: --actors 0 is
+    refused by the parser in one line, before anything starts)."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a{'n integer' if kind is int else ' number'}") from None
+        if not value >= low or value != value:  # NaN fails both
+            raise argparse.ArgumentTypeError(f"must be >= {low:g}, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with raysys's error line: `raysys: error: <verb>: <message>`, exit 2 (no usage dump)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        print(f"raysys: error: {self.prog.removeprefix('raysys').strip() or 'raysys'}: {message} "
+              f"(see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)

@@ -7,7 +7,7 @@ after the final norm: what the vocabulary projection reads),
     e = sum_t w_t h_t,  w_t = t / (1 + 2 + ... + L)
 so later tokens, which have seen more of the prompt, weigh more. A task's embedding is the
 mean of e over its sampled instances' original prompts (fitted as scoring fits them).
-raysys.scoring.runner computes e from the prefill of the greedy decode it runs anyway
+raysys.models.runner computes e from the prefill of the greedy decode it runs anyway
 (`capture_body`), so scoring stores it at no extra forward; `embed_prompts` runs the
 forward alone (target tasks at selection time).
 """

@@ -10,10 +10,9 @@ from typing import Callable, Sequence
 
 import torch
 
-from raysys.config import GenerationConfig
-from raysys.models import LoadedModel, load_model
-from raysys.scoring.items import FittedPrompt
-from raysys.scoring.likelihood import prompt_ids
+from raysys.config import GenerationConfig, PromptConfig
+from raysys.models import LoadedModel, count_parameters, load_model, prompt_ids
+from raysys.prompts import FittedPrompt, Template, template_for
 
 
 class ModelRunner:
@@ -63,8 +62,8 @@ class ModelRunner:
     def generate_embedded(self, ids: Sequence[Sequence[int]], embed: bool = True
                           ) -> tuple[list[str], list[int], torch.Tensor | None]:
         """generate_counted's answers and tokens, and each prompt's RDS+ embedding
-        (raysys.scoring.rds) from the prefill of its decode: (prompts, d) float32."""
-        from raysys.scoring.rds import capture_body, position_weighted_mean
+        (raysys.models.pooling) from the prefill of its decode: (prompts, d) float32."""
+        from raysys.models.pooling import capture_body, position_weighted_mean
 
         ids = [list(p[-self.max_prompt:]) for p in ids]
         embeddings = None
@@ -106,7 +105,7 @@ class ModelRunner:
     def embed_prompts(self, ids: Sequence[Sequence[int]]) -> torch.Tensor:
         """RDS+ embeddings of tokenized prompts by a forward pass alone (no decode): the same
         vectors generate_embedded takes from the prefill. (prompts, d) float32."""
-        from raysys.scoring.rds import body, position_weighted_mean
+        from raysys.models.pooling import body, position_weighted_mean
 
         ids = [list(p[-self.max_prompt:]) for p in ids]
         pad = self.lm.tokenizer.pad_token_id if self.lm.tokenizer.pad_token_id is not None else 0
@@ -122,3 +121,13 @@ class ModelRunner:
             out.append(position_weighted_mean(h[0] if isinstance(h, tuple) else h.last_hidden_state,
                                               m.to(self.device)).cpu())
         return torch.cat(out) if out else torch.zeros(0, 0)
+
+
+def worker_setup(model: str, generation: GenerationConfig, prompt: PromptConfig, *, device: str | None = None,
+                 trust_remote_code: bool = False, loaded: LoadedModel | None = None
+                 ) -> tuple[ModelRunner, int, Template]:
+    """What every model-running worker (scoring, evaluation) starts with: the runner, the
+    model's parameter count (for FLOPs) and its prompt template."""
+    runner = ModelRunner(model, generation, device=device, trust_remote_code=trust_remote_code, loaded=loaded)
+    lm = runner.lm
+    return runner, count_parameters(lm.model), template_for(prompt.template, prompt.chat_body, lm.tokenizer, lm.name)

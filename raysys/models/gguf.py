@@ -29,8 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from raysys.errors import InvalidFile, RaysysError, first_line
-from raysys.io import _umask, read_json, write_json
-from raysys.runs import atomic_dir
+from raysys.io import atomic_dir, read_json, umask, write_json
 
 PROVENANCE = "raysys_import.json"
 GGUF_PIN = "gguf==0.19.0"  # as in constraints.txt
@@ -180,9 +179,9 @@ def import_model(source: str, out: str) -> dict[str, Any]:
 
 def _convert(path: Path, tmp: Path) -> dict[str, Any]:
     """Dequantise the GGUF with transformers and save model and tokenizer into `tmp`."""
-    from raysys.models import _quiet_deepspeed
+    from raysys.models import quiet_deepspeed
 
-    _quiet_deepspeed()
+    quiet_deepspeed()
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
@@ -209,7 +208,7 @@ def _convert(path: Path, tmp: Path) -> dict[str, Any]:
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     for f in tmp.iterdir():  # safetensors writes its file 0600: give it the usual permissions
-        os.chmod(f, 0o666 & ~_umask())
+        os.chmod(f, 0o666 & ~umask())
     return {"model_class": type(model).__name__, "n_parameters": sum(p.numel() for p in model.parameters()),
             "dtype": str(dtype).removeprefix("torch."), "vocab_size": len(tokenizer),
             "eos_token": tokenizer.eos_token, "chat_template": bool(tokenizer.chat_template),

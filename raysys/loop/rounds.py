@@ -1,5 +1,6 @@
 """The active loop's rounds, with its collaborators injected (no Ray here: the Tune
-plumbing is in driver.py, the real collaborators in stages.py, fakes in the tests).
+plumbing is in driver.py, the real collaborators are raysys.stages.RayStages, fakes in
+the tests).
 
 Round 0 (`base_round`, once per seed, shared by all strategies of the seed) trains the
 base model on the seed's random initial tasks and evaluates it. Every later round of a
@@ -18,7 +19,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -27,27 +28,11 @@ from raysys.io import read_json, write_json
 from raysys.loop.plan import SeedSets, Universe, remaining, selection_seed
 from raysys.selection.candidates import read_scores
 from raysys.selection.strategies import NEEDS_SCORES
+from raysys.stages import Stages
 
 RECORD = "record.json"
 STATE = "loop_state.json"
 SIGNALS = ("prompt_uncertainty", "prediction_probability")
-
-
-class Stages(Protocol):
-    """What the loop needs done; paths in, paths and numbers out."""
-
-    def score(self, model: str, task_ids: Sequence[str], out_dir: Path) -> str:
-        """Scores Parquet (task_id, prompt_uncertainty, prediction_probability, ...) of task_ids."""
-
-    def select(self, strategy: str, budget: int, seed: int, task_ids: Sequence[str], scores: str | None,
-               out_dir: Path) -> list[str]:
-        """`budget` of `task_ids` chosen by `strategy`, in selection order."""
-
-    def train(self, model: str, task_ids: Sequence[str], val_ids: Sequence[str], out_dir: Path) -> tuple[str, dict]:
-        """(trained model folder, {"train_loss": ..., "val_loss": ...})."""
-
-    def evaluate(self, model: str, splits: dict[str, Sequence[str]], out_dir: Path) -> dict[str, dict]:
-        """Per split ('validation', 'test'): flat metrics of `model` on the split's task ids."""
 
 
 @dataclass(frozen=True)
@@ -97,7 +82,7 @@ def base_round(cfg: LoopConfig, base_model: str, sets: SeedSets, universe: Unive
         return read_json(done)
     t0 = time.perf_counter()
     say(f"[seed {sets.seed}] round 0: training on {len(sets.initial)} random tasks")
-    model, train_metrics = stages.train(base_model, sets.initial, sets.validation, out)
+    model, train_metrics = stages.train(base_model, sets.initial, out / "model", val_ids=sets.validation)
     record = {"seed": sets.seed, "round": 0, "n_tasks": len(sets.initial), "n_new": len(sets.initial),
               "model": model, "selected": list(sets.initial), **train_metrics,
               **_evaluate_both(stages, model, sets, universe, out),
@@ -134,18 +119,18 @@ def run_round(cfg: LoopConfig, state: LoopState, base_model: str, sets: SeedSets
     scores = None
     if state.strategy in NEEDS_SCORES:
         say(f"{tag}: scoring {len(pool)} remaining tasks")
-        scores = stages.score(state.model, pool, out / "scores")
+        scores = stages.score(state.model, pool, out / "scores" / "scores.parquet")
     say(f"{tag}: selecting {budget} tasks with {state.strategy}")
     picked = stages.select(state.strategy, budget, selection_seed(state.seed, r), pool, scores, out)
     if scores is None and cfg.score_selected:
-        scores = stages.score(state.model, picked, out / "scores-selected")
+        scores = stages.score(state.model, picked, out / "scores-selected" / "scores.parquet")
     trained = state.trained + tuple(picked)
     if cfg.train_from == "base":
         say(f"{tag}: training the base model on {len(trained)} tasks")
-        model, train_metrics = stages.train(base_model, trained, sets.validation, out)
+        model, train_metrics = stages.train(base_model, trained, out / "model", val_ids=sets.validation)
     else:
         say(f"{tag}: training the previous model on {len(picked)} new tasks")
-        model, train_metrics = stages.train(state.model, picked, sets.validation, out)
+        model, train_metrics = stages.train(state.model, picked, out / "model", val_ids=sets.validation)
     record = {"strategy": state.strategy, "seed": state.seed, "round": r, "n_tasks": len(trained),
               "n_new": len(picked), "model": model, "selected": list(picked), "candidates": len(pool),
               **train_metrics, **_evaluate_both(stages, model, sets, universe, out),

@@ -19,7 +19,8 @@ from raysys.config import (
     TaskMapConfig,
     TinyConfig,
     TrainConfig,
-    _check,
+    check,
+    check_seeds,
     parse_family,
     share,
 )
@@ -60,20 +61,21 @@ class DiversityConfig:
     gpus_per_cell: float = -1  # -1: one GPU per cell when the cluster has GPUs, else none
 
     def __post_init__(self) -> None:
-        _check(self.work_dir != "", "work_dir must not be empty")
+        check_seeds(self)
+        check(self.work_dir != "", "work_dir must not be empty")
         for name in ("rules", "examples_per_rule", "seeds"):
             v = getattr(self, name)
-            _check(len(v) >= 1 and len(set(v)) == len(v), f"{name} must be a non-empty list without repeats")
-        _check(min(self.rules) >= 1 and min(self.examples_per_rule) >= 1, "rules and examples_per_rule must be >= 1")
-        _check(self.steps >= 1, "steps must be >= 1")
-        _check(len(self.families) >= 1 and len(self.skews) >= 1, "families and skews must not be empty")
+            check(len(v) >= 1 and len(set(v)) == len(v), f"{name} must be a non-empty list without repeats")
+        check(min(self.rules) >= 1 and min(self.examples_per_rule) >= 1, "rules and examples_per_rule must be >= 1")
+        check(self.steps >= 1, "steps must be >= 1")
+        check(len(self.families) >= 1 and len(self.skews) >= 1, "families and skews must not be empty")
         for spec in self.families + self.test_families:
             parse_family(spec)
-        _check(min(self.skews) >= 0, "skews must be >= 0")
-        _check(self.test_rules >= 1 and self.test_examples_per_rule >= 1, "test_rules, test_examples_per_rule >= 1")
-        _check(self.seen_checked >= 0 and self.max_new_tokens >= 1, "seen_checked >= 0, max_new_tokens >= 1")
-        _check(self.cpus_per_cell >= 1, "cpus_per_cell must be >= 1")
-        _check(self.train.workers == 1 and self.train.micro_batch_size == self.train.batch_size,
+        check(min(self.skews) >= 0, "skews must be >= 0")
+        check(self.test_rules >= 1 and self.test_examples_per_rule >= 1, "test_rules, test_examples_per_rule >= 1")
+        check(self.seen_checked >= 0 and self.max_new_tokens >= 1, "seen_checked >= 0, max_new_tokens >= 1")
+        check(self.cpus_per_cell >= 1, "cpus_per_cell must be >= 1")
+        check(self.train.workers == 1 and self.train.micro_batch_size == self.train.batch_size,
                "a diversity cell trains in one process: train.workers = 1, micro_batch_size = batch_size")
 
 
@@ -113,13 +115,14 @@ class NoveltyConfig:
     actors: int = 0  # scorer actors (one GPU each); 0 = score in the driver's process (small pools)
 
     def __post_init__(self) -> None:
-        _check(self.work_dir != "", "work_dir must not be empty")
-        _check(self.group != "", "group must name a category of the pool (a rule family for synthetic pools)")
-        _check(self.group_by in ("category", "domain"), "group_by must be category or domain")
-        _check(min(self.train_tasks, self.related_tasks, self.unrelated_tasks) >= 1,
+        check_seeds(self)
+        check(self.work_dir != "", "work_dir must not be empty")
+        check(self.group != "", "group must name a category of the pool (a rule family for synthetic pools)")
+        check(self.group_by in ("category", "domain"), "group_by must be category or domain")
+        check(min(self.train_tasks, self.related_tasks, self.unrelated_tasks) >= 1,
                "train_tasks, related_tasks and unrelated_tasks must be >= 1")
-        _check(self.base_tasks >= 0 and self.actors >= 0, "base_tasks and actors must be >= 0")
-        _check(len(self.seeds) >= 1 and len(set(self.seeds)) == len(self.seeds),
+        check(self.base_tasks >= 0 and self.actors >= 0, "base_tasks and actors must be >= 0")
+        check(len(self.seeds) >= 1 and len(set(self.seeds)) == len(self.seeds),
                "seeds must be a non-empty list without repeats")
         share(self, "prompt", "scoring", "train", "base_train")
 
@@ -162,15 +165,16 @@ class SimilarityConfig:
     actors: int = 0  # evaluator actors (one GPU each); 0 = evaluate in the driver's process (small target sets)
 
     def __post_init__(self) -> None:
-        _check(self.work_dir != "", "work_dir must not be empty")
-        _check(len(self.strategies) >= 1 and len(set(self.strategies)) == len(self.strategies)
+        check_seeds(self)
+        check(self.work_dir != "", "work_dir must not be empty")
+        check(len(self.strategies) >= 1 and len(set(self.strategies)) == len(self.strategies)
                and set(self.strategies) <= set(SIMILARITY_STRATEGIES),
                f"strategies must be a non-empty list without repeats of {', '.join(SIMILARITY_STRATEGIES)}")
-        _check(len(self.seeds) >= 1 and len(set(self.seeds)) == len(self.seeds),
+        check(len(self.seeds) >= 1 and len(set(self.seeds)) == len(self.seeds),
                "seeds must be a non-empty list without repeats")
-        _check(self.target_tasks >= 0 and self.budget >= 1 and self.actors >= 0,
+        check(self.target_tasks >= 0 and self.budget >= 1 and self.actors >= 0,
                "target_tasks >= 0, budget >= 1, actors >= 0")
-        _check(self.align.encoder in ("", self.select.encoder),
+        check(self.align.encoder in ("", self.select.encoder),
                "align.encoder is set apart from select.encoder; set select.encoder (the aligned encoder starts from it)")
         share(self, "prompt", "train", "evaluation")
         share(self, "generation", "evaluation")

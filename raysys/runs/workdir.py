@@ -2,18 +2,18 @@
 on the first run and a rerun with other settings is refused, naming the fields (work_dir
 itself may differ: a moved folder). Its inputs are made once and reused by reruns: the pool as
 canonical Parquet (a synthetic pool from its config, or any pool raysys reads, converted)
-and the base model folder (the given one, or the built-in tiny model written there);
-and scoring some of the pool's tasks, on Ray Data actors or (`actors: 0`, for small
-pools) in the calling process. The active loop and the experiments share these."""
+and the base model folder (the given one, or the built-in tiny model written there). The
+active loop and the experiments share these."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
-from raysys.config import ModelConfig, ScoringConfig, SynthConfig, TinyConfig, to_dict
+from raysys.config import ModelConfig, ScoringConfig, SynthConfig, TinyConfig
+from raysys.config.mapping import to_dict
 from raysys.errors import RaysysError
 from raysys.io import read_json, write_json
-from raysys.runs import pool_copy, pool_tasks, subset_pool
+from raysys.pools.subset import pool_copy, pool_tasks, subset_pool
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -46,7 +46,7 @@ def claim_work_dir(cfg, name: str, hint: str = "use another work_dir, or remove 
 def work_pool(work: Path, pool: str, synth: SynthConfig, say: Callable[[str], None] = print) -> Path:
     """work/pool.parquet: `pool` converted (once), or the synthetic pool of `synth` when
     `pool` is "" (rewritten only when the config changed)."""
-    from raysys.synth import write_synthetic_pool
+    from raysys.pools.synthetic import write_synthetic_pool
 
     out = work / "pool.parquet"
     if not pool:
@@ -64,9 +64,9 @@ def model_name(model: ModelConfig) -> str:
 
 def work_model(work: Path, model: ModelConfig, tiny: TinyConfig, say: Callable[[str], None] = print) -> str:
     """model.path; its import in the model cache when it is an import source (a known name
-    such as smollm2-135m-instruct, or a .gguf: raysys.modelimport.model_folder, once); or
+    such as smollm2-135m-instruct, or a .gguf: raysys.models.gguf.model_folder, once); or
     work/tiny-model (the built-in tiny model of `tiny`, written once)."""
-    from raysys.modelimport import model_folder
+    from raysys.models.gguf import model_folder
     from raysys.models import init_tiny
 
     if model.path and not Path(model.path).is_dir():
@@ -79,24 +79,3 @@ def work_model(work: Path, model: ModelConfig, tiny: TinyConfig, say: Callable[[
         init_tiny(path, tiny)
         say(f"built-in tiny model written to {path}")
     return path
-
-
-def score_tasks(pool: str, task_ids: Sequence[str], model: str, out: Path, cfg: ScoringConfig, *, actors: int,
-                subset: Path, trust_remote_code: bool = False, cpus: float | None = None) -> str:
-    """Scores of the tasks in `out`: on `actors` Ray Data actors (the tasks written to
-    `subset` first), or with actors 0 in this process, skipped once `out` exists."""
-    if actors:
-        from raysys.scoring.pipeline import score_pool
-
-        score_pool(subset_pool(pool, task_ids, subset), model, str(out), cfg, actors=actors,
-                   trust_remote_code=trust_remote_code, progress=False, cpus=cpus)
-    elif not out.is_file():  # written atomically once the whole stage is done
-        import pyarrow as pa
-
-        from raysys.io import write_parquet
-        from raysys.scoring.scorer import TaskScorer
-
-        tasks = pool_tasks(pool)
-        rows, _ = TaskScorer(model, cfg, trust_remote_code=trust_remote_code).score([tasks[t] for t in task_ids])
-        write_parquet(out, pa.Table.from_pylist(rows))
-    return str(out)

@@ -1,6 +1,6 @@
 """Perturbation racing, the driver: rounds of scoring until the B most prompt-uncertain
 tasks are known (`raysys score --racing B`). The rule and its guarantee are
-raysys.scoring.racing's; this runs it.
+raysys.scoring.race_rule's; this runs it.
 
 Round 0 scores every task as a normal run does, with its first m_0 perturbations: the
 greedy answers y_i, p_i0, the baselines (perplexity, entropy, IFD) and p_ij for
@@ -24,7 +24,7 @@ import numpy as np
 
 from raysys.config import ScoringConfig
 from raysys.schema import Task
-from raysys.scoring import metrics, racing
+from raysys.scoring import race_rule, signals
 from raysys.scoring.items import sample_instances
 
 Answers = dict[tuple[str, str], str]  # (task_id, instance_id) -> the model's greedy answer
@@ -61,7 +61,7 @@ def score_round(scorer, tasks: Sequence[Task], columns: tuple[int, ...], answers
 
 
 class RoundScorer:
-    """The actor pool's worker for a racing round (raysys.scoring.pipeline.ScoreBatch)."""
+    """The actor pool's worker for a racing round (raysys.actors.Worker)."""
 
     def __init__(self, model: str, cfg: RaceRound, *, trust_remote_code: bool = False):
         import pyarrow.parquet as pq
@@ -90,7 +90,7 @@ def race(task_ids: Sequence[str], cfg: ScoringConfig, run_round: RunRound,
     """Race the tasks (see the module docstring). `on_round(round, m, open, decided)` is
     called after each round (progress lines)."""
     ids, k, budget = list(task_ids), cfg.perturbations, cfg.racing
-    sched = racing.schedule(k, cfg.racing_first)
+    sched = race_rule.schedule(k, cfg.racing_first)
     rows, details = run_round(0, tuple(range(sched[0] + 1)), ids, None)
     by_id = {r["task_id"]: dict(r) for r in rows}
     answers = answers_of(details)
@@ -107,10 +107,10 @@ def race(task_ids: Sequence[str], cfg: ScoringConfig, run_round: RunRound,
 
     take(details)
     m_of = {t: sched[0] for t in ids}
-    status = [racing.OPEN] * len(ids)
+    status = [race_rule.OPEN] * len(ids)
     for r, m in enumerate(sched):
         if r:
-            open_ids = [ids[i] for i in range(len(ids)) if status[i] == racing.OPEN]
+            open_ids = [ids[i] for i in range(len(ids)) if status[i] == race_rule.OPEN]
             more, extra = run_round(r, tuple(range(sched[r - 1] + 1, m + 1)), open_ids, answers)
             take(extra)
             details += extra
@@ -121,20 +121,20 @@ def race(task_ids: Sequence[str], cfg: ScoringConfig, run_round: RunRound,
                 m_of[t] = m
         lo, hi = np.empty(len(ids)), np.empty(len(ids))
         for i, t in enumerate(ids):
-            d = racing.deviations(p[t][:, 0], p[t][:, 1: m_of[t] + 1])
-            lo[i], hi[i] = racing.interval(d, k, cfg.racing_delta)
-        status = racing.decide(lo, hi, budget, status)
+            d = race_rule.deviations(p[t][:, 0], p[t][:, 1: m_of[t] + 1])
+            lo[i], hi[i] = race_rule.interval(d, k, cfg.racing_delta)
+        status = race_rule.decide(lo, hi, budget, status)
         if r == len(sched) - 1:
-            status = racing.finish(status, [_u(p[t], m_of[t]) for t in ids], ids, budget)
+            status = race_rule.finish(status, [_u(p[t], m_of[t]) for t in ids], ids, budget)
         if on_round:
-            on_round(r, m, status.count(racing.OPEN), len(ids) - status.count(racing.OPEN))
-        if racing.OPEN not in status:
+            on_round(r, m, status.count(race_rule.OPEN), len(ids) - status.count(race_rule.OPEN))
+        if race_rule.OPEN not in status:
             break
     out = []
     for t, s in zip(ids, status):
         row = by_id[t]
         row.update(prompt_uncertainty=_u(p[t], m_of[t]), n_perturbations=m_of[t], decided_early=m_of[t] < k,
-                   racing_selected=s == racing.IN)
+                   racing_selected=s == race_rule.IN)
         out.append(row)
     order = {t: i for i, t in enumerate(ids)}
     details.sort(key=lambda d: (order[d["task_id"]], pos[d["task_id"]][d["instance_id"]], d["perturbation"]))
@@ -144,8 +144,8 @@ def race(task_ids: Sequence[str], cfg: ScoringConfig, run_round: RunRound,
 
 
 def _u(p: np.ndarray, m: int) -> float:
-    """U over the first m perturbations, as a full run computes it (raysys.scoring.metrics)."""
-    return metrics.prompt_uncertainty(p[:, 0], p[:, 1: m + 1])
+    """U over the first m perturbations, as a full run computes it (raysys.scoring.signals)."""
+    return signals.prompt_uncertainty(p[:, 0], p[:, 1: m + 1])
 
 
 def in_process(scorer, tasks: Sequence[Task]) -> RunRound:

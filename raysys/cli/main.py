@@ -11,25 +11,25 @@ import json
 import sys
 import time
 
-from raysys.cliflags import add_config_flags as _config_flags
-from raysys.cliflags import add_verbose_flag as _verbose
-from raysys.cliflags import config_from_args as _config
-from raysys.cliflags import start_log_in as _log
-from raysys.cliruns import demo, experiment_diversity, experiment_novelty, experiment_similarity, loop
+from raysys.cli.flags import Parser, at_least
+from raysys.cli.flags import add_config_flags as _config_flags
+from raysys.cli.flags import add_verbose_flag as _verbose
+from raysys.cli.flags import config_from_args as _config
+from raysys.cli.flags import start_log_in as _log
+from raysys.cli.runs import demo, experiment_diversity, experiment_novelty, experiment_similarity, loop
 from raysys.console import point_at_log, quiet_libraries
 from raysys.errors import RaysysError
-
 
 # ---------------------------------------------------------------- helpers
 
 def _load_for_cli(args: argparse.Namespace):
-    from raysys.pools import load_pool
+    from raysys.pools.load import load_pool
 
     return load_pool(args.path, args.format, skip_invalid=args.skip_invalid, split=args.split)
 
 
 def _report_skips(pool, report: str) -> None:
-    from raysys.pools import write_skip_report
+    from raysys.pools.load import write_skip_report
 
     write_skip_report(pool.skipped, report)
     if pool.skipped:
@@ -39,7 +39,7 @@ def _report_skips(pool, report: str) -> None:
 
 
 def _pool_args(p: argparse.ArgumentParser) -> None:
-    from raysys.pools import FORMATS
+    from raysys.pools.load import FORMATS
 
     p.add_argument("path", help="pool file or folder (or hf:NAME for a hub dataset)")
     p.add_argument("--format", choices=FORMATS, help="input format (default: detected)")
@@ -75,7 +75,7 @@ def pool_convert(args: argparse.Namespace) -> int:
 
 
 def pool_synth(args: argparse.Namespace) -> int:
-    from raysys.synth import write_synthetic_pool
+    from raysys.pools.synthetic import write_synthetic_pool
 
     cfg = _config(args)
     made = write_synthetic_pool(cfg, args.out)
@@ -101,7 +101,7 @@ def pool_show(args: argparse.Namespace) -> int:
 
 def score(args: argparse.Namespace) -> int:
     from raysys.scoring.pipeline import score_pool
-    from raysys.scoring.summary import render_score_summary
+    from raysys.scoring.report import render_score_summary
 
     cfg = _config(args)
     _log(args)
@@ -156,7 +156,7 @@ def train(args: argparse.Namespace) -> int:
         args.set = list(args.set) + ["backend=deepspeed", f"zero_stage={args.deepspeed_stage}"]
     cfg = _config(args)
     if args.plan:
-        from raysys.training.plan import count_parameters_from_config, memory_plan, render_plan, trainable_parameters
+        from raysys.training.memory import count_parameters_from_config, memory_plan, render_plan, trainable_parameters
 
         n, config = count_parameters_from_config(args.model, args.trust_remote_code)
         plan = memory_plan(n, config, cfg, args.gpus or cfg.workers, args.gpu_memory_gib,
@@ -167,9 +167,9 @@ def train(args: argparse.Namespace) -> int:
         return 0
     if not args.pool or not args.tasks or not args.out:
         raise RaysysError("train needs --pool, --tasks and --out (or --plan)")
-    from raysys.pools import load_pool
-    from raysys.selection import read_task_ids
     from raysys.costs import total
+    from raysys.pools.load import load_pool
+    from raysys.selection.select import read_task_ids
     from raysys.training.trainer import train_model
 
     _log(args)
@@ -193,7 +193,7 @@ def train(args: argparse.Namespace) -> int:
 
 def _eval_inputs(args: argparse.Namespace):
     """The EvalConfig of the command line and its task ids (None: every task of the pool)."""
-    from raysys.selection import read_task_ids
+    from raysys.selection.select import read_task_ids
 
     return _config(args), (read_task_ids(args.tasks) if args.tasks else None)
 
@@ -235,7 +235,7 @@ def model_init_tiny(args: argparse.Namespace) -> int:
 
 
 def model_import(args: argparse.Namespace) -> int:
-    from raysys.modelimport import describe, import_model
+    from raysys.models.gguf import describe, import_model
 
     _log(args)
     t0 = time.perf_counter()
@@ -262,8 +262,8 @@ def model_info(args: argparse.Namespace) -> int:
 
 def _run_flags(p: argparse.ArgumentParser, actors: str = "scorer") -> None:
     """The flags of a verb that runs a model on an actor pool."""
-    p.add_argument("--actors", type=int, default=1, help=f"{actors} actors (one GPU each on GPU clusters)")
-    p.add_argument("--gpus-per-actor", type=float, help="default: 1 when the cluster has GPUs, else 0")
+    p.add_argument("--actors", type=at_least(1), default=1, help=f"{actors} actors (one GPU each on GPU clusters)")
+    p.add_argument("--gpus-per-actor", type=at_least(0, float), help="default: 1 when the cluster has GPUs, else 0")
     p.add_argument("--trust-remote-code", action="store_true", help="run code shipped with the model")
     _verbose(p)
 
@@ -296,11 +296,11 @@ def _pool_verbs(verbs) -> None:
     p.add_argument("--out", required=True, help="output .parquet file")
     p = _verb(pool_verbs, "show", pool_show, "print formatted prompts of a pool's first tasks")
     _pool_args(p)
-    p.add_argument("--n", type=int, default=3, help="number of tasks (default: 3)")
+    p.add_argument("--n", type=at_least(1), default=3, help="number of tasks (default: 3)")
     p.add_argument("--template", choices=TEMPLATES, default="tk")
     p.add_argument("--chat-body", choices=BODIES, default="tk", help="with --template chat: the user turn's text")
     p.add_argument("--model", help="with --template chat: the model whose chat template wraps the prompt")
-    p.add_argument("--demonstrations", type=int, default=2, help="positive examples shown (tk)")
+    p.add_argument("--demonstrations", type=at_least(0), default=2, help="positive examples shown (tk)")
 
 
 def _stage_verbs(verbs) -> None:
@@ -312,7 +312,7 @@ def _stage_verbs(verbs) -> None:
     p.add_argument("--model", required=True, help="model folder (or hub name where reachable)")
     p.add_argument("--out", required=True, help="scores .parquet (one row per task, written atomically)")
     p.add_argument("--details", help="also write one row per scored prompt to this .parquet")
-    p.add_argument("--top", type=int, default=5, help="tasks shown at each end of the summary")
+    p.add_argument("--top", type=at_least(0), default=5, help="tasks shown at each end of the summary")
     _run_flags(p)
 
     p = _verb(verbs, "select", select, "choose tasks with a strategy (writes selected.json)", SelectConfig,
@@ -323,7 +323,7 @@ def _stage_verbs(verbs) -> None:
     p.add_argument("--exclude", action="append", default=[], metavar="T.json",
                    help="task ids never selected: a selected.json or a JSON list (repeatable)")
     p.add_argument("--targets", help="target tasks for the similarity strategy: a pool or a .txt of instructions")
-    p.add_argument("--show", type=int, default=10, help="selected tasks printed (default: 10)")
+    p.add_argument("--show", type=at_least(0), default=10, help="selected tasks printed (default: 10)")
 
     p = _verb(verbs, "taskmap", taskmap, "draw the Task Map of a scores file (and its shift from an earlier one)",
               TaskMapConfig)
@@ -348,8 +348,8 @@ def _stage_verbs(verbs) -> None:
     p.add_argument("--storage", help="Ray Train storage for checkpoints (default: OUT.train; shared on clusters)")
     p.add_argument("--deepspeed-stage", type=int, choices=(0, 1, 2, 3), help="DeepSpeed with this ZeRO stage")
     p.add_argument("--plan", action="store_true", help="print the per-GPU memory plan and exit (no weights loaded)")
-    p.add_argument("--gpus", type=int, help="GPUs the plan assumes (default: --workers)")
-    p.add_argument("--gpu-memory-gib", type=float, default=80.0, help="memory of one GPU (default: 80)")
+    p.add_argument("--gpus", type=at_least(1), help="GPUs the plan assumes (default: --workers)")
+    p.add_argument("--gpu-memory-gib", type=at_least(1e-3, float), default=80.0, help="memory of one GPU (default: 80)")
     p.add_argument("--trust-remote-code", action="store_true", help="run code shipped with the model")
 
     for name, func, help_, what in (
@@ -368,7 +368,7 @@ def _stage_verbs(verbs) -> None:
     p.add_argument("--model-b", required=True, help="model folder B")
     p.add_argument("--judge", required=True, help="judge model folder (loaded through raysys)")
     p.add_argument("--out", required=True, help="pairwise.json (written atomically)")
-    p.add_argument("--judge-max-new-tokens", type=int, default=32, help="judge reply length (default: 32)")
+    p.add_argument("--judge-max-new-tokens", type=at_least(1), default=32, help="judge reply length (default: 32)")
 
 
 def _run_verbs(verbs) -> None:
@@ -415,7 +415,7 @@ def _run_verbs(verbs) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="raysys", description="Choose the instruction-tuning tasks worth training on.")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
     _pool_verbs(verbs)

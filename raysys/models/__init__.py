@@ -16,12 +16,12 @@ import os
 import string
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from raysys.config import TinyConfig
 from raysys.errors import InvalidFile, RaysysError
+from raysys.io import atomic_dir
 from raysys.prompts import Template, template_for
-from raysys.runs import atomic_dir
 
 SPECIALS = ("<pad>", "<s>", "</s>", "<unk>")
 PAD_ID, BOS_ID, EOS_ID, UNK_ID = range(4)
@@ -36,7 +36,7 @@ class LoadedModel:
     name: str  # the path or hub name it came from
 
 
-def _quiet_deepspeed() -> None:
+def quiet_deepspeed() -> None:
     """transformers imports DeepSpeed when it is installed, and DeepSpeed warns on every
     CPU-only machine that it found no GPU; name the CPU accelerator there so it stays quiet."""
     if "DS_ACCELERATOR" not in os.environ:
@@ -71,7 +71,7 @@ def char_tokenizer(arch: str = "llama", max_length: int = 2048):
 
 def tiny_model(cfg: TinyConfig):
     """A randomly initialised model of `cfg`'s shape (deterministic in cfg.seed)."""
-    _quiet_deepspeed()
+    quiet_deepspeed()
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM, T5Config, T5ForConditionalGeneration
 
@@ -111,14 +111,81 @@ def _is_local(name: str) -> bool:
     return Path(name).exists() or name.startswith((".", "/", "~")) or os.sep + os.sep in name
 
 
-def check_model_path(name: str) -> None:
-    """Clear errors for a local model folder that is missing or not an HF folder."""
-    path = os.path.expanduser(name)
-    if _is_local(name):
-        if not Path(path).is_dir():
-            raise InvalidFile(name, "model folder not found")
-        if not (Path(path) / "config.json").exists():
-            raise InvalidFile(name, "not a Hugging Face model folder (no config.json)")
+def check_model_path(name: str, weights: bool = True) -> None:
+    """Clear errors, before any actor or worker starts, for a local model folder that is
+    missing, not a Hugging Face folder, or whose config or weights cannot load: config.json
+    must be a JSON object with a model_type; safetensors files must be whole (their header
+    parses and every tensor's bytes are in the file); pickled weights (pytorch_model*.bin,
+    only where no safetensors exist) must load with torch.load(weights_only=True), which runs
+    no code. A hub name passes (it is fetched where it is used)."""
+    path = Path(os.path.expanduser(name))
+    if not _is_local(name):
+        return
+    if not path.is_dir():
+        raise InvalidFile(name, "model folder not found")
+    config = path / "config.json"
+    if not config.exists():
+        raise InvalidFile(name, "not a Hugging Face model folder (no config.json)")
+    from raysys.io import read_json
+
+    cfg = read_json(config)  # InvalidFile naming the file and line when it is not JSON
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("model_type"), str):
+        raise InvalidFile(config, "not a model config (a JSON object with a model_type)")
+    if weights:
+        check_weights(path)
+
+
+def check_weights(folder: Path) -> None:
+    """The folder's weights load (see check_model_path); InvalidFile naming the file otherwise."""
+    safetensors = sorted(folder.glob("*.safetensors"))
+    pickled = sorted(folder.glob("pytorch_model*.bin"))
+    if not safetensors and not pickled:
+        if any(folder.glob("*.gguf")):
+            raise InvalidFile(folder, "holds GGUF weights: `raysys model import FILE.gguf --out DIR` first")
+        raise InvalidFile(folder, "no weights (model.safetensors or pytorch_model.bin)")
+    for f in safetensors:
+        _check_safetensors(f)
+    if not safetensors:
+        import pickle
+        import warnings
+        import zipfile
+
+        import torch
+
+        for f in pickled:
+            try:  # mmap: a large checkpoint is not read whole (only the zip format allows it)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # torch's note on pickle protocols
+                    torch.load(f, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(f))
+            except pickle.UnpicklingError as e:
+                raise InvalidFile(f, "pickled weights that torch.load(weights_only=True) refuses (they would run "
+                                     f"code); convert them to safetensors ({str(e).splitlines()[0][:120]})") from None
+            except (RuntimeError, EOFError, OSError, ValueError) as e:
+                raise InvalidFile(f, f"unreadable weights ({str(e).splitlines()[0][:160]})") from None
+
+
+def _check_safetensors(f: Path) -> None:
+    """A safetensors file is whole: an 8-byte header length, a JSON header, and every
+    tensor's data_offsets inside the file (a truncated download fails here)."""
+    import json
+    import struct
+
+    size = f.stat().st_size
+    try:
+        with open(f, "rb") as fh:
+            head = fh.read(8)
+            n = struct.unpack("<Q", head)[0] if len(head) == 8 else -1
+            if n < 2 or 8 + n > size:
+                raise ValueError(f"header of {n} bytes in a file of {size}")
+            header = json.loads(fh.read(n))
+        data = size - 8 - n
+        ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+        if any(e > data for e in ends):
+            raise ValueError(f"tensors need {max(ends):,} bytes, the file holds {data:,}")
+    except (ValueError, KeyError, TypeError, IndexError, struct.error, UnicodeDecodeError) as e:
+        raise InvalidFile(f, f"not a whole safetensors file, truncated or corrupt ({e})") from None
+    except OSError as e:
+        raise InvalidFile(f, f"cannot read ({e.strerror or e})") from None
 
 
 def load_model(
@@ -129,11 +196,11 @@ def load_model(
     device: str = "cpu",
 ) -> LoadedModel:
     """Model, tokenizer and kind ("causal" or "seq2seq") from a folder or hub name."""
-    _quiet_deepspeed()
+    quiet_deepspeed()
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
-    check_model_path(name)
+    check_model_path(name, weights=False)  # the driver checked the weights (check_model_path)
     path = os.path.expanduser(name)
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
@@ -158,7 +225,7 @@ def prompt_template(model: str, template: str, chat_body: str = "tk", trust_remo
         return Template(template)
     from transformers import AutoTokenizer
 
-    check_model_path(model)
+    check_model_path(model, weights=False)  # the caller checks the weights
     try:
         tokenizer = AutoTokenizer.from_pretrained(os.path.expanduser(model), trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:
@@ -169,3 +236,11 @@ def prompt_template(model: str, template: str, chat_body: str = "tk", trust_remo
 def count_parameters(model) -> int:
     """All parameters of a torch model (a ZeRO-3 partitioned one by its full sizes)."""
     return int(sum(getattr(p, "ds_numel", 0) or p.numel() for p in model.parameters()))
+
+
+def prompt_ids(tokenizer, prompts: Sequence[str], max_prompt_tokens: int | None = None) -> list[list[int]]:
+    """tokenizer(prompt).input_ids; a prompt longer than max_prompt_tokens keeps its last tokens."""
+    ids = tokenizer(list(prompts)).input_ids if prompts else []
+    if max_prompt_tokens:
+        ids = [p[-max_prompt_tokens:] for p in ids]
+    return [list(p) for p in ids]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from raysys.config import SynthConfig, config_hash, to_dict
+from raysys.config import SynthConfig
+from raysys.config.mapping import config_hash, to_dict
 from raysys.pools.canonical import file_metadata, write_parquet_tasks
 from raysys.pools.markov import generate
 

@@ -1,5 +1,6 @@
 """Frozen, validated configuration dataclasses, one per stage (the YAML and override
-machinery that builds them is raysys.configio, re-exported here).
+machinery that builds them is raysys.config.mapping; the experiments' configs are
+raysys.config.experiments; which dataclass a shipped file holds, raysys.config.kinds).
 
 A config file is YAML whose top-level keys are the fields of a stage's dataclass
 (nested dataclasses are nested mappings). `key=value` overrides on the command line use
@@ -12,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from raysys.configio import apply_overrides, config_hash, from_mapping, load_config, to_dict  # noqa: F401
 from raysys.errors import ConfigError
 from raysys.perturb import KINDS as PERTURBATIONS
 from raysys.prompts import BODIES, TEMPLATES
@@ -22,9 +22,15 @@ VERBOSITIES = ("terse", "verbose", "symbolic")
 ARCHS = ("llama", "t5")
 
 
-def _check(cond: bool, msg: str) -> None:
+def check(cond: bool, msg: str) -> None:
     if not cond:
         raise ConfigError(msg)
+
+
+def check_seeds(cfg) -> None:
+    """Seeds are >= 0 (numpy's generators refuse negative ones): `seed` and every one of `seeds`."""
+    seeds = [getattr(cfg, "seed", 0), *getattr(cfg, "seeds", ())]
+    check(all(isinstance(x, int) and x >= 0 for x in seeds), f"seeds must be integers >= 0, got {seeds}")
 
 
 def share(cfg, name: str, *parts: str) -> None:
@@ -35,24 +41,24 @@ def share(cfg, name: str, *parts: str) -> None:
     for part in parts:
         sub = getattr(cfg, part)
         own = getattr(sub, name)
-        _check(own in (value, type(own)()),
+        check(own in (value, type(own)()),
                f"{part}.{name} is set apart from {name}; set {name} once, at the top (it is shared by "
                f"{', '.join(parts)})")
         object.__setattr__(cfg, part, dataclasses.replace(sub, **{name: value}))
 
 
 def _range(name: str, r: tuple[int, int], low: int) -> None:
-    _check(len(r) == 2 and low <= r[0] <= r[1], f"{name} must be [min, max] with {low} <= min <= max, got {list(r)}")
+    check(len(r) == 2 and low <= r[0] <= r[1], f"{name} must be [min, max] with {low} <= min <= max, got {list(r)}")
 
 
 def parse_family(spec: str) -> tuple[str, int]:
     """'repeated:3' -> ('repeated', 3); 'unrestricted' -> ('unrestricted', 0)."""
     name, _, k = spec.partition(":")
-    _check(name in FAMILIES, f"unknown rule family {name!r}; one of {', '.join(FAMILIES)}")
+    check(name in FAMILIES, f"unknown rule family {name!r}; one of {', '.join(FAMILIES)}")
     if name == "unrestricted":
-        _check(k == "", "the unrestricted family takes no parameter k")
+        check(k == "", "the unrestricted family takes no parameter k")
         return name, 0
-    _check(k.isdigit() and int(k) >= 1, f"family {name!r} needs a parameter k >= 1, e.g. '{name}:2'")
+    check(k.isdigit() and int(k) >= 1, f"family {name!r} needs a parameter k >= 1, e.g. '{name}:2'")
     return name, int(k)
 
 
@@ -77,24 +83,25 @@ class SynthConfig:
     demonstrations: int = 0  # worked examples per task (not among its instances)
 
     def __post_init__(self) -> None:
-        _check(self.rules >= 0 and self.rules + self.unseen_rules >= 1,
+        check_seeds(self)
+        check(self.rules >= 0 and self.rules + self.unseen_rules >= 1,
                "rules must be >= 0, and rules + unseen_rules >= 1")
-        _check(self.examples_per_rule >= 1, "examples_per_rule must be >= 1")
-        _check(len(set(self.alphabet)) >= 2 and len(set(self.alphabet)) == len(self.alphabet),
+        check(self.examples_per_rule >= 1, "examples_per_rule must be >= 1")
+        check(len(set(self.alphabet)) >= 2 and len(set(self.alphabet)) == len(self.alphabet),
                "alphabet needs at least 2 distinct characters, without repeats")
-        _check(not any(c.isspace() or c == '"' for c in self.alphabet), "alphabet must not contain spaces or quotes")
+        check(not any(c.isspace() or c == '"' for c in self.alphabet), "alphabet must not contain spaces or quotes")
         _range("x_len", self.x_len, 1)
         _range("y_len", self.y_len, 1)
         _range("z_len", self.z_len, 1)
-        _check(len(self.families) >= 1, "families must name at least one family")
+        check(len(self.families) >= 1, "families must name at least one family")
         for spec in self.families + self.unseen_families:
             parse_family(spec)
-        _check(self.skew >= 0, "skew must be >= 0")
-        _check(0.0 <= self.noop_share <= 1.0, "noop_share must be in [0, 1]")
-        _check(self.unseen_rules >= 0, "unseen_rules must be >= 0")
-        _check(self.unseen_examples_per_rule >= 1, "unseen_examples_per_rule must be >= 1")
-        _check(self.verbosity in VERBOSITIES, f"verbosity must be one of {VERBOSITIES}")
-        _check(self.demonstrations >= 0, "demonstrations must be >= 0")
+        check(self.skew >= 0, "skew must be >= 0")
+        check(0.0 <= self.noop_share <= 1.0, "noop_share must be in [0, 1]")
+        check(self.unseen_rules >= 0, "unseen_rules must be >= 0")
+        check(self.unseen_examples_per_rule >= 1, "unseen_examples_per_rule must be >= 1")
+        check(self.verbosity in VERBOSITIES, f"verbosity must be one of {VERBOSITIES}")
+        check(self.demonstrations >= 0, "demonstrations must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -107,9 +114,10 @@ class PromptConfig:
     chat_body: str = "tk"  # template chat: the text template written in the chat's user turn
 
     def __post_init__(self) -> None:
-        _check(self.template in TEMPLATES, f"template must be one of {TEMPLATES}")
-        _check(self.chat_body in BODIES, f"chat_body must be one of {BODIES}")
-        _check(self.demonstrations >= 0, "demonstrations must be >= 0")
+        check_seeds(self)
+        check(self.template in TEMPLATES, f"template must be one of {TEMPLATES}")
+        check(self.chat_body in BODIES, f"chat_body must be one of {BODIES}")
+        check(self.demonstrations >= 0, "demonstrations must be >= 0")
 
 
 @dataclass(frozen=True)
@@ -121,9 +129,10 @@ class GenerationConfig:
     batch: int = 32  # prompts per generation batch
 
     def __post_init__(self) -> None:
-        _check(self.max_new_tokens >= 1, "max_new_tokens must be >= 1")
-        _check(self.max_prompt_tokens >= 0, "max_prompt_tokens must be >= 0")
-        _check(self.batch >= 1, "batch must be >= 1")
+        check_seeds(self)
+        check(self.max_new_tokens >= 1, "max_new_tokens must be >= 1")
+        check(self.max_prompt_tokens >= 0, "max_prompt_tokens must be >= 0")
+        check(self.batch >= 1, "batch must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -131,13 +140,14 @@ class ModelConfig:
     """Where the model comes from (raysys.models)."""
 
     # a folder (or a hub name where the cluster has access); an import source (smollm2-135m-instruct,
-    # a .gguf: imported into the model cache once, raysys.modelimport.model_folder); "" = built-in tiny
+    # a .gguf: imported into the model cache once, raysys.models.gguf.model_folder); "" = built-in tiny
     path: str = ""
     trust_remote_code: bool = False  # never on unless the user turns it on
     dtype: str = "float32"  # float32 | bfloat16 | float16
 
     def __post_init__(self) -> None:
-        _check(self.dtype in ("float32", "bfloat16", "float16"), "dtype must be float32, bfloat16 or float16")
+        check_seeds(self)
+        check(self.dtype in ("float32", "bfloat16", "float16"), "dtype must be float32, bfloat16 or float16")
 
 
 @dataclass(frozen=True)
@@ -153,10 +163,11 @@ class TinyConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _check(self.arch in ARCHS, f"arch must be one of {ARCHS}, got {self.arch!r}")
-        _check(min(self.hidden_size, self.layers, self.heads, self.intermediate_size, self.max_positions) >= 1,
+        check_seeds(self)
+        check(self.arch in ARCHS, f"arch must be one of {ARCHS}, got {self.arch!r}")
+        check(min(self.hidden_size, self.layers, self.heads, self.intermediate_size, self.max_positions) >= 1,
                "tiny model sizes must be positive")
-        _check(self.hidden_size % self.heads == 0, "hidden_size must be a multiple of heads")
+        check(self.hidden_size % self.heads == 0, "hidden_size must be a multiple of heads")
 
 
 @dataclass(frozen=True)
@@ -177,21 +188,22 @@ class ScoringConfig:
     ifd: bool = True  # IFD = PPL(y | prompt) / PPL(y alone)
     token_budget: int = 8192  # padded tokens per forward pass
     tasks_per_batch: int = 16  # tasks handed to a scorer actor at a time
-    racing: int = 0  # B > 0: find the B most prompt-uncertain tasks by racing perturbations (raysys.scoring.racing)
+    racing: int = 0  # B > 0: find the B most prompt-uncertain tasks by racing perturbations (raysys.scoring.race_rule)
     racing_first: int = 3  # perturbations every task gets in racing's first round
     racing_delta: float = 0.05  # racing: 1 - the confidence of each bound on a task's U
 
     def __post_init__(self) -> None:
-        _check(self.instances >= 1, "instances must be >= 1")
-        _check(self.racing >= 0, "racing must be >= 0 (0 = off)")
-        _check(not self.racing or self.perturbations >= 2, "racing needs perturbations >= 2")
-        _check(self.racing_first >= 2, "racing_first must be >= 2")
-        _check(0.0 < self.racing_delta < 1.0, "racing_delta must be in (0, 1)")
-        _check(self.perturbations >= 0, "perturbations must be >= 0")
-        _check(0.0 <= self.drop_rate <= 1.0, "drop_rate must be in [0, 1]")
-        _check(self.perturbation in PERTURBATIONS, f"perturbation must be one of {PERTURBATIONS}")
-        _check(self.max_labels >= 2, "max_labels must be >= 2")
-        _check(min(self.token_budget, self.tasks_per_batch) >= 1, "batch sizes must be >= 1")
+        check_seeds(self)
+        check(self.instances >= 1, "instances must be >= 1")
+        check(self.racing >= 0, "racing must be >= 0 (0 = off)")
+        check(not self.racing or self.perturbations >= 2, "racing needs perturbations >= 2")
+        check(self.racing_first >= 2, "racing_first must be >= 2")
+        check(0.0 < self.racing_delta < 1.0, "racing_delta must be in (0, 1)")
+        check(self.perturbations >= 0, "perturbations must be >= 0")
+        check(0.0 <= self.drop_rate <= 1.0, "drop_rate must be in [0, 1]")
+        check(self.perturbation in PERTURBATIONS, f"perturbation must be one of {PERTURBATIONS}")
+        check(self.max_labels >= 2, "max_labels must be >= 2")
+        check(min(self.token_budget, self.tasks_per_batch) >= 1, "batch sizes must be >= 1")
 
 
 SIMILARITY_MODES = ("overall", "per-target")
@@ -201,21 +213,22 @@ ALIGN_VIEWS = ("examples", "demonstrations", "perturbed")
 
 @dataclass(frozen=True)
 class TaskMapConfig:
-    """Task Map categories (raysys.taskmap): a rank rule with configurable shares."""
+    """Task Map categories (raysys.selection.taskmap): a rank rule with configurable shares."""
 
     ambiguous_share: float = 1 / 3  # the most prompt-uncertain share of tasks is Ambiguous
     easy_share: float = 0.5  # of the rest, this share with the highest prediction probability is Easy
 
     def __post_init__(self) -> None:
-        _check(0.0 <= self.ambiguous_share <= 1.0, "ambiguous_share must be in [0, 1]")
-        _check(0.0 <= self.easy_share <= 1.0, "easy_share must be in [0, 1]")
+        check_seeds(self)
+        check(0.0 <= self.ambiguous_share <= 1.0, "ambiguous_share must be in [0, 1]")
+        check(0.0 <= self.easy_share <= 1.0, "easy_share must be in [0, 1]")
 
 
 @dataclass(frozen=True)
 class SelectConfig:
     """Task selection (raysys.selection): one strategy, a budget, optional stratification."""
 
-    strategy: str = "prompt-uncertainty"  # a name of raysys.selection.STRATEGIES
+    strategy: str = "prompt-uncertainty"  # a name of raysys.selection.strategies.STRATEGIES
     budget: int = 68  # tasks selected this round
     seed: int = 0  # random strategy and tie-breaking
     cls_ratio: float | None = None  # classification share of the budget (the method: 24/68 = 0.353)
@@ -229,12 +242,13 @@ class SelectConfig:
     similarity_reduce: str = "max"  # overall score of a pool task: max or mean similarity over targets
 
     def __post_init__(self) -> None:
-        _check(self.budget >= 1, "budget must be >= 1")
-        _check(self.cls_ratio is None or 0.0 <= self.cls_ratio <= 1.0, "cls_ratio must be in [0, 1]")
-        _check(self.length_bin >= 1 and self.candidate_factor >= 1, "length_bin and candidate_factor must be >= 1")
-        _check(-1.0 <= self.diversity_threshold <= 1.0, "diversity_threshold must be in [-1, 1]")
-        _check(self.similarity_mode in SIMILARITY_MODES, f"similarity_mode must be one of {SIMILARITY_MODES}")
-        _check(self.similarity_reduce in SIMILARITY_REDUCE, f"similarity_reduce must be one of {SIMILARITY_REDUCE}")
+        check_seeds(self)
+        check(self.budget >= 1, "budget must be >= 1")
+        check(self.cls_ratio is None or 0.0 <= self.cls_ratio <= 1.0, "cls_ratio must be in [0, 1]")
+        check(self.length_bin >= 1 and self.candidate_factor >= 1, "length_bin and candidate_factor must be >= 1")
+        check(-1.0 <= self.diversity_threshold <= 1.0, "diversity_threshold must be in [-1, 1]")
+        check(self.similarity_mode in SIMILARITY_MODES, f"similarity_mode must be one of {SIMILARITY_MODES}")
+        check(self.similarity_reduce in SIMILARITY_REDUCE, f"similarity_reduce must be one of {SIMILARITY_REDUCE}")
 
 
 @dataclass(frozen=True)
@@ -254,12 +268,13 @@ class AlignConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _check(self.view in ALIGN_VIEWS, f"view must be one of {ALIGN_VIEWS}")
-        _check(0.0 < self.heldout_fraction < 1.0, "heldout_fraction must be in (0, 1)")
-        _check(min(self.examples, self.queries_per_task, self.epochs, self.max_seq_length) >= 1,
+        check_seeds(self)
+        check(self.view in ALIGN_VIEWS, f"view must be one of {ALIGN_VIEWS}")
+        check(0.0 < self.heldout_fraction < 1.0, "heldout_fraction must be in (0, 1)")
+        check(min(self.examples, self.queries_per_task, self.epochs, self.max_seq_length) >= 1,
                "examples, queries_per_task, epochs and max_seq_length must be >= 1")
-        _check(self.batch_size >= 2, "batch_size must be >= 2 (in-batch negatives)")
-        _check(self.learning_rate > 0 and self.temperature > 0, "learning_rate and temperature must be > 0")
+        check(self.batch_size >= 2, "batch_size must be >= 2 (in-batch negatives)")
+        check(self.learning_rate > 0 and self.temperature > 0, "learning_rate and temperature must be > 0")
 
 
 BACKENDS = ("deepspeed", "ddp")
@@ -301,25 +316,26 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _check(self.instances_per_task >= 1, "instances_per_task must be >= 1")
-        _check(min(self.max_source_tokens, self.max_target_tokens, self.epochs) >= 1,
+        check_seeds(self)
+        check(self.instances_per_task >= 1, "instances_per_task must be >= 1")
+        check(min(self.max_source_tokens, self.max_target_tokens, self.epochs) >= 1,
                "max_source_tokens, max_target_tokens and epochs must be >= 1")
-        _check(self.learning_rate > 0 and self.weight_decay >= 0, "learning_rate > 0 and weight_decay >= 0")
-        _check(self.lr_schedule in ("constant", "linear"), "lr_schedule must be constant or linear")
-        _check(0.0 <= self.warmup_ratio < 1.0, "warmup_ratio must be in [0, 1)")
-        _check(min(self.micro_batch_size, self.workers, self.length_grouping) >= 1,
+        check(self.learning_rate > 0 and self.weight_decay >= 0, "learning_rate > 0 and weight_decay >= 0")
+        check(self.lr_schedule in ("constant", "linear"), "lr_schedule must be constant or linear")
+        check(0.0 <= self.warmup_ratio < 1.0, "warmup_ratio must be in [0, 1)")
+        check(min(self.micro_batch_size, self.workers, self.length_grouping) >= 1,
                "micro_batch_size, workers and length_grouping must be >= 1")
-        _check(self.batch_size % (self.micro_batch_size * self.workers) == 0,
+        check(self.batch_size >= 1 and self.batch_size % (self.micro_batch_size * self.workers) == 0,
                f"batch_size ({self.batch_size}) must be a multiple of micro_batch_size x workers "
                f"({self.micro_batch_size} x {self.workers})")
-        _check(self.backend in BACKENDS, f"backend must be one of {BACKENDS}")
-        _check(self.zero_stage in (0, 1, 2, 3), "zero_stage must be 0, 1, 2 or 3")
-        _check(not self.offload_params or self.zero_stage == 3, "offload_params needs zero_stage 3")
-        _check(not self.offload_optimizer or self.zero_stage >= 1, "offload_optimizer needs zero_stage >= 1")
-        _check(self.lora_r >= 1 and self.lora_alpha >= 1 and 0 <= self.lora_dropout < 1, "bad LoRA settings")
-        _check(self.lora_export in ("merged", "adapter"), "lora_export must be merged or adapter")
-        _check(self.best_by in ("last", "validation"), "best_by must be last or validation")
-        _check(self.num_to_keep >= 1 and self.max_failures >= -1, "num_to_keep >= 1, max_failures >= -1")
+        check(self.backend in BACKENDS, f"backend must be one of {BACKENDS}")
+        check(self.zero_stage in (0, 1, 2, 3), "zero_stage must be 0, 1, 2 or 3")
+        check(not self.offload_params or self.zero_stage == 3, "offload_params needs zero_stage 3")
+        check(not self.offload_optimizer or self.zero_stage >= 1, "offload_optimizer needs zero_stage >= 1")
+        check(self.lora_r >= 1 and self.lora_alpha >= 1 and 0 <= self.lora_dropout < 1, "bad LoRA settings")
+        check(self.lora_export in ("merged", "adapter"), "lora_export must be merged or adapter")
+        check(self.best_by in ("last", "validation"), "best_by must be last or validation")
+        check(self.num_to_keep >= 1 and self.max_failures >= -1, "num_to_keep >= 1, max_failures >= -1")
 
     @property
     def accumulation(self) -> int:
@@ -337,8 +353,9 @@ class EvalConfig:
     tasks_per_batch: int = 16  # tasks handed to an evaluator actor at a time
 
     def __post_init__(self) -> None:
-        _check(self.instances >= 1, "instances must be >= 1")
-        _check(self.tasks_per_batch >= 1, "tasks_per_batch must be >= 1")
+        check_seeds(self)
+        check(self.instances >= 1, "instances must be >= 1")
+        check(self.tasks_per_batch >= 1, "tasks_per_batch must be >= 1")
 
 
 TRAIN_FROM = ("base", "previous")
@@ -383,22 +400,20 @@ class LoopConfig:
     max_failures: int = 0  # times Tune restarts a failed trial from its last finished round
 
     def __post_init__(self) -> None:
-        _check(self.work_dir != "", "work_dir must not be empty")
-        _check(len(self.strategies) >= 1 and len(set(self.strategies)) == len(self.strategies),
-               "strategies must be a non-empty list without repeats")  # names: raysys.selection.check_strategy
-        _check(len(self.seeds) >= 1 and len(set(self.seeds)) == len(self.seeds),
+        check_seeds(self)
+        check(self.work_dir != "", "work_dir must not be empty")
+        check(len(self.strategies) >= 1 and len(set(self.strategies)) == len(self.strategies),
+               "strategies must be a non-empty list without repeats")  # names, targets: raysys.selection.strategies.check_strategies (the driver)
+        check(len(self.seeds) >= 1 and len(set(self.seeds)) == len(self.seeds),
                "seeds must be a non-empty list without repeats")
-        _check(len(self.schedule) >= 1 and self.schedule[0] >= 1
+        check(len(self.schedule) >= 1 and self.schedule[0] >= 1
                and all(b > a for a, b in zip(self.schedule, self.schedule[1:])),
                f"schedule must be increasing training-set sizes >= 1, got {list(self.schedule)}")
-        _check(self.validation_tasks >= 0 and self.test_tasks >= 0 and self.candidates >= 0,
+        check(self.validation_tasks >= 0 and self.test_tasks >= 0 and self.candidates >= 0,
                "validation_tasks, test_tasks and candidates must be >= 0")
-        _check(self.train_from in TRAIN_FROM, f"train_from must be one of {TRAIN_FROM}")
-        _check(self.actors >= 0 and self.max_concurrent_trials >= 0 and self.max_failures >= -1,
+        check(self.train_from in TRAIN_FROM, f"train_from must be one of {TRAIN_FROM}")
+        check(self.actors >= 0 and self.max_concurrent_trials >= 0 and self.max_failures >= -1,
                "actors >= 0, max_concurrent_trials >= 0, max_failures >= -1")
-        _check("similarity" not in self.strategies or self.targets != "",
-               "the similarity strategy needs targets (a pool or a .txt of instructions)")
-        _check("rds" not in self.strategies or self.targets != "", "the rds strategy needs targets (a pool)")
         share(self, "prompt", "scoring", "train", "evaluation")
         share(self, "generation", "scoring", "evaluation")
 
@@ -409,7 +424,7 @@ class LoopConfig:
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """The README's demo (raysys.demo): a real pretrained model on real tasks, one round of
+    """The README's demo (raysys.experiments.demo): a real pretrained model on real tasks, one round of
     selection. Import the model (cached), build a pool and a held-out set from the real
     data, score a random sample of the pool (prompt uncertainty), draw its Task Map, select
     `budget` tasks with each strategy, fine-tune the model on each selection (LoRA, Ray
@@ -441,13 +456,14 @@ class DemoConfig:
     evaluation: EvalConfig = field(default_factory=lambda: EvalConfig(instances=2, tasks_per_batch=8))
 
     def __post_init__(self) -> None:
-        _check(self.work_dir != "" and self.model != "", "work_dir and model must not be empty")
-        _check(len(self.pool) >= 1, "pool must name at least one source")
-        _check(min(self.heldout_per_source, self.heldout_from_pool, self.candidates, self.show_prompts) >= 0,
+        check_seeds(self)
+        check(self.work_dir != "" and self.model != "", "work_dir and model must not be empty")
+        check(len(self.pool) >= 1, "pool must name at least one source")
+        check(min(self.heldout_per_source, self.heldout_from_pool, self.candidates, self.show_prompts) >= 0,
                "heldout_per_source, heldout_from_pool, candidates and show_prompts must be >= 0")
-        _check(self.budget >= 1 and (self.candidates == 0 or self.budget <= self.candidates),
+        check(self.budget >= 1 and (self.candidates == 0 or self.budget <= self.candidates),
                "budget must be >= 1 and at most candidates")
-        _check(len(self.strategies) >= 1 and len(set(self.strategies)) == len(self.strategies),
-               "strategies must be a non-empty list without repeats")  # names: raysys.selection.check_strategies
+        check(len(self.strategies) >= 1 and len(set(self.strategies)) == len(self.strategies),
+               "strategies must be a non-empty list without repeats")  # names, targets: raysys.selection.strategies
         share(self, "prompt", "scoring", "train", "evaluation")
         share(self, "generation", "scoring", "evaluation")

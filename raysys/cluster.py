@@ -1,8 +1,9 @@
-"""Joining or starting Ray, the same way for every stage (Ray plumbing only).
+"""Joining or starting Ray, the same way for every stage (Ray plumbing only), and the CPU
+shares of actors and training workers (`cpu_share`).
 
 RAY_ADDRESS (a cluster, or a job started with `ray job submit`) wins; otherwise a local
-cluster starts on this machine, bound to loopback, with its dashboard (on 127.0.0.1, port
-8265 or the next free one): Ray Train's PlacementGroupCleaner asks the State API
+cluster starts on this machine, bound to loopback, with its dashboard (on 127.0.0.1, a free
+port the OS picks: two raysys commands can run at once): Ray Train's PlacementGroupCleaner asks the State API
 (`ray.util.state`), which the dashboard serves; without it, every training run printed
 hundreds of "State API may be temporarily unavailable" warnings (and with a second Ray
 instance on the machine, the State API client needs to be told which: see _local_cluster).
@@ -40,10 +41,22 @@ def ray_init(num_cpus: int | None = None) -> None:
         if logged:  # Ray's console handler (made at `import ray`) gives way to the log before ray.init speaks;
             console.route_library_logs()  # ray.init(configure_logging=False) then leaves the "ray" logger alone
             logging.getLogger("ray").setLevel(logging.INFO)
-        kwargs, api = _local_cluster(num_cpus) if address == "local" else ({}, None)
-        with _cluster_env(API_SERVER, api):
-            ray.init(address=address, logging_level=logging.INFO if console.verbose() else logging.ERROR,
-                     configure_logging=not logged, log_to_driver=True, **kwargs)
+        level = logging.INFO if console.verbose() else logging.ERROR
+        if address != "local":
+            ray.init(address=address, logging_level=level, configure_logging=not logged, log_to_driver=True)
+        else:
+            with _start_lock():
+                for attempt in (1, 2):
+                    kwargs, api = _local_cluster(num_cpus)
+                    try:
+                        with _cluster_env(API_SERVER, api):
+                            ray.init(address=address, logging_level=level, configure_logging=not logged,
+                                     log_to_driver=True, **kwargs)
+                        break
+                    except (RuntimeError, ValueError, ConnectionError) as e:  # the port taken meanwhile
+                        if attempt == 2 or "port" not in str(e).lower():
+                            raise
+                        ray.shutdown()
         if logged:
             _worker_output_to_log()
             console.capture_native_stderr()  # Ray core's own error-level lines in the driver
@@ -61,20 +74,34 @@ API_SERVER = "RAY_API_SERVER_ADDRESS"
 
 
 def _local_cluster(num_cpus: int | None) -> tuple[dict, str]:
-    """ray.init's arguments for a local cluster (its dashboard on loopback, on the first
-    free port from 8265) and that dashboard's address, which the cluster's processes get as
+    """ray.init's arguments for a local cluster (its dashboard on loopback, on a free port
+    the OS picks) and that dashboard's address, which the cluster's processes get as
     RAY_API_SERVER_ADDRESS (_cluster_env). Without it, the State API client in a worker
     looks for "the" Ray instance on the machine and fails when there are two (another
-    raysys command, a `ray start` head): "Found multiple active Ray instances"."""
-    for port in range(8265, 8265 + 100):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        return ({"num_cpus": num_cpus, "include_dashboard": True, "dashboard_host": "127.0.0.1",
-                 "dashboard_port": port}, f"http://127.0.0.1:{port}")
-    raise RaysysError("no free port for the Ray dashboard on 127.0.0.1 in 8265-8364")
+    raysys command, a `ray start` head): "Found multiple active Ray instances". The OS's
+    choice (not "8265 or the next free one") keeps two raysys commands started at the same
+    moment from both picking the same port; ray_init also starts one local cluster at a
+    time on a machine (a file lock), and retries once should the port be taken anyway."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return ({"num_cpus": num_cpus, "include_dashboard": True, "dashboard_host": "127.0.0.1",
+             "dashboard_port": port}, f"http://127.0.0.1:{port}")
+
+
+@contextlib.contextmanager
+def _start_lock() -> Iterator[None]:
+    """One local cluster starting at a time on this machine (others wait their turn)."""
+    import fcntl
+    import tempfile
+
+    path = os.path.join(tempfile.gettempdir(), f"raysys-ray-start-{os.getuid()}.lock")
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 @contextlib.contextmanager
@@ -124,3 +151,21 @@ def _worker_output_to_log() -> None:
     # the raylet's messages to the driver ("N PYTHON worker processes have been started",
     # a worker that died: the driver's task or actor call raises for those) come another way
     ray_worker.print_to_stdstream = lambda data, ignore_prefix=False: handle(data)
+
+
+MIN_CPU = 0.25  # the smallest CPU share an actor or a training worker gets
+
+
+def cpu_share(n: int, cpus: float, what: str) -> tuple[float, int]:
+    """(CPUs per process, torch threads per process) for `n` actors or workers on `cpus`
+    CPUs, one of which stays free for Ray Data's tasks; a RaysysError naming `what`
+    ("2 scorer actor(s)") when they do not fit."""
+    per = min(1.0, (cpus - 1) / n)
+    if per < MIN_CPU:
+        raise RaysysError(f"{what} need at least {cpus_needed(n):g} CPUs; the cluster has {cpus:g}")
+    return per, max(1, int(cpus // n))
+
+
+def cpus_needed(n: int) -> float:
+    """The fewest CPUs that host `n` actors or workers (and Ray Data's tasks)."""
+    return n * MIN_CPU + 1

@@ -1,5 +1,5 @@
 """The demo's summary (summary.json) and the table it prints: pure functions of the
-stages' outputs (raysys.demo runs the stages)."""
+stages' outputs (raysys.experiments.demo runs the stages)."""
 from __future__ import annotations
 
 import math
@@ -8,7 +8,8 @@ from typing import Any, Mapping
 
 import pyarrow.parquet as pq
 
-from raysys.config import DemoConfig, to_dict
+from raysys.config import DemoConfig
+from raysys.config.mapping import to_dict
 
 BASE = "base model"
 
@@ -33,13 +34,13 @@ def train_facts(model_dir: str) -> dict[str, Any]:
             "tokens_per_s": None if steady is None else steady * facts["config"]["workers"]}
 
 
-def summary(cfg: DemoConfig, model: str, n_params: int, tasks, scored, tmap: Mapping[str, Any],
-            selected: Mapping[str, list[str]], trained: Mapping[str, Any], evals: Mapping[str, dict],
+def summary(cfg: DemoConfig, model: str, n_params: int, tasks, scores: str, tmap: Mapping[str, Any],
+            selected: Mapping[str, list[str]], trained: Mapping[str, str], evals: Mapping[str, dict],
             seconds: float) -> dict[str, Any]:
     """summary.json: the model, the tasks, the Task Map, and per strategy the selection,
     its training and the held-out metrics; the top-level before/after figures are the
     first strategy's (prompt uncertainty in the default)."""
-    cols = pq.read_table(scored.out, columns=["task_id", "prompt_uncertainty"]).to_pydict()
+    cols = pq.read_table(scores, columns=["task_id", "prompt_uncertainty"]).to_pydict()
     u = dict(zip(cols["task_id"], cols["prompt_uncertainty"]))
     first = cfg.strategies[0]
     before, after = evals[BASE]["all"], evals[first]["all"]
@@ -57,7 +58,7 @@ def summary(cfg: DemoConfig, model: str, n_params: int, tasks, scored, tmap: Map
         "heldout_before": evals[BASE],
         "strategies": {s: {"selected": selected[s], "selected_mean_prompt_uncertainty": _mean(u.get(t) for t in
                                                                                              selected[s]),
-                           "training": train_facts(trained[s].out), "heldout": evals[s]} for s in cfg.strategies},
+                           "training": train_facts(trained[s]), "heldout": evals[s]} for s in cfg.strategies},
         "seconds": round(seconds, 1),
         "config": to_dict(cfg),
     }
@@ -87,7 +88,7 @@ def render(s: Mapping[str, Any]) -> str:
                     f"{_f(t['tokens_per_s'], '.0f'):>6}")
         cells = "  ".join(f"{_f(m[g]['rougeL'], '.1f') + ' / ' + _f(m[g]['exact_match'], '.1f'):>15}" for g in groups)
         lines.append(f"      {name:<{width}}{head}  {cells}")
-    lines.append(f"      groups: " + "; ".join(f"{_short(g)} = {g} ({n} tasks)" for g, n in s["heldout_groups"].items())
+    lines.append("      groups: " + "; ".join(f"{_short(g)} = {g} ({n} tasks)" for g, n in s["heldout_groups"].items())
                  + f"; pool mean U {_f(s['pool_mean_prompt_uncertainty'], '.4f')}; {s['seconds']:.0f} s")
     return "\n".join(lines)
 

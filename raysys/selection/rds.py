@@ -1,4 +1,4 @@
-"""The RDS+ embeddings the rds strategy ranks by (raysys.scoring.rds): the candidates'
+"""The RDS+ embeddings the rds strategy ranks by (raysys.models.pooling): the candidates'
 from their scores file, the targets' from their own scores file (scored by the same
 model) or embedded now, as the scores' model and scoring config embed a task. Rows come
 back unit-norm, so a dot product is the cosine similarity.
@@ -37,7 +37,7 @@ def score_embeddings(path: str | Path, task_ids: Sequence[str] | None = None) ->
 def target_embeddings(targets: str | Path, scores: str | Path) -> np.ndarray:
     """The targets' unit-norm RDS+ embeddings: a scores file of theirs by the same model,
     or a pool embedded now with the scores' model and config."""
-    from raysys.scoring.pipeline import scoring_setup
+    from raysys.scoring.scores_file import scoring_setup
 
     model, cfg = scoring_setup(scores)
     t = Path(targets)
@@ -49,7 +49,7 @@ def target_embeddings(targets: str | Path, scores: str | Path) -> np.ndarray:
         return score_embeddings(t)
     if t.suffix == ".txt":
         raise InvalidFile(t, "the rds strategy embeds target tasks' prompts: give a pool (or its scores), not a .txt")
-    from raysys.pools import load_pool
+    from raysys.pools.load import load_pool
     from raysys.scoring.scorer import TaskScorer
 
     tasks = list(load_pool(str(t)).tasks)

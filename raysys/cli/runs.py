@@ -7,13 +7,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from raysys.cliflags import start_log_in as _log
+from raysys.cli.flags import start_log_in as _log
 from raysys.errors import RaysysError
 
 
 def demo(args: argparse.Namespace) -> int:
-    from raysys.config import DemoConfig, load_config
-    from raysys.demo import run_demo
+    from raysys.config import DemoConfig
+    from raysys.config.mapping import load_config
+    from raysys.experiments.demo import run_demo
 
     cfg = load_config(DemoConfig, args.config, args.overrides)
     _log(args, cfg.work_dir)
@@ -43,7 +44,7 @@ def loop(args: argparse.Namespace) -> int:
 
 def _experiment_setup(cls, args: argparse.Namespace):
     """The config of an experiment verb (its file, overrides and --work-dir); its log goes to its work dir."""
-    from raysys.config import load_config
+    from raysys.config.mapping import load_config
 
     cfg = load_config(cls, args.config, args.overrides + ([f"work_dir={args.work_dir}"] if args.work_dir else []))
     _log(args, cfg.work_dir)
@@ -59,21 +60,21 @@ def _experiment(args: argparse.Namespace, cls, run, outputs: tuple[str, ...]) ->
 
 
 def experiment_diversity(args: argparse.Namespace) -> int:
-    from raysys.experiments.config import DiversityConfig
+    from raysys.config.experiments import DiversityConfig
     from raysys.experiments.diversity_run import run_diversity
 
     return _experiment(args, DiversityConfig, run_diversity, ("table", "cells", "heatmap"))
 
 
 def experiment_novelty(args: argparse.Namespace) -> int:
-    from raysys.experiments.config import NoveltyConfig
+    from raysys.config.experiments import NoveltyConfig
     from raysys.experiments.novelty_run import run_novelty
 
     return _experiment(args, NoveltyConfig, run_novelty, ("csv", "figure", "json"))
 
 
 def experiment_similarity(args: argparse.Namespace) -> int:
-    from raysys.experiments.config import SimilarityConfig
+    from raysys.config.experiments import SimilarityConfig
     from raysys.experiments.similarity_run import run_similarity
 
     return _experiment(args, SimilarityConfig, run_similarity, ("csv", "figure", "json"))

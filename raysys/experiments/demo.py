@@ -38,7 +38,7 @@ def default_data_dir() -> Path:
 
 def demo_model(cfg: DemoConfig, say: Callable[[str], None]) -> str:
     """A model folder: `cfg.model` itself when it is one, else its import in the model cache."""
-    from raysys.modelimport import model_folder
+    from raysys.models.gguf import model_folder
 
     if Path(cfg.model).is_dir():
         return str(Path(cfg.model).resolve())
@@ -58,7 +58,7 @@ class DemoTasks:
 
 
 def _source(data: Path, rel: str):
-    from raysys.pools import load_pool
+    from raysys.pools.load import load_pool
 
     path = data / rel
     if not path.exists():
@@ -77,7 +77,7 @@ def draw(ids: Sequence[str], n: int, seed: int, salt: int) -> list[str]:
 
 def demo_tasks(cfg: DemoConfig, work: Path, data: Path) -> DemoTasks:
     """The pool and the held-out tasks (written once into the work dir), and the candidates."""
-    from raysys.pools import write_parquet_tasks
+    from raysys.pools.canonical import write_parquet_tasks
 
     pool, heldout, groups, sources = [], [], {}, {}
     for k, rel in enumerate(cfg.pool):
@@ -114,7 +114,7 @@ def demo_tasks(cfg: DemoConfig, work: Path, data: Path) -> DemoTasks:
 def group_metrics(per_task: Sequence[dict], groups: dict[str, Sequence[str]]) -> dict[str, dict]:
     """Rouge-L and exact match over all held-out tasks and per group (per-task means
     weighted by instances, as the evaluation's own aggregate)."""
-    from raysys.loop.stages import flat_metrics, split_metrics
+    from raysys.evaluation.metrics import flat_metrics, split_metrics
 
     rows = {r["task_id"]: r for r in per_task}
     out = {"all": flat_metrics(split_metrics(list(rows.values())))}
@@ -129,17 +129,16 @@ def _say(line: str) -> None:
 
 def run_demo(cfg: DemoConfig, say: Callable[[str], None] = _say) -> dict:
     """The demo; see the module docstring. Returns the summary (also in summary.json)."""
+    from raysys.config import SelectConfig
     from raysys.console import announce
-    from raysys.demo_report import BASE, plot_results, render, summary
-    from raysys.evaluation.evaluate import evaluate_pool
+    from raysys.experiments.demo_report import BASE, plot_results, render, summary
     from raysys.io import write_json
-    from raysys.training.plan import count_parameters_from_config
-    from raysys.runs import pool_tasks, subset_pool
-    from raysys.scoring.pipeline import score_pool
-    from raysys.selection.run import run_select, run_taskmap
+    from raysys.pools.subset import subset_pool
+    from raysys.runs.workdir import claim_work_dir
+    from raysys.selection.run import run_taskmap
     from raysys.selection.strategies import check_strategies
-    from raysys.training.trainer import train_model
-    from raysys.workspace import claim_work_dir
+    from raysys.stages import RayStages, StageSettings
+    from raysys.training.memory import count_parameters_from_config
 
     start = time.perf_counter()
     check_strategies(*cfg.strategies)
@@ -163,8 +162,9 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = _say) -> dict:
     s = cfg.scoring
     say(f"[3/{STAGES}] prompt uncertainty of {len(tasks.candidates)} pool tasks (a random sample): n={s.instances} "
         f"instance(s), k={s.perturbations} perturbed instructions, answers <= {cfg.generation.max_new_tokens} tokens")
-    scores = str(work / "scores.parquet")
-    scored = score_pool(candidates, model, scores, s, actors=1)
+    stages = RayStages(StageSettings.of(cfg, actors=1, select=SelectConfig(taskmap=cfg.taskmap)), tasks.pool,
+                       tasks.heldout, progress=True)
+    scores = stages.score(model, tasks.candidates, work / "scores.parquet")
     tmap = run_taskmap(scores, str(work / "taskmap.png"), cfg.taskmap, table=str(work / "taskmap.csv"),
                        title=f"Task Map: real tasks under {Path(model).name}")
     say("      Task Map: " + ", ".join(f"{r['category']} {r['tasks']}" for r in tmap["counts"])
@@ -173,26 +173,24 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = _say) -> dict:
     t = cfg.train
     say(f"[4/{STAGES}] select {cfg.budget} tasks per strategy and fine-tune each selection: LoRA r={t.lora_r} on "
         f"{', '.join(t.lora_targets)}, {t.epochs} epoch(s), {t.workers} Ray Train worker(s)")
-    pool = pool_tasks(tasks.pool)
     selected, trained = {}, {}
     for strategy in cfg.strategies:
-        sel = run_select(select_config(cfg, strategy), str(work / "selected" / f"{strategy}.json"),
-                         scores=scores, pool=candidates)
-        selected[strategy] = list(sel.task_ids)
+        selected[strategy] = stages.select(strategy, cfg.budget, cfg.seed, tasks.candidates, scores,
+                                           work / "selected" / strategy)
         say(f"      {strategy}: {', '.join(selected[strategy][:4])}{', ...' if len(selected[strategy]) > 4 else ''}")
-        trained[strategy] = train_model([pool[i] for i in selected[strategy]], selected[strategy], model,
-                                        str(work / "models" / strategy), t)
+        trained[strategy], _ = stages.train(model, selected[strategy], work / "models" / strategy)
 
     say(f"[5/{STAGES}] evaluate {n_held} held-out tasks (up to {cfg.evaluation.instances} instances each) with the "
         f"base model and each fine-tuned one")
     evals = {}
-    for name, path in [(BASE, model)] + [(k, r.out) for k, r in trained.items()]:
+    heldout = [t for ids in tasks.groups.values() for t in ids]
+    for name, path in [(BASE, model)] + list(trained.items()):
         slug = "base" if name == BASE else name
         say(f"      {name}")
-        m = evaluate_pool(tasks.heldout, path, str(work / "eval" / f"{slug}.json"), cfg.evaluation, actors=1)
-        evals[name] = group_metrics(m["per_task"], tasks.groups)
+        rows = stages.per_task(path, {"test": heldout}, work / "eval" / slug)
+        evals[name] = group_metrics(list(rows.values()), tasks.groups)
 
-    out = summary(cfg, model, n_params, tasks, scored, tmap, selected, trained, evals,
+    out = summary(cfg, model, n_params, tasks, scores, tmap, selected, trained, evals,
                   time.perf_counter() - start)
     write_json(work / "summary.json", out)
     plot_results(out, work / "results.png")
@@ -202,20 +200,14 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = _say) -> dict:
     return out
 
 
-def select_config(cfg: DemoConfig, strategy: str):
-    from raysys.config import SelectConfig
-
-    return SelectConfig(strategy=strategy, budget=cfg.budget, seed=cfg.seed, taskmap=cfg.taskmap)
-
-
 def _show_prompts(cfg: DemoConfig, model: str, pool: str, say: Callable[[str], None]) -> None:
     """The first candidates' prompts exactly as scored (chat template included)."""
     if not cfg.show_prompts:
         return
     from transformers import AutoTokenizer
 
+    from raysys.pools.subset import pool_tasks
     from raysys.prompts import template_for
-    from raysys.runs import pool_tasks
 
     tok = AutoTokenizer.from_pretrained(model)
     template = template_for(cfg.prompt.template, cfg.prompt.chat_body, tok, model)

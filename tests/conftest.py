@@ -21,6 +21,25 @@ needs_data = pytest.mark.skipif(
 )
 
 
+@pytest.fixture(autouse=True)
+def _machine_share(request, tmp_path_factory):
+    """With pytest-xdist (tests/run.sh), a test marked `solo` has the machine to itself:
+    it takes a run-wide lock exclusively, every other test takes it shared, so a solo test
+    starts once the tests in flight have ended (and none starts while it runs)."""
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        yield
+        return
+    import fcntl
+
+    solo = request.node.get_closest_marker("solo") is not None
+    with open(tmp_path_factory.getbasetemp().parent / "machine.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX if solo else fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """../shared/data beside the checkout (see needs_data for when it is absent)."""
@@ -108,6 +127,17 @@ def assert_readable(r: subprocess.CompletedProcess, log: Path) -> str:
     text = log.read_text(encoding="utf-8")
     assert "Started a local Ray instance" in text
     return text
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    """A local Ray (2 CPUs, no dashboard) in this process for a module's tests; the stages
+    find it already started (raysys.cluster.ray_init joins it)."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    yield
+    ray.shutdown()
 
 
 @pytest.fixture(scope="session")

@@ -64,6 +64,7 @@ def head(tmp_path):
 
 
 @pytest.mark.ray
+@pytest.mark.solo  # under load from other tests the head's dashboard dropped job submissions
 def test_ray_job_submit_runs_the_loop_on_a_local_head(head, tmp_path):
     url, env = head
     work = tmp_path / "loop"

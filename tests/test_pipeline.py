@@ -23,15 +23,6 @@ CFG = ScoringConfig(instances=2, perturbations=2, generation=GenerationConfig(6)
 
 
 @pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def pool(tmp_path_factory):
     return synthetic_pool(tmp_path_factory.mktemp("pool"), rules=30, examples_per_rule=3, seed=11, unseen_rules=3)
 

@@ -17,18 +17,9 @@ from raysys.config.mapping import load_config
 from raysys.pools.synthetic import generate
 
 
-@pytest.fixture(scope="module")
-def ray_cluster():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
-    yield
-    ray.shutdown()
-
-
 @pytest.mark.ray
 @pytest.mark.slow
-def test_lora_on_the_real_model_with_two_workers_lowers_the_loss_and_exports(real_model, ray_cluster, tmp_path):
+def test_lora_on_the_real_model_with_two_workers_lowers_the_loss_and_exports(real_model, ray_local, tmp_path):
     from raysys.models import load_model
     from raysys.scoring.scorer import TaskScorer
     from raysys.training.trainer import train_model

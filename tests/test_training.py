@@ -34,15 +34,6 @@ def pool(tmp_path_factory):
     return path, list(load_pool(str(path)).tasks)
 
 
-@pytest.fixture(scope="module")
-def ray_cluster():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
-    yield
-    ray.shutdown()
-
-
 def test_examples_and_labels(pool, tiny_lm, tiny_t5):
     _, tasks = pool
     ids = [tasks[3].task_id, tasks[0].task_id, tasks[3].task_id]
@@ -104,7 +95,7 @@ def _check_export(out: Path, base: Path, pool_path: Path, tmp_path: Path):
 FIRST_EPOCH_LOSS: dict[bool, float] = {}  # lora -> the first run's first-epoch mean loss (all must agree)
 
 
-# Placed before the tests that start this module's in-process cluster (ray_cluster): it starts its own
+# Placed before the tests that start this module's in-process cluster (ray_local): it starts its own
 # Ray in subprocesses, better not beside an idle one (130 s in the full suite, 68 s here first).
 @pytest.mark.ray
 def test_killed_driver_then_rerun_resumes_from_the_checkpoint(pool, tiny_model_dir, tmp_path):
@@ -148,7 +139,7 @@ def test_killed_driver_then_rerun_resumes_from_the_checkpoint(pool, tiny_model_d
     ("deepspeed", 2, False, False), pytest.param("deepspeed", 2, True, False, marks=pytest.mark.slow),
     pytest.param("deepspeed", 3, False, False, marks=pytest.mark.slow), ("deepspeed", 3, True, False),
     ("deepspeed", 3, False, True)])
-def test_training_lowers_the_loss_and_exports(pool, tiny_model_dir, ray_cluster, tmp_path, backend, stage, lora,
+def test_training_lowers_the_loss_and_exports(pool, tiny_model_dir, ray_local, tmp_path, backend, stage, lora,
                                               offload):
     from raysys.training.trainer import train_model
 
@@ -184,7 +175,7 @@ def test_training_lowers_the_loss_and_exports(pool, tiny_model_dir, ray_cluster,
 
 
 @pytest.mark.ray
-def test_lora_adapter_export_and_validation_choice(pool, tiny_model_dir, ray_cluster, tmp_path):
+def test_lora_adapter_export_and_validation_choice(pool, tiny_model_dir, ray_local, tmp_path):
     from peft import PeftModel
 
     from raysys.training.trainer import train_model

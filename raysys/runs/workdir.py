@@ -9,11 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from raysys.config import ModelConfig, ScoringConfig, SynthConfig, TinyConfig
+from raysys.config import ModelConfig, SynthConfig, TinyConfig
 from raysys.config.mapping import to_dict
 from raysys.errors import RaysysError
 from raysys.io import read_json, write_json
-from raysys.pools.subset import pool_copy, pool_tasks, subset_pool
+from raysys.pools.subset import pool_copy
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -66,8 +66,8 @@ def work_model(work: Path, model: ModelConfig, tiny: TinyConfig, say: Callable[[
     """model.path; its import in the model cache when it is an import source (a known name
     such as smollm2-135m-instruct, or a .gguf: raysys.models.gguf.model_folder, once); or
     work/tiny-model (the built-in tiny model of `tiny`, written once)."""
-    from raysys.models.gguf import model_folder
     from raysys.models import init_tiny
+    from raysys.models.gguf import model_folder
 
     if model.path and not Path(model.path).is_dir():
         path, prov = model_folder(model.path)

@@ -5,9 +5,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from config_kinds import kind_of
 
 from raysys.config import DemoConfig, LoopConfig, SynthConfig
-from raysys.config.kinds import kind_of
 from raysys.config.mapping import config_hash, load_config, to_dict
 from raysys.errors import ConfigError
 

@@ -1,6 +1,6 @@
 """Frozen, validated configuration dataclasses, one per stage (the YAML and override
 machinery that builds them is raysys.config.mapping; the experiments' configs are
-raysys.config.experiments; which dataclass a shipped file holds, raysys.config.kinds).
+raysys.config.experiments).
 
 A config file is YAML whose top-level keys are the fields of a stage's dataclass
 (nested dataclasses are nested mappings). `key=value` overrides on the command line use

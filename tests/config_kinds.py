@@ -1,4 +1,4 @@
-"""Which config dataclass a shipped YAML file holds: jobs/configs/<kind>.yaml or
+"""Test helper: which config dataclass a shipped YAML file holds: jobs/configs/<kind>.yaml or
 <kind>_<name>.yaml (the stages' configs and the experiments')."""
 from __future__ import annotations
 

@@ -46,17 +46,10 @@ def ray_init(num_cpus: int | None = None) -> None:
             ray.init(address=address, logging_level=level, configure_logging=not logged, log_to_driver=True)
         else:
             with _start_lock():
-                for attempt in (1, 2):
-                    kwargs, api = _local_cluster(num_cpus)
-                    try:
-                        with _cluster_env(API_SERVER, api):
-                            ray.init(address=address, logging_level=level, configure_logging=not logged,
-                                     log_to_driver=True, **kwargs)
-                        break
-                    except (RuntimeError, ValueError, ConnectionError) as e:  # the port taken meanwhile
-                        if attempt == 2 or "port" not in str(e).lower():
-                            raise
-                        ray.shutdown()
+                kwargs, api = _local_cluster(num_cpus)
+                with _cluster_env(API_SERVER, api):
+                    ray.init(address=address, logging_level=level, configure_logging=not logged,
+                             log_to_driver=True, **kwargs)
         if logged:
             _worker_output_to_log()
             console.capture_native_stderr()  # Ray core's own error-level lines in the driver
@@ -81,7 +74,7 @@ def _local_cluster(num_cpus: int | None) -> tuple[dict, str]:
     raysys command, a `ray start` head): "Found multiple active Ray instances". The OS's
     choice (not "8265 or the next free one") keeps two raysys commands started at the same
     moment from both picking the same port; ray_init also starts one local cluster at a
-    time on a machine (a file lock), and retries once should the port be taken anyway."""
+    time on a machine (a file lock)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -114,7 +114,6 @@ class PromptConfig:
     chat_body: str = "tk"  # template chat: the text template written in the chat's user turn
 
     def __post_init__(self) -> None:
-        check_seeds(self)
         check(self.template in TEMPLATES, f"template must be one of {TEMPLATES}")
         check(self.chat_body in BODIES, f"chat_body must be one of {BODIES}")
         check(self.demonstrations >= 0, "demonstrations must be >= 0")
@@ -129,7 +128,6 @@ class GenerationConfig:
     batch: int = 32  # prompts per generation batch
 
     def __post_init__(self) -> None:
-        check_seeds(self)
         check(self.max_new_tokens >= 1, "max_new_tokens must be >= 1")
         check(self.max_prompt_tokens >= 0, "max_prompt_tokens must be >= 0")
         check(self.batch >= 1, "batch must be >= 1")
@@ -146,7 +144,6 @@ class ModelConfig:
     dtype: str = "float32"  # float32 | bfloat16 | float16
 
     def __post_init__(self) -> None:
-        check_seeds(self)
         check(self.dtype in ("float32", "bfloat16", "float16"), "dtype must be float32, bfloat16 or float16")
 
 
@@ -219,7 +216,6 @@ class TaskMapConfig:
     easy_share: float = 0.5  # of the rest, this share with the highest prediction probability is Easy
 
     def __post_init__(self) -> None:
-        check_seeds(self)
         check(0.0 <= self.ambiguous_share <= 1.0, "ambiguous_share must be in [0, 1]")
         check(0.0 <= self.easy_share <= 1.0, "easy_share must be in [0, 1]")
 

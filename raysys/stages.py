@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol, Sequence
 
 from raysys.config import EvalConfig, ScoringConfig, SelectConfig, TrainConfig
-from raysys.evaluation.metrics import flat_metrics, split_metrics
+from raysys.evaluation.metrics import aggregate, flat_metrics
 from raysys.io import read_json, write_json, write_parquet
 from raysys.pools.subset import pool_tasks, subset_pool
 
@@ -32,8 +32,10 @@ class Stages(Protocol):
         """The scores .parquet at `out` (task_id, prompt_uncertainty, ...) of `task_ids`."""
 
     def select(self, strategy: str, budget: int, seed: int, task_ids: Sequence[str], scores: str | None,
-               out_dir: Path) -> list[str]:
-        """`budget` of `task_ids` chosen by `strategy`, in selection order."""
+               out_dir: Path, *, model: str = "") -> list[str]:
+        """`budget` (in the settings' select.budget_unit) of `task_ids` chosen by `strategy`,
+        in selection order; `model`: the model the selection will train (its tokenizer
+        counts training tokens for budgets of examples or tokens and the length strategy)."""
 
     def train(self, model: str, task_ids: Sequence[str], out: Path, *, val_ids: Sequence[str] = (),
               cfg: TrainConfig | None = None) -> tuple[str, dict]:
@@ -108,13 +110,14 @@ class RayStages:
                            cpus=self.cpus, progress=self.progress)
 
     def select(self, strategy: str, budget: int, seed: int, task_ids: Sequence[str], scores: str | None,
-               out_dir: Path) -> list[str]:
+               out_dir: Path, *, model: str = "") -> list[str]:
         from raysys.selection.run import run_select
 
         subset = subset_pool(self.pool, task_ids, out_dir / "candidates.parquet")
         cfg = replace(self.settings.select, strategy=strategy, budget=budget, seed=seed)
         sel = run_select(cfg, str(out_dir / "selected.json"), scores=scores, pool=subset,
-                         targets=self.settings.targets or None)
+                         targets=self.settings.targets or None, model=model or None, train=self.settings.train,
+                         trust_remote_code=self.settings.trust_remote_code)
         return list(sel.task_ids)
 
     def train(self, model: str, task_ids: Sequence[str], out: Path, *, val_ids: Sequence[str] = (),
@@ -133,7 +136,7 @@ class RayStages:
         """One evaluation run per pool file (validation and test tasks together when the
         test tasks are in the pool: one actor start instead of two), split afterwards."""
         per_task = self.per_task(model, splits, out_dir)
-        return {split: flat_metrics(split_metrics([per_task[(self._pool_of(split), t)] for t in ids]))
+        return {split: flat_metrics(aggregate([per_task[(self._pool_of(split), t)] for t in ids]))
                 for split, ids in splits.items()}
 
     def per_task(self, model: str, splits: dict[str, Sequence[str]], out_dir: Path) -> dict[tuple[str, str], dict]:

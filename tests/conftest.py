@@ -21,25 +21,6 @@ needs_data = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(autouse=True)
-def _machine_share(request, tmp_path_factory):
-    """With pytest-xdist (tests/run.sh), a test marked `solo` has the machine to itself:
-    it takes a run-wide lock exclusively, every other test takes it shared, so a solo test
-    starts once the tests in flight have ended (and none starts while it runs)."""
-    if not os.environ.get("PYTEST_XDIST_WORKER"):
-        yield
-        return
-    import fcntl
-
-    solo = request.node.get_closest_marker("solo") is not None
-    with open(tmp_path_factory.getbasetemp().parent / "machine.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX if solo else fcntl.LOCK_SH)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """../shared/data beside the checkout (see needs_data for when it is absent)."""

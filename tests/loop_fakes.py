@@ -66,7 +66,7 @@ class FakeStages:
         return str(out)
 
     def select(self, strategy: str, budget: int, seed: int, task_ids: Sequence[str], scores: str | None,
-               out_dir: Path) -> list[str]:
+               out_dir: Path, *, model: str = "") -> list[str]:
         self._log("select", out_dir, strategy=strategy, seed=seed, budget=budget)
         if scores is None:
             order = np.random.default_rng(seed).permutation(len(task_ids))

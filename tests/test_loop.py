@@ -342,18 +342,18 @@ def test_killed_driver_resumes_without_redoing_finished_rounds(pool, tmp_path):
     assert len(pq.read_table(tmp_path / "w" / "results.parquet")) == 12
 
 
-def test_split_metrics_equal_a_direct_mean_over_instances():
-    from raysys.evaluation.metrics import flat_metrics, split_metrics
+def test_split_aggregates_equal_a_direct_mean_over_instances():
+    from raysys.evaluation.metrics import aggregate, flat_metrics
 
     rows = [{"task_id": "a", "is_classification": True, "n_instances": 2, "rougeL": 50.0, "exact_match": 50.0},
             {"task_id": "b", "is_classification": False, "n_instances": 4, "rougeL": 25.0, "exact_match": 0.0},
             {"task_id": "c", "is_classification": None, "n_instances": 1, "rougeL": 100.0, "exact_match": 100.0}]
-    m = flat_metrics(split_metrics(rows))
+    m = flat_metrics(aggregate(rows))
     # instance-weighted means: overall (2*50 + 4*25 + 100) / 7; per type only its tasks
     assert m["rougeL"] == pytest.approx(300 / 7) and m["exact_match"] == pytest.approx(200 / 7)
     assert m["rougeL_classification"] == 50.0 and m["rougeL_generative"] == 25.0
     assert m["exact_match_generative"] == 0.0
-    assert flat_metrics(split_metrics(rows[1:2]))["rougeL_classification"] is None
+    assert flat_metrics(aggregate(rows[1:2]))["rougeL_classification"] is None
 
 
 def test_in_process_stages_score_select_and_evaluate(pool, tiny_model_dir, tmp_path):

@@ -118,7 +118,7 @@ def test_racing_cli_resumes_after_a_killed_driver(pool, tiny_model_dir, tiny_lm,
     path, tasks = pool
     out, details = tmp_path / "scores.parquet", tmp_path / "details.parquet"
     args = ["score", "--pool", str(path), "--model", str(tiny_model_dir), "--out", str(out), "--details", str(details),
-            "--instances", "3", "--perturbations", "4", "--max-new-tokens", "6", "--tasks-per-batch", "4",
+            "--instances", "3", "--perturbations", "3", "--max-new-tokens", "6", "--tasks-per-batch", "4",
             "--racing", "4", "--racing-first", "2", "--actors", "1"]
     env = {**os.environ, "RAY_ADDRESS": ""}
     proc = subprocess.Popen([sys.executable, "-m", "raysys.cli", *args], start_new_session=True,
@@ -144,7 +144,7 @@ def test_racing_cli_resumes_after_a_killed_driver(pool, tiny_model_dir, tiny_lm,
     assert [row["task_id"] for row in table] == [t.task_id for t in tasks]
     assert sum(row["racing_selected"] for row in table) == 4
     # the same race as in one process, task by task
-    cfg = replace(CFG, perturbations=4)
+    cfg = replace(CFG, perturbations=3)  # rounds at 2 and 3 perturbations
     scorer = TaskScorer("", cfg, loaded=tiny_lm)
     want = {row["task_id"]: row for row in race([t.task_id for t in tasks], cfg, in_process(scorer, tasks)).rows}
     for row in table:

@@ -37,6 +37,41 @@ def test_select_with_ratio_strata_and_exclusion(niv2_scored, tmp_path):
     assert [u[t] for t in second["task_ids"]] == [u[t] for t in ranked[:6]]
 
 
+def test_a_token_budget_and_the_length_strategy_count_the_training_tokens(niv2_scored, tiny_model_dir, tiny_lm,
+                                                                         tmp_path):
+    """Each task's training tokens counted here from its training examples (prompt cut to
+    its last max_source_tokens, target to its first max_target_tokens, then EOS)."""
+    from raysys.config import TrainConfig
+    from raysys.training.data import training_examples
+
+    pool, scores = niv2_scored
+    (tmp_path / "train.yaml").write_text("instances_per_task: 3\nmax_source_tokens: 200\nmax_target_tokens: 8\n")
+    tasks = list(load_pool(str(pool)).tasks)
+    cfg = TrainConfig(instances_per_task=3, max_source_tokens=200, max_target_tokens=8)
+    tok = tiny_lm.tokenizer
+    tokens, response = {}, {}
+    for t in tasks:
+        rows = training_examples(tasks, [t.task_id], cfg)
+        tgt = [len(tok(r["target"], add_special_tokens=False).input_ids[:8]) + 1 for r in rows]
+        tokens[t.task_id] = sum(len(tok(r["prompt"]).input_ids[-200:]) for r in rows) + sum(tgt)
+        response[t.task_id] = sum(tgt) / len(tgt)
+    budget = sum(sorted(tokens.values())[:6])
+    common = ["--pool", pool, "--model", tiny_model_dir, "--train-config", tmp_path / "train.yaml"]
+    sel, r = _select(tmp_path, "tok", "--scores", scores, *common, "--budget", str(budget), "--budget-unit", "tokens")
+    assert sel["selected_train_tokens"] == sum(tokens[t] for t in sel["task_ids"]) <= budget
+    assert all(row["train_tokens"] == tokens[row["task_id"]] for row in sel["tasks"])
+    u = dict(zip(pq.read_table(scores).column("task_id").to_pylist(),
+                 pq.read_table(scores).column("prompt_uncertainty").to_pylist()))
+    want, room = [], budget
+    for t in sorted(u, key=lambda t: -u[t]):  # the most uncertain first, each taken while it fits
+        if tokens[t] <= room:
+            want.append(t)
+            room -= tokens[t]
+    assert sel["task_ids"] == want
+    longest, _ = _select(tmp_path, "len", *common, "--strategy", "length", "--budget", "4")
+    assert [response[t] for t in longest["task_ids"]] == pytest.approx(sorted(response.values(), reverse=True)[:4])
+
+
 def test_similarity_finds_the_target_tasks(shared_data, tmp_path):
     seeds = shared_data / "self_instruct" / "seed_tasks.jsonl"
     tasks = load_pool(str(seeds)).tasks
@@ -68,6 +103,9 @@ def _uniform_scores(tasks, tmp_path):
     (["--scores", "missing.parquet"], "missing.parquet: no such scores file"),
     (["--strategy", "similarity", "--pool", "P"], "needs --targets"),
     (["--strategy", "random", "--budget", "0", "--pool", "P"], "budget must be >= 1"),
+    (["--strategy", "random", "--budget-unit", "tokens", "--pool", "P"], "give --pool and --model"),
+    (["--strategy", "length", "--pool", "P"], "the length strategy counts the tasks' training tokens"),
+    (["--strategy", "random", "--budget-unit", "words"], "budget_unit must be one of"),
 ])
 def test_select_mistakes_are_clear_errors(niv2_scored, tmp_path, args, message):
     pool, _ = niv2_scored

@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from raysys.config import SelectConfig
-from raysys.errors import InvalidFile, RaysysError
+from raysys.errors import ConfigError, InvalidFile, RaysysError
 from raysys.schema import Instance, Task
 from raysys.selection.candidates import Candidates, build_candidates
 from raysys.selection.rank import interleave, order_by
@@ -36,6 +36,10 @@ def candidates(n: int = N, seed: int = 0) -> Candidates:
         "prompt_uncertainty": rng.random(n), "prediction_probability": rng.random(n),
         "perplexity": 1 + 10 * rng.random(n), "ifd": rng.random(n) * 2,
         "classification_entropy": np.where(np.arange(n) % 3 == 0, rng.random(n), np.nan),
+        # training costs (raysys.training.data.task_costs); one task without examples
+        "train_examples": np.where(np.arange(n) == 7, 0, 1 + np.arange(n) % 4).astype(float),
+        "train_tokens": np.where(np.arange(n) == 7, 0, rng.integers(40, 400, n)).astype(float),
+        "response_tokens": rng.integers(1, 120, n).astype(float),
     }
     from raysys.selection.taskmap import categorize
 
@@ -76,6 +80,43 @@ def test_every_strategy_respects_cls_ratio_and_strata(strategy):
     for group, total in (("classification", 7), ("generative", 13)):
         parts = [s for s in sel.strata if s["name"].startswith(group)]
         assert [s["quota"] for s in parts] == allocate([s["candidates"] for s in parts], total)
+
+
+@pytest.mark.parametrize("strategy", sorted(STRATEGIES))
+@pytest.mark.parametrize("unit, budget", [("tokens", 3000), ("examples", 30)])
+def test_a_budget_of_tokens_or_examples_is_filled_in_the_strategys_order(strategy, unit, budget):
+    """Walking the strategy's whole order, a task is taken when its cost still fits: the
+    selection's cost is at most the budget and within 2 % of it (many small tasks)."""
+    c = candidates()
+    cfg = SelectConfig(strategy=strategy, budget=budget, seed=3, budget_unit=unit)
+    excluded = {"t000", "t005"}
+    sel = select_tasks(c, cfg, excluded)
+    left = c.subset([i for i, t in enumerate(c.task_ids) if t not in excluded])
+    order = STRATEGIES[strategy](left, len(left), cfg, np.random.default_rng(3))
+    cost = left.signals[f"train_{unit}"]
+    want, room = [], float(budget)
+    for i in order:
+        if 0 < cost[i] <= room:
+            want.append(left.task_ids[i])
+            room -= cost[i]
+    assert list(sel.task_ids) == want and "t007" not in want  # no examples: never taken
+    spent = sum(cost[left.task_ids.index(t)] for t in want)
+    assert 0.98 * budget <= spent <= budget
+    data = sel.to_json()
+    assert data["budget_unit"] == unit and data[f"selected_train_{unit}"] == spent
+    assert data["selected_train_tokens"] == sum(r["train_tokens"] for r in data["tasks"])
+    assert select_tasks(c, cfg, excluded).task_ids == sel.task_ids
+
+
+def test_length_ranks_by_response_tokens_and_a_large_budget_takes_everything():
+    c = candidates()
+    sel = select_tasks(c, SelectConfig(strategy="length", budget=5))
+    r = c.signals["response_tokens"]
+    assert [r[c.task_ids.index(t)] for t in sel.task_ids] == sorted(r, reverse=True)[:5]
+    everything = select_tasks(c, SelectConfig(strategy="random", budget=10**7, budget_unit="tokens"))
+    assert len(everything.task_ids) == N - 1 and "all of them are selected" in everything.notes[0]
+    with pytest.raises(ConfigError, match="cls_ratio and length_strata split a budget of tasks"):
+        SelectConfig(budget_unit="tokens", cls_ratio=0.3)
 
 
 def test_random_differs_across_seeds_and_covers_uniformly():

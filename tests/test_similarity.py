@@ -61,9 +61,9 @@ class _Stages:
                                                select=replace(cfg.select, encoder=encoder)), pool, targets_pool)
         self.encoder = encoder
 
-    def select(self, strategy, budget, seed, task_ids, scores, out_dir):
+    def select(self, strategy, budget, seed, task_ids, scores, out_dir, *, model=""):
         _Stages.calls.append(("select", str(out_dir)))
-        return self.real.select(strategy, budget, seed, task_ids, scores, out_dir)
+        return self.real.select(strategy, budget, seed, task_ids, scores, out_dir, model=model)
 
     def train(self, model, task_ids, out, *, val_ids=(), cfg=None):
         _Stages.calls.append(("train", str(out.parent)))

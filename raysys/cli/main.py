@@ -116,7 +116,12 @@ def select(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     _log(args)
-    sel = run_select(cfg, args.out, scores=args.scores, pool=args.pool, exclude=args.exclude, targets=args.targets)
+    from raysys.config import TrainConfig
+    from raysys.config.mapping import load_config
+
+    train = load_config(TrainConfig, args.train_config)
+    sel = run_select(cfg, args.out, scores=args.scores, pool=args.pool, exclude=args.exclude, targets=args.targets,
+                     model=args.model, train=train)
     print(render_selection(sel, show=args.show))
     print(f"wrote {args.out}")
     return 0
@@ -323,6 +328,10 @@ def _stage_verbs(verbs) -> None:
     p.add_argument("--exclude", action="append", default=[], metavar="T.json",
                    help="task ids never selected: a selected.json or a JSON list (repeatable)")
     p.add_argument("--targets", help="target tasks for the similarity strategy: a pool or a .txt of instructions")
+    p.add_argument("--model", help="with a budget of examples or tokens, or the length strategy: the model to be "
+                                   "trained (its tokenizer counts the training tokens)")
+    p.add_argument("--train-config", help="how the selection will be trained (a TrainConfig YAML: instances per task, "
+                                          "template, token limits); default: raysys train's defaults")
     p.add_argument("--show", type=at_least(0), default=10, help="selected tasks printed (default: 10)")
 
     p = _verb(verbs, "taskmap", taskmap, "draw the Task Map of a scores file (and its shift from an earlier one)",

@@ -220,12 +220,16 @@ class TaskMapConfig:
         check(0.0 <= self.easy_share <= 1.0, "easy_share must be in [0, 1]")
 
 
+BUDGET_UNITS = ("tasks", "examples", "tokens")
+
+
 @dataclass(frozen=True)
 class SelectConfig:
     """Task selection (raysys.selection): one strategy, a budget, optional stratification."""
 
     strategy: str = "prompt-uncertainty"  # a name of raysys.selection.strategies.STRATEGIES
-    budget: int = 68  # tasks selected this round
+    budget: int = 68  # tasks selected this round, or training examples or tokens (budget_unit)
+    budget_unit: str = "tasks"  # tasks | examples | tokens (the selected tasks' training examples / tokens)
     seed: int = 0  # random strategy and tie-breaking
     cls_ratio: float | None = None  # classification share of the budget (the method: 24/68 = 0.353)
     length_strata: bool = False  # stratify by mean reference answer length (words) in bins
@@ -240,6 +244,9 @@ class SelectConfig:
     def __post_init__(self) -> None:
         check_seeds(self)
         check(self.budget >= 1, "budget must be >= 1")
+        check(self.budget_unit in BUDGET_UNITS, f"budget_unit must be one of {BUDGET_UNITS}")
+        check(self.budget_unit == "tasks" or (self.cls_ratio is None and not self.length_strata),
+              "cls_ratio and length_strata split a budget of tasks: use budget_unit tasks with them")
         check(self.cls_ratio is None or 0.0 <= self.cls_ratio <= 1.0, "cls_ratio must be in [0, 1]")
         check(self.length_bin >= 1 and self.candidate_factor >= 1, "length_bin and candidate_factor must be >= 1")
         check(-1.0 <= self.diversity_threshold <= 1.0, "diversity_threshold must be in [-1, 1]")
@@ -340,9 +347,15 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """Evaluation on held-out tasks (raysys.evaluation): greedy answers, Rouge-L, exact match."""
+    """Evaluation on held-out tasks (raysys.evaluation): per instance the likelihood of its
+    reference answer (NLL per token; for classification tasks, the most likely label's
+    accuracy) and, on the first `answer_instances` of them, greedy answers (Rouge-L, exact
+    match)."""
 
     instances: int = 100  # instances per task (all of them when fewer; NIV2's test split has 100)
+    answer_instances: int = 100  # of those, how many get a greedy answer (Rouge-L, exact match); 0 = none
+    likelihood: bool = True  # NLL of the reference and label accuracy (a forward pass each, no decode)
+    max_labels: int = 10  # classification tasks with 2..max_labels distinct answers get label accuracy
     seed: int = 0  # instance sampling
     prompt: PromptConfig = field(default_factory=PromptConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
@@ -351,6 +364,10 @@ class EvalConfig:
     def __post_init__(self) -> None:
         check_seeds(self)
         check(self.instances >= 1, "instances must be >= 1")
+        check(self.answer_instances >= 0, "answer_instances must be >= 0")
+        check(self.max_labels >= 2, "max_labels must be >= 2")
+        check(self.likelihood or self.answer_instances > 0,
+              "nothing to evaluate: likelihood is off and answer_instances is 0")
         check(self.tasks_per_batch >= 1, "tasks_per_batch must be >= 1")
 
 

@@ -1,7 +1,8 @@
 """`raysys eval`: a model evaluated on a pool's tasks (or some of them) on the actor pool
 (raysys.actors, worker "evaluate": raysys.evaluation.evaluator), with the same resumable
-part files as scoring; metrics.json (Rouge-L and exact match overall, per classification
-and generative tasks, per task; tokens and FLOPs) written atomically.
+part files as scoring; metrics.json (NLL of the references, label accuracy, Rouge-L and
+exact match overall, per classification and generative tasks, per task; tokens and FLOPs)
+written atomically.
 """
 from __future__ import annotations
 
@@ -21,6 +22,10 @@ from raysys.pools.load import detect_format
 from raysys.pools.subset import subset_pool
 from raysys.runs.keys import run_id
 from raysys.runs.parts import Parts
+
+
+PER_TASK = ("task_id", "is_classification", "n_instances", "n_answered", "rougeL", "exact_match", "nll", "n_labeled",
+            "label_accuracy", "tokens", "flops")
 
 
 def evaluate_pool(pool: str, model: str, out: str, cfg: EvalConfig = EvalConfig(), *,
@@ -45,8 +50,7 @@ def evaluate_pool(pool: str, model: str, out: str, cfg: EvalConfig = EvalConfig(
     metrics = {"model": model, "pool": pool, "run": run, "n_tasks": len(tasks), **aggregate(tasks),
                "tokens": total(r.get("tokens") for r in tasks),  # None for parts written before counts
                "flops": total(r.get("flops") for r in tasks),
-               "per_task": [{k: r.get(k) for k in ("task_id", "is_classification", "n_instances", "rougeL",
-                                                   "exact_match", "tokens", "flops")} for r in tasks],
+               "per_task": [{k: r.get(k) for k in PER_TASK} for r in tasks],
                "config": to_dict(cfg), "seconds": round(time.perf_counter() - start, 1)}
     write_json(out, metrics)
     if details:
@@ -58,9 +62,10 @@ def render_metrics(m: dict[str, Any]) -> str:
     def f(v):
         return "   -  " if v is None else f"{v:6.2f}"
 
-    lines = [f"{'':<16} {'Rouge-L':>7} {'exact':>7} {'instances':>9}"]
+    lines = [f"{'':<16} {'NLL/tok':>7} {'label acc':>9} {'Rouge-L':>7} {'exact':>7} {'instances':>9} {'answered':>8}"]
     for k in ("overall", "classification", "generative"):
-        lines.append(f"{k:<16} {f(m['rougeL'][k]):>7} {f(m['exact_match'][k]):>7} {m['n_instances'][k]:>9}")
+        lines.append(f"{k:<16} {f(m['nll'][k]):>7} {f(m['label_accuracy'][k]):>9} {f(m['rougeL'][k]):>7} "
+                     f"{f(m['exact_match'][k]):>7} {m['n_instances'][k]:>9} {m['n_answered'][k]:>8}")
     tokens = "" if m.get("tokens") is None else f", {m['tokens']:,} tokens processed"
     tokens += "" if m.get("flops") is None else f", {m['flops']:.3g} FLOPs"
     return "\n".join(lines) + f"\n({m['n_tasks']} tasks, model {m['model']}{tokens})"

@@ -4,9 +4,12 @@
   reference, the best over references, x 100 (as Super-NaturalInstructions reports it).
 - Exact match: 100 when the prediction equals a reference after stripping surrounding
   whitespace (case and inner spacing count: the synthetic rewriting tasks' metric).
-Aggregates pool instances: overall = the mean over all evaluated instances; classification
-/ generative = the same over the instances of those tasks (tasks of unknown type count in
-overall only); per task = the mean over its instances.
+Aggregates pool instances: overall = the mean over all instances a metric was measured
+on; classification / generative = the same over the instances of those tasks (tasks of
+unknown type count in overall only); per task = the mean over its instances. NLL is
+measured on every evaluated instance, Rouge-L and exact match on the answered ones, label
+accuracy on those of classification tasks with a small label set
+(raysys.evaluation.evaluator).
 """
 from __future__ import annotations
 
@@ -31,38 +34,49 @@ def exact_match(prediction: str, references: Sequence[str]) -> float:
     return 100.0 if any(prediction.strip() == ref.strip() for ref in references) else 0.0
 
 
+# each metric and the count of instances its per-task mean is over
+WEIGHTS = {"rougeL": "n_answered", "exact_match": "n_answered", "nll": "n_instances", "label_accuracy": "n_labeled"}
+GROUPS = ("overall", "classification", "generative")
+
+
+def _weight(row: Mapping[str, Any], metric: str) -> int:
+    """The instances behind a task row's mean of `metric` (0 when it was not measured).
+    Rows written before answers were counted apart (no n_answered) answered them all."""
+    if row.get(metric) is None:
+        return 0
+    key = WEIGHTS[metric]
+    return int(row.get(key, row["n_instances"] if key == "n_answered" else 0))
+
+
 def aggregate(task_rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
-    """Overall / classification / generative means from per-task rows holding
-    `rougeL_sum`, `exact_match_sum`, `n_instances` and `is_classification`."""
-    groups: dict[str, list[float]] = {"overall": [0, 0, 0], "classification": [0, 0, 0], "generative": [0, 0, 0]}
+    """Per metric, its mean over every instance it was measured on, overall and per
+    classification / generative tasks (tasks of unknown type count in overall only), from
+    per-task rows holding each metric's mean and the counts of WEIGHTS; and those counts."""
+    sums = {m: {g: [0.0, 0] for g in GROUPS} for m in WEIGHTS}
+    counts = {c: {g: 0 for g in GROUPS} for c in ("n_instances", "n_answered", "n_labeled")}
     for r in task_rows:
         keys = ["overall"]
         if r.get("is_classification") is True:
             keys.append("classification")
         elif r.get("is_classification") is False:
             keys.append("generative")
-        for k in keys:
-            groups[k][0] += r["rougeL_sum"]
-            groups[k][1] += r["exact_match_sum"]
-            groups[k][2] += r["n_instances"]
-
-    def mean(i: int, k: str) -> float | None:
-        return groups[k][i] / groups[k][2] if groups[k][2] else None
-
-    return {"rougeL": {k: mean(0, k) for k in groups}, "exact_match": {k: mean(1, k) for k in groups},
-            "n_instances": {k: int(groups[k][2]) for k in groups}}
-
-
-def split_metrics(rows: Sequence[dict]) -> dict:
-    """metrics.json's aggregate over a subset of its per-task rows (per-task means x instances)."""
-    return aggregate({**r, "rougeL_sum": r["rougeL"] * r["n_instances"],
-                      "exact_match_sum": r["exact_match"] * r["n_instances"]} for r in rows)
+        for m in WEIGHTS:
+            n = _weight(r, m)
+            for k in keys:
+                sums[m][k][0] += r[m] * n if n else 0.0
+                sums[m][k][1] += n
+        for c in counts:
+            for k in keys:
+                counts[c][k] += int(r.get(c, r["n_instances"] if c == "n_answered" else 0) or 0)
+    out: dict[str, Any] = {m: {g: (s / n if n else None) for g, (s, n) in sums[m].items()} for m in WEIGHTS}
+    return {**out, **counts}
 
 
 def flat_metrics(m: dict) -> dict[str, float | None]:
-    """rougeL / exact_match overall, and per classification and generative tasks."""
+    """Every metric overall (its name) and per classification and generative tasks
+    (name_classification, name_generative)."""
     out: dict[str, float | None] = {}
-    for metric in ("rougeL", "exact_match"):
-        for group in ("overall", "classification", "generative"):
+    for metric in WEIGHTS:
+        for group in GROUPS:
             out[metric if group == "overall" else f"{metric}_{group}"] = m[metric][group]
     return out

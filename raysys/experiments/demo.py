@@ -114,12 +114,12 @@ def demo_tasks(cfg: DemoConfig, work: Path, data: Path) -> DemoTasks:
 def group_metrics(per_task: Sequence[dict], groups: dict[str, Sequence[str]]) -> dict[str, dict]:
     """Rouge-L and exact match over all held-out tasks and per group (per-task means
     weighted by instances, as the evaluation's own aggregate)."""
-    from raysys.evaluation.metrics import flat_metrics, split_metrics
+    from raysys.evaluation.metrics import aggregate, flat_metrics
 
     rows = {r["task_id"]: r for r in per_task}
-    out = {"all": flat_metrics(split_metrics(list(rows.values())))}
+    out = {"all": flat_metrics(aggregate(list(rows.values())))}
     for name, ids in groups.items():
-        out[name] = flat_metrics(split_metrics([rows[t] for t in ids]))
+        out[name] = flat_metrics(aggregate([rows[t] for t in ids]))
     return out
 
 

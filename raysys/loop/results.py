@@ -26,11 +26,11 @@ from raysys.stats import mean_std, paired
 
 COLUMNS = ("model", "strategy", "seed", "round", "n_tasks", "n_new", "candidates", "train_loss", "val_loss",
            "val_rougeL", "val_exact_match", "test_rougeL", "test_rougeL_classification", "test_rougeL_generative",
-           "test_exact_match", "test_exact_match_classification", "test_exact_match_generative",
-           "selected_prompt_uncertainty", "selected_prediction_probability", "seconds", "score_tokens",
+           "test_exact_match", "test_exact_match_classification", "test_exact_match_generative", "test_nll",
+           "test_nll_classification", "test_nll_generative", "test_label_accuracy", "selected_prompt_uncertainty", "selected_prediction_probability", "seconds", "score_tokens",
            "train_tokens", "eval_tokens", "score_flops", "train_flops", "eval_flops", "model_dir")
 CURVES = ("test_rougeL", "test_rougeL_classification", "test_rougeL_generative", "test_exact_match", "val_loss")
-SUMMARY = ("n_tasks", "test_rougeL", "test_exact_match", "val_loss", "selected_prompt_uncertainty")
+SUMMARY = ("n_tasks", "test_rougeL", "test_exact_match", "test_nll", "val_loss", "selected_prompt_uncertainty")
 
 
 def round_tokens(folder: Path, model_dir: str, workers: int) -> dict[str, int | float | None]:
@@ -116,7 +116,7 @@ def render(summary: Sequence[dict[str, Any]], paired_rows: Sequence[dict[str, An
         return f"{s:>{width}}"
 
     head = (f"{'strategy':<20} {'round':>5} {'tasks':>6} {'test Rouge-L':>16} {'test exact':>16} "
-            f"{'val loss':>16} {'sel. uncertainty':>16}")
+            f"{'test NLL/token':>16} {'val loss':>16} {'sel. uncertainty':>16}")
     lines = [head, "-" * len(head)]
     for r in summary:
         lines.append(f"{r['strategy']:<20} {r['round']:>5} {r['n_tasks']:>6.0f} "

@@ -216,6 +216,25 @@ def load_model(
     return LoadedModel(model=model, tokenizer=tokenizer, kind=kind, name=name)
 
 
+def model_kind(model: str, trust_remote_code: bool = False) -> str:
+    """"seq2seq" for an encoder-decoder model folder, else "causal" (its config alone)."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code)
+    return "seq2seq" if getattr(config, "is_encoder_decoder", False) else "causal"
+
+
+def load_tokenizer(model: str, trust_remote_code: bool = False):
+    """The tokenizer of a checked model folder; a clear error when it cannot load."""
+    from transformers import AutoTokenizer
+
+    check_model_path(model, weights=False)  # the caller checks the weights
+    try:
+        return AutoTokenizer.from_pretrained(os.path.expanduser(model), trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise RaysysError(f"cannot load the tokenizer of {model!r}: {e}") from None
+
+
 def prompt_template(model: str, template: str, chat_body: str = "tk", trust_remote_code: bool = False) -> Template:
     """A prompt setting resolved for `model` (raysys.prompts.template_for): the chat template
     reads the model's tokenizer (only the tokenizer is loaded). Drivers call it before
@@ -223,14 +242,7 @@ def prompt_template(model: str, template: str, chat_body: str = "tk", trust_remo
     clear error rather than one per actor."""
     if template != "chat":
         return Template(template)
-    from transformers import AutoTokenizer
-
-    check_model_path(model, weights=False)  # the caller checks the weights
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(os.path.expanduser(model), trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as e:
-        raise RaysysError(f"cannot load the tokenizer of {model!r}: {e}") from None
-    return template_for(template, chat_body, tokenizer, model)
+    return template_for(template, chat_body, load_tokenizer(model, trust_remote_code), model)
 
 
 def count_parameters(model) -> int:

@@ -64,6 +64,20 @@ class Candidates:
         )
 
 
+def with_costs(c: Candidates, costs: Mapping[str, Mapping[str, float]]) -> Candidates:
+    """The candidates with their training costs as signals (raysys.training.data.task_costs:
+    train_examples, train_tokens, response_tokens), kept in the selection's rows and read
+    by budgets of examples or tokens and the length strategy. A candidate without costs
+    is an error (the costs come from the pool the candidates are drawn from)."""
+    missing = [t for t in c.task_ids if t not in costs]
+    if missing:
+        raise RaysysError(f"{len(missing)} candidate(s) have no training cost (e.g. {missing[0]!r}): "
+                          "they are not in the pool")
+    columns = next(iter(costs.values())).keys() if costs else ()
+    return replace(c, signals={**c.signals, **{k: np.array([costs[t][k] for t in c.task_ids], dtype=np.float64)
+                                                for k in columns}})
+
+
 def read_scores(path: str | Path) -> dict[str, np.ndarray | list]:
     """The columns of a scores file; a clear error when it is not one (unreadable, a
     column missing or of the wrong type, a task id that is not a string or repeats, a

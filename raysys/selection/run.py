@@ -13,13 +13,13 @@ from typing import Sequence
 
 import numpy as np
 
-from raysys.config import AlignConfig, SelectConfig, TaskMapConfig
+from raysys.config import AlignConfig, SelectConfig, TaskMapConfig, TrainConfig
 from raysys.errors import InvalidFile, RaysysError
 from raysys.io import decode, read_bytes, read_json
 from raysys.jsontypes import type_name
-from raysys.selection.candidates import build_candidates, read_scores
+from raysys.selection.candidates import build_candidates, read_scores, with_costs
 from raysys.selection.select import Selection, read_task_ids, select_tasks, write_selection
-from raysys.selection.strategies import NEEDS_EMBEDDINGS, NEEDS_SCORES, check_strategies
+from raysys.selection.strategies import NEEDS_COSTS, NEEDS_EMBEDDINGS, NEEDS_SCORES, check_strategies
 
 
 def _load_tasks(path: str, skip_invalid: bool = False):
@@ -44,11 +44,35 @@ def target_instructions(path: str) -> list[str]:
     return found
 
 
+def training_costs(tasks, model: str, cfg: TrainConfig, trust_remote_code: bool = False) -> dict[str, dict[str, float]]:
+    """raysys.training.data.task_costs of `tasks` for training `model` with `cfg` (its
+    tokenizer and prompt template): what budgets of examples or tokens and the length
+    strategy read."""
+    from raysys.models import load_tokenizer, model_kind, prompt_template
+    from raysys.training.data import task_costs
+
+    template = prompt_template(model, cfg.prompt.template, cfg.prompt.chat_body, trust_remote_code)
+    return task_costs(tasks, cfg, load_tokenizer(model, trust_remote_code), model_kind(model, trust_remote_code),
+                      template)
+
+
+def needs_costs(cfg: SelectConfig) -> bool:
+    """Whether a selection reads training costs (a budget of examples or tokens, or the
+    length strategy): then it needs the pool and the model to be trained."""
+    return cfg.budget_unit != "tasks" or cfg.strategy in NEEDS_COSTS
+
+
 def run_select(cfg: SelectConfig, out: str, scores: str | None = None, pool: str | None = None,
-               exclude: Sequence[str] = (), targets: str | None = None) -> Selection:
+               exclude: Sequence[str] = (), targets: str | None = None, model: str | None = None,
+               train: TrainConfig = TrainConfig(), trust_remote_code: bool = False) -> Selection:
+    """`model` and `train`: the model the selection will train and how (its tokenizer and
+    the training examples count the costs, when needs_costs)."""
     check_strategies(cfg.strategy)
     if cfg.strategy in NEEDS_SCORES and scores is None:
         raise RaysysError(f"the {cfg.strategy} strategy ranks by scores: give --scores")
+    if needs_costs(cfg) and (pool is None or not model):
+        why = f"a budget of {cfg.budget_unit}" if cfg.budget_unit != "tasks" else f"the {cfg.strategy} strategy"
+        raise RaysysError(f"{why} counts the tasks' training tokens: give --pool and --model (the model to train)")
     needs_embeddings = cfg.strategy in NEEDS_EMBEDDINGS
     if (needs_embeddings or cfg.length_strata) and pool is None:
         raise RaysysError(f"the {cfg.strategy} strategy{' with --length-strata' if cfg.length_strata else ''} "
@@ -59,6 +83,8 @@ def run_select(cfg: SelectConfig, out: str, scores: str | None = None, pool: str
         raise RaysysError("the rds strategy needs --targets (a pool, or the scores of one from the same model)")
     tasks = _load_tasks(pool) if pool else None
     cands, notes = build_candidates(scores, tasks, cfg.taskmap)
+    if needs_costs(cfg):
+        cands = with_costs(cands, training_costs(tasks, model, train, trust_remote_code))
     excluded: set[str] = set()
     for f in exclude:
         excluded.update(read_task_ids(f))

@@ -9,7 +9,7 @@ training set and is excluded from later rounds.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -23,7 +23,7 @@ from raysys.jsontypes import type_name
 from raysys.selection.candidates import Candidates
 from raysys.selection.rank import interleave
 from raysys.selection.strategies import STRATEGIES, check_strategies
-from raysys.selection.stratify import strata
+from raysys.selection.stratify import Stratum, strata
 
 
 @dataclass(frozen=True)
@@ -38,10 +38,13 @@ class Selection:
     n_candidates: int
     n_excluded: int
     notes: tuple[str, ...]
+    budget_unit: str = "tasks"
+    totals: dict[str, float] = field(default_factory=dict)  # the selected tasks' train_examples / train_tokens
 
     def to_json(self) -> dict[str, Any]:
         return {"raysys_selection": 1, "strategy": self.strategy, "params": self.params, "seed": self.seed,
-                "budget": self.budget, "n_selected": len(self.task_ids), "n_candidates": self.n_candidates,
+                "budget": self.budget, "budget_unit": self.budget_unit, "n_selected": len(self.task_ids),
+                **{f"selected_{k}": v for k, v in self.totals.items()}, "n_candidates": self.n_candidates,
                 "n_excluded": self.n_excluded, "notes": list(self.notes), "strata": list(self.strata),
                 "task_ids": list(self.task_ids), "tasks": list(self.tasks)}
 
@@ -59,11 +62,13 @@ def select_tasks(c: Candidates, cfg: SelectConfig, exclude: Iterable[str] = (),
     keep = np.array([t not in excluded for t in c.task_ids], dtype=bool)
     left = c.subset(np.flatnonzero(keep))
     n_excluded = len(c) - len(left)
-    if cfg.budget > len(left):
+    if cfg.budget_unit == "tasks" and cfg.budget > len(left):
         notes.append(f"budget {cfg.budget} exceeds the {len(left)} candidate(s) left; all of them are selected")
+    rng = np.random.default_rng(cfg.seed)
+    if cfg.budget_unit != "tasks":
+        return _select_to_cost(left, cfg, rng, n_excluded, notes)
     groups, strata_notes = strata(left, cfg.budget, cfg)
     notes += strata_notes
-    rng = np.random.default_rng(cfg.seed)
     picked, names = [], {}
     for g in groups:
         local = STRATEGIES[cfg.strategy](left.subset(g.indices), g.quota, cfg, rng) if g.quota else np.zeros(0, int)
@@ -73,6 +78,30 @@ def select_tasks(c: Candidates, cfg: SelectConfig, exclude: Iterable[str] = (),
         picked.append(chosen)
         names.update({int(i): g.name for i in chosen})
     order = interleave(picked)
+    return _selection(left, cfg, order, names, groups, n_excluded, notes)
+
+
+def _select_to_cost(left: Candidates, cfg: SelectConfig, rng: np.random.Generator, n_excluded: int,
+                    notes: list[str]) -> Selection:
+    """A budget of training examples or tokens: the strategy's whole order, walked from the
+    top, each task taken when its cost (with_costs) still fits in what is left; tasks
+    without training examples are never taken."""
+    cost = left.signal(f"train_{cfg.budget_unit}")
+    order = STRATEGIES[cfg.strategy](left, len(left), cfg, rng)
+    taken, left_over = [], float(cfg.budget)
+    for i in order.tolist():
+        if 0 < cost[i] <= left_over:
+            taken.append(i)
+            left_over -= cost[i]
+    if left_over > 0 and len(taken) == int((cost > 0).sum()):
+        notes.append(f"budget {cfg.budget} {cfg.budget_unit} exceeds the {cfg.budget - left_over:.0f} of the "
+                     f"{len(left)} candidate(s) left; all of them are selected")
+    return _selection(left, cfg, np.array(taken, dtype=np.int64), {i: "all" for i in taken},
+                      [Stratum("all", np.arange(len(left)), len(taken))], n_excluded, notes)
+
+
+def _selection(left: Candidates, cfg: SelectConfig, order: np.ndarray, names: dict, groups, n_excluded: int,
+               notes: list[str]) -> Selection:
     rows = []
     for rank, i in enumerate(order.tolist()):
         row: dict[str, Any] = {"task_id": left.task_ids[i], "rank": rank, "stratum": names[i]}
@@ -80,11 +109,14 @@ def select_tasks(c: Candidates, cfg: SelectConfig, exclude: Iterable[str] = (),
         if left.category is not None:
             row["category"] = str(left.category[i])
         rows.append(row)
+    totals = {k: float(left.signals[k][order].sum()) for k in ("train_examples", "train_tokens")
+              if k in left.signals}
     return Selection(
         strategy=cfg.strategy, params=to_dict(cfg), seed=cfg.seed, budget=cfg.budget,
         task_ids=tuple(left.task_ids[i] for i in order.tolist()), tasks=tuple(rows),
         strata=tuple({"name": g.name, "candidates": len(g.indices), "quota": g.quota} for g in groups),
-        n_candidates=len(left), n_excluded=n_excluded, notes=tuple(notes))
+        n_candidates=len(left), n_excluded=n_excluded, notes=tuple(notes), budget_unit=cfg.budget_unit,
+        totals=totals)
 
 
 def write_selection(sel: Selection, path: str | Path) -> None:

@@ -16,6 +16,8 @@ generator: ties are broken by a permutation drawn from it (raysys.selection.rank
 - entropy: highest classification entropy first; tasks without one (generative tasks,
   label sets too large) follow in random order.
 - ifd: highest IFD = PPL(y | prompt) / PPL(y) first; missing values last.
+- length: longest reference responses first, in tokens (the mean over the task's training
+  examples, raysys.training.data.task_costs): the "longest responses" baseline.
 - similarity (INSTA): cosine similarity of the instruction embeddings to the target tasks'
   instructions; `overall` ranks by the max (or mean) over targets, `per-target` takes
   each target's next most similar task in turn.
@@ -149,13 +151,15 @@ STRATEGIES: dict[str, Strategy] = {
     "difficult": _category("Difficult", "prediction_probability", False),
     "entropy": _ranked("classification_entropy", True),
     "ifd": _ranked("ifd", True),
+    "length": _ranked("response_tokens", True),
     "similarity": similarity,
     "rds": rds,
     "uncertainty-diverse": uncertainty_diverse,
     "uncertainty-kcenter": uncertainty_kcenter,
 }
 NEEDS_EMBEDDINGS = frozenset({"similarity", "uncertainty-diverse", "uncertainty-kcenter"})
-NEEDS_SCORES = frozenset(STRATEGIES) - {"random", "similarity"}
+NEEDS_SCORES = frozenset(STRATEGIES) - {"random", "similarity", "length"}
+NEEDS_COSTS = frozenset({"length"})  # training costs: a pool and the trained model's tokenizer
 NEEDS_TARGETS = frozenset({"similarity", "rds"})
 
 

@@ -52,18 +52,51 @@ def training_examples(tasks: Sequence[Task], task_ids: Sequence[str], cfg: Train
     return rows
 
 
+COST_COLUMNS = ("train_examples", "train_tokens", "response_tokens")
+
+
+def task_costs(tasks: Sequence[Task], cfg: TrainConfig, tokenizer, kind: str,
+               template: Template | None = None) -> dict[str, dict[str, float]]:
+    """What training on each task costs, as `encode` tokenizes its training examples:
+    {task_id: {train_examples, train_tokens (prompt and target tokens of every example,
+    EOS included: one epoch's tokens), response_tokens (the mean target tokens of an
+    example, EOS included; 0 without examples)}}. Selection by a budget of examples or
+    tokens and the length strategy read these."""
+    rows = training_examples(tasks, [t.task_id for t in tasks], cfg, template)
+    out = {t.task_id: {"train_examples": 0.0, "train_tokens": 0.0, "response_tokens": 0.0} for t in tasks}
+    pairs = encode_many(tokenizer, kind, [r["prompt"] for r in rows], [r["target"] for r in rows], cfg)
+    for r, (src, tgt) in zip(rows, pairs):
+        c = out[r["task_id"]]
+        c["train_examples"] += 1
+        c["train_tokens"] += len(src) + (len(tgt) if kind == "seq2seq" else 0)
+        c["response_tokens"] += len(tgt) if kind == "seq2seq" else sum(1 for x in tgt if x != IGNORE)
+    for c in out.values():
+        c["response_tokens"] = c["response_tokens"] / c["train_examples"] if c["train_examples"] else 0.0
+    return out
+
+
 def encode(tokenizer, kind: str, prompt: str, target: str, cfg: TrainConfig) -> tuple[list[int], list[int]]:
     """(input_ids, labels) of one example; see the module docstring."""
-    src = tokenizer(prompt).input_ids[-cfg.max_source_tokens:]
-    tgt = tokenizer(target, add_special_tokens=False).input_ids[: cfg.max_target_tokens] + [tokenizer.eos_token_id]
-    if kind == "seq2seq":
-        return src, tgt
-    return src + tgt, [IGNORE] * len(src) + tgt
+    return encode_many(tokenizer, kind, [prompt], [target], cfg)[0]
+
+
+def encode_many(tokenizer, kind: str, prompts: Sequence[str], targets: Sequence[str],
+                cfg: TrainConfig) -> list[tuple[list[int], list[int]]]:
+    """`encode` of each (prompt, target), the tokenizer called once per side."""
+    if not prompts:
+        return []
+    srcs = tokenizer(list(prompts)).input_ids
+    tgts = tokenizer(list(targets), add_special_tokens=False).input_ids
+    out = []
+    for src, tgt in zip(srcs, tgts, strict=True):
+        src, tgt = list(src)[-cfg.max_source_tokens:], list(tgt)[: cfg.max_target_tokens] + [tokenizer.eos_token_id]
+        out.append((src, tgt) if kind == "seq2seq" else (src + tgt, [IGNORE] * len(src) + tgt))
+    return out
 
 
 def collate(tokenizer, kind: str, prompts: Sequence[str], targets: Sequence[str], cfg: TrainConfig) -> dict[str, Any]:
     """A padded batch (numpy int64): input_ids, attention_mask, labels (right padding)."""
-    return pad_pairs(tokenizer, kind, [encode(tokenizer, kind, p, t, cfg) for p, t in zip(prompts, targets)])
+    return pad_pairs(tokenizer, kind, encode_many(tokenizer, kind, prompts, targets, cfg))
 
 
 def length_grouped(tokenizer, kind: str, prompts: Sequence[str], targets: Sequence[str], cfg: TrainConfig,
@@ -71,7 +104,7 @@ def length_grouped(tokenizer, kind: str, prompts: Sequence[str], targets: Sequen
     """The padded micro batches of a group of rows: encoded, sorted by length (shortest
     first; ties keep their order) so that each micro batch pads to little, then cut into
     `cfg.micro_batch_size` rows each (with drop_last, an incomplete last one is dropped)."""
-    pairs = [encode(tokenizer, kind, p, t, cfg) for p, t in zip(prompts, targets)]
+    pairs = encode_many(tokenizer, kind, prompts, targets, cfg)
     pairs.sort(key=lambda xy: len(xy[0]) + (len(xy[1]) if kind == "seq2seq" else 0))
     mb = cfg.micro_batch_size
     return [pad_pairs(tokenizer, kind, pairs[i:i + mb]) for i in range(0, len(pairs), mb)

@@ -30,7 +30,7 @@ from raysys.config.mapping import to_dict
 from raysys.console import Progress, stage, to_log, watch
 from raysys.errors import RaysysError
 from raysys.io import read_json
-from raysys.models import check_model_path, prompt_template
+from raysys.models import check_model_path, model_kind, prompt_template
 from raysys.runs.keys import model_ref, run_key, tasks_content
 from raysys.schema import Task
 from raysys.training.data import training_examples
@@ -46,13 +46,6 @@ class TrainRun:
     chosen_epoch: int
     seconds: float
     resumed: bool  # the export was already complete
-
-
-def model_kind(model: str, trust_remote_code: bool = False) -> str:
-    from transformers import AutoConfig
-
-    config = AutoConfig.from_pretrained(model, trust_remote_code=trust_remote_code)
-    return "seq2seq" if getattr(config, "is_encoder_decoder", False) else "causal"
 
 
 def run_name(model: str, cfg: TrainConfig, task_ids: Sequence[str], val_ids: Sequence[str],

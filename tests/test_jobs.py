@@ -74,7 +74,7 @@ def _wait(client, sub: str, timeout: float = 480):
             status = client.get_job_status(sub)
             if status in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
                 return status, client.get_job_logs(sub)
-        except Exception:  # noqa: BLE001 - the dashboard's HTTP errors, a closed connection
+        except Exception:  # noqa: BLE001, S110 - the dashboard's HTTP errors, a closed connection: ask again
             pass
         time.sleep(1)
     pytest.fail(f"job {sub} did not finish in {timeout:.0f} s")

@@ -57,7 +57,7 @@ def test_a_token_budget_and_the_length_strategy_count_the_training_tokens(niv2_s
         response[t.task_id] = sum(tgt) / len(tgt)
     budget = sum(sorted(tokens.values())[:6])
     common = ["--pool", pool, "--model", tiny_model_dir, "--train-config", tmp_path / "train.yaml"]
-    sel, r = _select(tmp_path, "tok", "--scores", scores, *common, "--budget", str(budget), "--budget-unit", "tokens")
+    sel, _ = _select(tmp_path, "tok", "--scores", scores, *common, "--budget", str(budget), "--budget-unit", "tokens")
     assert sel["selected_train_tokens"] == sum(tokens[t] for t in sel["task_ids"]) <= budget
     assert all(row["train_tokens"] == tokens[row["task_id"]] for row in sel["tasks"])
     u = dict(zip(pq.read_table(scores).column("task_id").to_pylist(),

@@ -7,8 +7,9 @@ written atomically.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from raysys.actors import map_pool
 from raysys.config import EvalConfig
@@ -22,7 +23,6 @@ from raysys.pools.load import detect_format
 from raysys.pools.subset import subset_pool
 from raysys.runs.keys import run_id
 from raysys.runs.parts import Parts
-
 
 PER_TASK = ("task_id", "is_classification", "n_instances", "n_answered", "rougeL", "exact_match", "nll", "n_labeled",
             "label_accuracy", "tokens", "flops")

@@ -118,17 +118,18 @@ class Evaluator:
         items: dict[tuple[str, str], int] = {}  # distinct (prompt, target) -> item index
         group: list[int] = []
         owner: list[int] = []  # the task index of each distinct item
+
+        def item(k: int, ti: int, prompt: str, target: str) -> int:
+            if (prompt, target) not in items:
+                items[(prompt, target)] = len(items)
+                group.append(k)  # one instance's items share its prompt: one prefix pass
+                owner.append(ti)
+            return items[(prompt, target)]
+
         ref_item, label_items = [], []
         for k, (ti, inst, fit, _) in enumerate(work):
-            def item(target: str) -> int:
-                key = (fit.text, target)
-                if key not in items:
-                    items[key] = len(items)
-                    group.append(k)  # one instance's items share its prompt: one prefix pass
-                    owner.append(ti)
-                return items[key]
-            ref_item.append(item(inst.outputs[0]))
-            label_items.append([item(label) for label in labels[ti]])
+            ref_item.append(item(k, ti, fit.text, inst.outputs[0]))
+            label_items.append([item(k, ti, fit.text, label) for label in labels[ti]])
         prompts = [p for p, _ in items]
         targets = [t for _, t in items]
         logp = self.engine.score(prompts, targets, group)

@@ -65,10 +65,11 @@ def aggregate(task_rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
             for k in keys:
                 sums[m][k][0] += r[m] * n if n else 0.0
                 sums[m][k][1] += n
-        for c in counts:
+        for c, by_group in counts.items():
             for k in keys:
-                counts[c][k] += int(r.get(c, r["n_instances"] if c == "n_answered" else 0) or 0)
-    out: dict[str, Any] = {m: {g: (s / n if n else None) for g, (s, n) in sums[m].items()} for m in WEIGHTS}
+                by_group[k] += int(r.get(c, r["n_instances"] if c == "n_answered" else 0) or 0)
+    out: dict[str, Any] = {m: {g: (s / n if n else None) for g, (s, n) in by_group.items()}
+                           for m, by_group in sums.items()}
     return {**out, **counts}
 
 

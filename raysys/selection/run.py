@@ -64,9 +64,10 @@ def needs_costs(cfg: SelectConfig) -> bool:
 
 def run_select(cfg: SelectConfig, out: str, scores: str | None = None, pool: str | None = None,
                exclude: Sequence[str] = (), targets: str | None = None, model: str | None = None,
-               train: TrainConfig = TrainConfig(), trust_remote_code: bool = False) -> Selection:
-    """`model` and `train`: the model the selection will train and how (its tokenizer and
-    the training examples count the costs, when needs_costs)."""
+               train: TrainConfig | None = None, trust_remote_code: bool = False) -> Selection:
+    """`model` and `train`: the model the selection will train and how (default: `raysys
+    train`'s settings); its tokenizer and the training examples count the costs, when
+    needs_costs."""
     check_strategies(cfg.strategy)
     if cfg.strategy in NEEDS_SCORES and scores is None:
         raise RaysysError(f"the {cfg.strategy} strategy ranks by scores: give --scores")
@@ -84,7 +85,7 @@ def run_select(cfg: SelectConfig, out: str, scores: str | None = None, pool: str
     tasks = _load_tasks(pool) if pool else None
     cands, notes = build_candidates(scores, tasks, cfg.taskmap)
     if needs_costs(cfg):
-        cands = with_costs(cands, training_costs(tasks, model, train, trust_remote_code))
+        cands = with_costs(cands, training_costs(tasks, model, train or TrainConfig(), trust_remote_code))
     excluded: set[str] = set()
     for f in exclude:
         excluded.update(read_task_ids(f))

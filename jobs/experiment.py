@@ -1,4 +1,4 @@
-"""Ray job entrypoint: an experiment (`raysys experiment diversity|novelty|similarity`), e.g.
+"""Ray job entrypoint: an experiment (`raysys experiment diversity|novelty|similarity|strategies`), e.g.
     ray job submit --working-dir . -- python jobs/experiment.py diversity --config jobs/configs/diversity_paper.yaml
 Runs the working dir's raysys, so a cluster needs its dependencies, not raysys itself."""
 import sys

@@ -85,10 +85,12 @@ def score_tasks(pool: str, task_ids: Sequence[str], model: str, out: Path, cfg: 
         import pyarrow as pa
 
         from raysys.scoring.scorer import TaskScorer
+        from raysys.scoring.scores_file import scores_metadata
 
         tasks = pool_tasks(pool)
         rows, _ = TaskScorer(model, cfg, trust_remote_code=trust_remote_code).score([tasks[t] for t in task_ids])
-        write_parquet(out, pa.Table.from_pylist(rows))
+        # the metadata `raysys score` writes (the rds strategy reads the model and config back)
+        write_parquet(out, pa.Table.from_pylist(rows).replace_schema_metadata(scores_metadata("in-process", model, cfg)))
     return str(out)
 
 

@@ -206,10 +206,11 @@ def synthetic_pool(folder: Path, **synth) -> tuple[Path, list]:
     return folder / "pool.parquet", tasks
 
 
-# The longest test files first (their minutes under `bash tests/run.sh`, 2026-12-04): with
+# The longest test files first (their minutes under `bash tests/run.sh`, 2026-12-05): with
 # one file per process, a long file started last would run on alone at the end.
-LONGEST_FIRST = ("test_training.py", "test_pipeline.py", "test_demo.py", "test_racing.py", "test_multinode.py",
-                 "test_boundary.py", "test_loop.py", "test_real_model.py", "test_similarity.py", "test_select_cli.py")
+LONGEST_FIRST = ("test_jobs.py", "test_training.py", "test_pipeline.py", "test_demo.py", "test_racing.py",
+                 "test_multinode.py", "test_boundary.py", "test_loop.py", "test_real_model.py", "test_similarity.py",
+                 "test_strategies.py", "test_select_cli.py")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -16,7 +16,14 @@ from raysys.cli.flags import add_config_flags as _config_flags
 from raysys.cli.flags import add_verbose_flag as _verbose
 from raysys.cli.flags import config_from_args as _config
 from raysys.cli.flags import start_log_in as _log
-from raysys.cli.runs import demo, experiment_diversity, experiment_novelty, experiment_similarity, loop
+from raysys.cli.runs import (
+    demo,
+    experiment_diversity,
+    experiment_novelty,
+    experiment_similarity,
+    experiment_strategies,
+    loop,
+)
 from raysys.console import point_at_log, quiet_libraries
 from raysys.errors import RaysysError
 
@@ -408,7 +415,10 @@ def _run_verbs(verbs) -> None:
             (exp_verbs, "novelty", experiment_novelty, "novelty check: uncertainty change of related vs unrelated "
              "held-out tasks after training on one group", "train_tasks=100 seeds=[0,1,2]"),
             (exp_verbs, "similarity", experiment_similarity, "instruction similarity (INSTA): fine-tune on the pool "
-             "tasks most similar to target tasks, or at random; Rouge-L on the targets", "budget=48 seeds=[0,1]")):
+             "tasks most similar to target tasks, or at random; Rouge-L on the targets", "budget=48 seeds=[0,1]"),
+            (exp_verbs, "strategies", experiment_strategies, "is selecting worth it? every strategy against random "
+             "at equal training tokens: held-out NLL, paired 95 % CIs, the detectable effect, the cost",
+             "seeds=[0,1,2,3] budget=20000")):
         p = _verb(verbs_, name, func, help_, verbose=True)
         p.add_argument("--config", help=f"YAML file of the {name} fields (e.g. jobs/configs/{name}_*.yaml)")
         p.add_argument("--work-dir", help="its folder (shared storage on a cluster; rerun to resume); "

@@ -1,5 +1,5 @@
 """The verbs that run a whole experiment (`raysys demo`, `raysys loop`, `raysys experiment
-diversity|novelty|similarity`): each reads its config (file, overrides, --work-dir),
+diversity|novelty|similarity|strategies`): each reads its config (file, overrides, --work-dir),
 sends library output to the log in its work dir, runs, and prints its summary and the
 paths of its outputs. raysys.cli builds the parser around them."""
 from __future__ import annotations
@@ -78,3 +78,10 @@ def experiment_similarity(args: argparse.Namespace) -> int:
     from raysys.experiments.similarity_run import run_similarity
 
     return _experiment(args, SimilarityConfig, run_similarity, ("csv", "figure", "json"))
+
+
+def experiment_strategies(args: argparse.Namespace) -> int:
+    from raysys.config.experiments import StrategiesConfig
+    from raysys.experiments.comparison_run import run_strategies
+
+    return _experiment(args, StrategiesConfig, run_strategies, ("csv", "figure", "json"))

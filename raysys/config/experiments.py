@@ -5,7 +5,7 @@ paper-scale settings are in jobs/configs/diversity_*.yaml and novelty_*.yaml.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from raysys.config import (
     AlignConfig,
@@ -178,3 +178,71 @@ class SimilarityConfig:
                "align.encoder is set apart from select.encoder; set select.encoder (the aligned encoder starts from it)")
         share(self, "prompt", "train", "evaluation")
         share(self, "generation", "evaluation")
+
+
+# the arms of `raysys experiment strategies`: a selection strategy each, and random twice
+# (two independent draws per seed: their difference is the noise floor)
+COMPARE_STRATEGIES = ("random", "random-2", "prompt-uncertainty", "prompt-uncertainty-low", "perplexity-high",
+                      "ifd", "length", "rds", "similarity")
+
+
+@dataclass(frozen=True)
+class StrategiesConfig:
+    """Is selecting worth it? Per seed a fresh draw of `candidates` pool tasks, scored once
+    by the base model (prompt uncertainty, perplexity, IFD, RDS+ embeddings: one pass);
+    each strategy selects from them to the same budget of training tokens (`budget`,
+    `budget_unit`); the base model is fine-tuned on each selection and evaluated on the
+    held-out *test* tasks by likelihood (NLL per token, label accuracy; Rouge-L on a
+    sample). `random` and `random-2` are two independent random draws. `rds` and
+    `similarity` aim at the held-out *development* tasks (a `dev_fraction` of the held-out
+    tasks, never evaluated on). Sized for a 2-core CPU machine by default (the built-in
+    tiny model on a synthetic pool); the real-model protocol is
+    jobs/configs/strategies_smollm2.yaml."""
+
+    work_dir: str = "raysys-strategies"
+    pool: str = ""  # the tasks to select from (any pool raysys reads); "" = a synthetic pool built from `synth`
+    synth: SynthConfig = field(default_factory=lambda: SynthConfig(
+        rules=240, examples_per_rule=4, alphabet="abcdefgh", x_len=(2, 3), y_len=(1, 3), z_len=(6, 10),
+        families=("repeated:3", "periodic:2", "mirror:2", "unrestricted"), verbosity="terse"))
+    heldout: str = ""  # the held-out tasks' pool; "" = `heldout_tasks` tasks drawn from `pool` leave it
+    heldout_tasks: int = 24  # held-out tasks (drawn once, seed 0; 0 = every task of `heldout`)
+    dev_fraction: float = 0.5  # of the held-out tasks: the development share (targets of rds / similarity)
+    candidates: int = 96  # pool tasks drawn per seed, scored, and selected from (0 = the whole pool)
+    budget: int = 6000  # per selection, in budget_unit (about 24 of the default pool's tasks)
+    budget_unit: str = "tokens"  # tokens | examples | tasks
+    strategies: tuple[str, ...] = COMPARE_STRATEGIES
+    seeds: tuple[int, ...] = (0, 1)
+    model: ModelConfig = field(default_factory=ModelConfig)  # path "" = the built-in tiny model
+    tiny: TinyConfig = field(default_factory=lambda: TinyConfig(hidden_size=64, layers=2, heads=4,
+                                                                intermediate_size=128, max_positions=256))
+    prompt: PromptConfig = field(default_factory=lambda: PromptConfig("plain", 0))  # score, train and evaluation
+    generation: GenerationConfig = field(default_factory=lambda: GenerationConfig(max_new_tokens=16))
+    scoring: ScoringConfig = field(default_factory=lambda: ScoringConfig(instances=2, perturbations=4,
+                                                                         entropy=False, tasks_per_batch=16))
+    select: SelectConfig = field(default_factory=SelectConfig)  # encoder, similarity mode (strategy, budget: per arm)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        instances_per_task=2, epochs=2, learning_rate=2e-3, batch_size=16, micro_batch_size=8, workers=2,
+        backend="ddp"))
+    evaluation: EvalConfig = field(default_factory=lambda: EvalConfig(instances=8, answer_instances=2,
+                                                                      tasks_per_batch=16))
+    actors: int = 0  # scorer / evaluator actors; 0 = in the driver's process (small pools)
+
+    def __post_init__(self) -> None:
+        check_seeds(self)
+        check(self.work_dir != "", "work_dir must not be empty")
+        check(len(self.strategies) >= 1 and len(set(self.strategies)) == len(self.strategies)
+              and set(self.strategies) <= set(COMPARE_STRATEGIES) and "random" in self.strategies,
+              f"strategies must be a list without repeats of {', '.join(COMPARE_STRATEGIES)}, random among them")
+        check(len(self.seeds) >= 1 and len(set(self.seeds)) == len(self.seeds),
+              "seeds must be a non-empty list without repeats")
+        check(self.heldout_tasks >= 0 and self.candidates >= 0 and self.budget >= 1 and self.actors >= 0,
+              "heldout_tasks, candidates and actors must be >= 0, budget >= 1")
+        check(0.0 < self.dev_fraction < 1.0, "dev_fraction must be in (0, 1)")
+        check(self.heldout or self.heldout_tasks >= 2, "heldout_tasks must be >= 2 when drawn from the pool")
+        check(self.evaluation.likelihood, "evaluation.likelihood must be on: NLL is the comparison's metric")
+        share(self, "prompt", "scoring", "train", "evaluation")
+        share(self, "generation", "scoring", "evaluation")
+        SelectConfig(budget=self.budget, budget_unit=self.budget_unit)  # the budget's own checks
+        check(self.select.budget_unit in ("tasks", self.budget_unit),
+              "select.budget_unit is set apart from budget_unit; set budget_unit once, at the top")
+        object.__setattr__(self, "select", replace(self.select, budget_unit=self.budget_unit))

@@ -8,7 +8,8 @@ raysys.selection.select before it is called). Orders are deterministic for a giv
 generator: ties are broken by a permutation drawn from it (raysys.selection.rank).
 
 - random: a uniform random order.
-- prompt-uncertainty: highest prompt uncertainty first (the method).
+- prompt-uncertainty: highest prompt uncertainty first (the method); prompt-uncertainty-low:
+  lowest first (the control: is there signal in the ranking at all?).
 - perplexity-high / perplexity-low, probability-high / probability-low: the baselines.
 - ambiguous / easy / difficult: the Task Map categories (raysys.selection.taskmap, computed over
   the whole scores file): tasks of the category first, ranked by its own key (uncertainty
@@ -142,6 +143,7 @@ def uncertainty_kcenter(c: Candidates, budget: int, cfg: SelectConfig, rng: np.r
 STRATEGIES: dict[str, Strategy] = {
     "random": random_order,
     "prompt-uncertainty": _ranked("prompt_uncertainty", True),
+    "prompt-uncertainty-low": _ranked("prompt_uncertainty", False),
     "perplexity-high": _ranked("perplexity", True),
     "perplexity-low": _ranked("perplexity", False),
     "probability-high": _ranked("prediction_probability", True),

@@ -1,0 +1,94 @@
+"""The strategy comparison's pure parts (`raysys experiment strategies`; the running is in
+raysys.experiments.comparison_run): the arms, the held-out split, the candidate draws,
+and the summary: per strategy the mean over seeds of each metric, and its paired
+difference with random (the same seed) with a 95 % interval and the minimum detectable
+effect (raysys.stats); random-2 - random is the noise floor.
+
+Signs: NLL per token is lower-better, so a strategy that helps has a *negative* NLL
+difference with random; label accuracy and Rouge-L are higher-better.
+"""
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import Any
+
+from raysys.errors import ConfigError
+from raysys.stats import mean_std, paired
+
+BASE = "base"  # the base model, evaluated once: its row repeats in every seed
+REFERENCE = "random"
+METRICS = ("nll", "label_accuracy", "rougeL", "exact_match")
+
+
+def arm(name: str) -> tuple[str, int]:
+    """(the selection strategy, the offset of its selection seed) of an arm: random-2 is
+    random with its own draws."""
+    return ("random", 1) if name == "random-2" else (name, 0)
+
+
+def selection_seed(seed: int, name: str) -> int:
+    """Two draws per seed never share a stream: 2 x seed for every arm, + 1 for random-2."""
+    return 2 * seed + arm(name)[1]
+
+
+def split_heldout(ids: Sequence[str], dev_fraction: float) -> tuple[list[str], list[str]]:
+    """(development, test) task ids: a fixed shuffle (seed 0), the first round(fraction x n)
+    development, at least one task each; each list in the order of `ids`."""
+    if len(ids) < 2:
+        raise ConfigError(f"the held-out set has {len(ids)} task(s): it needs at least 2 (development and test)")
+    order = list(ids)
+    random.Random(0).shuffle(order)
+    n_dev = min(max(1, round(dev_fraction * len(ids))), len(ids) - 1)
+    dev = set(order[:n_dev])
+    return [t for t in ids if t in dev], [t for t in ids if t not in dev]
+
+
+def draw(ids: Sequence[str], n: int, seed: int, what: str) -> list[str]:
+    """n of `ids` at random (seeded), in the order of `ids`; all of them for n = 0."""
+    if n == 0:
+        return list(ids)
+    if n > len(ids):
+        raise ConfigError(f"{what} = {n} but only {len(ids)} task(s) are there to draw from")
+    chosen = set(random.Random(f"{seed}:{what}").sample(list(ids), n))
+    return [t for t in ids if t in chosen]
+
+
+def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Per strategy: seeds and each metric's mean and sample std; per strategy other than
+    random and base: the paired difference with random of each metric (raysys.stats.paired:
+    mean, 95 % interval, detectable effect, seeds ahead); the floor is random-2's."""
+    strategies = list(dict.fromkeys(r["strategy"] for r in rows))
+    out: dict[str, Any] = {"strategies": {}, "paired": {}}
+    for s in strategies:
+        mine = [r for r in rows if r["strategy"] == s]
+        entry: dict[str, Any] = {"seeds": len(mine)}
+        for k in (*METRICS, "n_tasks", "n_examples", "n_tokens", "select_flops", "train_flops", "select_seconds"):
+            entry[k], entry[f"{k}_std"] = mean_std(r.get(k) for r in mine)
+        out["strategies"][s] = entry
+    for s in strategies:
+        if s not in (REFERENCE, BASE):
+            out["paired"][f"{s} - {REFERENCE}"] = {k: paired(rows, k, s, REFERENCE) for k in METRICS}
+    floor = out["paired"].get(f"random-2 - {REFERENCE}")
+    out["floor"] = None if floor is None else {k: floor[k]["std"] for k in METRICS}
+    return out
+
+
+def render(summary: dict[str, Any]) -> str:
+    """The paired differences with random, one line per strategy: NLL first."""
+    def f(v, fmt="+.4f"):
+        return "-" if v is None else format(v, fmt)
+
+    head = (f"{'strategy - random':<30} {'seeds':>5} {'NLL/token diff':>15} {'95% CI':>21} {'detectable':>10} "
+            f"{'ahead':>5}   {'label acc diff':>14}  {'Rouge-L diff':>12}")
+    lines = [head]
+    for name, d in summary["paired"].items():
+        n = d["nll"]
+        ci = f"[{f(n['ci95_low'])}, {f(n['ci95_high'])}]"
+        ahead = "-" if not n["pairs"] else f"{n['pairs'] - n['a_better']}/{n['pairs']}"  # lower NLL = ahead
+        lines.append(f"{name:<30} {n['pairs']:>5} {f(n['mean']):>15} {ci:>21} {f(n['detectable'], '.4f'):>10} "
+                     f"{ahead:>5}   {f(d['label_accuracy']['mean'], '+.2f'):>14}  {f(d['rougeL']['mean'], '+.2f'):>12}")
+    lines.append("NLL: lower is better (a strategy that helps has a negative difference); 'ahead': seeds where the "
+                 "strategy's NLL is below random's; 'detectable': the difference a paired t test at 5 % would find "
+                 "with 80 % power at the observed SD")
+    return "\n".join(lines)

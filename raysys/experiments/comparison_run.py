@@ -1,0 +1,177 @@
+"""Running the strategy comparison (raysys.experiments.comparison has the pure parts):
+the held-out tasks split once into development and test; the base model evaluated once
+on the test tasks; then per seed a fresh draw of candidates, scored once by the base
+model when an arm ranks by scores, and per arm a selection to the budget (training
+tokens by default, so that every arm trains on as much), the base model fine-tuned on it
+and evaluated on the test tasks.
+
+The stages are raysys.stages's (RayStages) and can be injected for tests. Outputs in
+work_dir: pool.parquet, heldout.parquet (when the held-out tasks have their own pool),
+dev.parquet (the development tasks: targets of rds and similarity), base/ (eval-0.json,
+record.json), per seed seed-N/scores.parquet and seed-N/<arm>/ (selected.json, model/,
+eval-0.json, record.json: the row); then strategies.csv (one row per seed x arm, base
+included: its one evaluation repeated per seed), strategies.json (the summary) and
+strategies.png. A finished row is read back from its record.json on a rerun; every
+stage resumes from its own files.
+
+Costs per row: `select_flops` / `select_seconds` is what choosing cost: the scoring of
+the seed's candidates (FLOPs from the scores' token counts, raysys.costs) for arms that
+rank by scores, plus the selection's own time; random, length and similarity score
+nothing (their FLOPs are 0; similarity's sentence-encoder pass is in its seconds).
+`train_flops` / `train_tokens` come from the training report.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from raysys.config.experiments import StrategiesConfig
+from raysys.costs import eval_tokens, score_flops, timed, train_tokens, trained_flops
+from raysys.experiments.comparison import BASE, arm, draw, render, selection_seed, split_heldout, summarize
+from raysys.io import read_json, write_json
+from raysys.models import check_model_path
+from raysys.selection.strategies import NEEDS_SCORES
+from raysys.stages import RayStages, Stages, StageSettings
+
+RECORD = "record.json"
+CSV_COLUMNS = ("model", "seed", "strategy", "n_tasks", "n_examples", "n_tokens", "train_tokens", "nll",
+               "label_accuracy", "rougeL", "exact_match", "train_loss", "select_flops", "train_flops", "select_seconds",
+               "train_seconds", "eval_seconds", "eval_tokens")
+
+
+def _ray_stages(cfg: StrategiesConfig, pool: str, heldout_pool: str, dev_file: Path) -> Stages:
+    return RayStages(StageSettings.of(cfg, targets=str(dev_file)), pool, heldout_pool)
+
+
+def _evaluated(st: Stages, model: str, test: list[str], out: Path) -> tuple[dict, float]:
+    metrics, seconds = timed(st.evaluate, model, {"test": test}, out)
+    m = metrics["test"]
+    return {k: m.get(k) for k in ("nll", "label_accuracy", "rougeL", "exact_match")}, seconds
+
+
+def run_strategies(cfg: StrategiesConfig, stages: Callable[..., Stages] | None = None,
+                   say: Callable[[str], None] = print) -> dict[str, Any]:
+    """`stages(cfg, pool, heldout_pool, dev_file)` builds the stages (default: RayStages)."""
+    from raysys.pools.subset import pool_copy, pool_tasks, subset_pool
+    from raysys.runs.workdir import claim_work_dir, model_name, work_model, work_pool
+
+    work = claim_work_dir(cfg, "strategies-config")
+    pool, model = str(work_pool(work, cfg.pool, cfg.synth, say)), work_model(work, cfg.model, cfg.tiny, say)
+    if stages is None:
+        check_model_path(model)  # before any stage loads it
+    heldout_pool = pool_copy(cfg.heldout, work / "heldout.parquet") if cfg.heldout else pool
+    tasks = pool_tasks(pool)
+    held = draw(list(pool_tasks(heldout_pool)), cfg.heldout_tasks, 0, "heldout_tasks")
+    dev, test = split_heldout(held, cfg.dev_fraction)
+    dev_file = Path(subset_pool(heldout_pool, dev, work / "dev.parquet"))
+    trainable = [t for t in tasks if t not in set(held)]
+    st = (stages or _ray_stages)(cfg, pool, heldout_pool, dev_file)
+    name = model_name(cfg.model)
+    say(f"strategies: {len(cfg.strategies)} arms x {len(cfg.seeds)} seeds; {cfg.candidates or len(trainable)} "
+        f"candidates per seed, a budget of {cfg.budget:,} {cfg.budget_unit} per selection; {len(test)} test and "
+        f"{len(dev)} development held-out tasks; work dir {work}")
+
+    base_dir = work / BASE
+    if not (base_dir / RECORD).is_file():
+        metrics, seconds = _evaluated(st, model, test, base_dir)
+        write_json(base_dir / RECORD, {**metrics, "eval_seconds": seconds, "eval_tokens": eval_tokens(
+            base_dir / "eval-0.json")})
+        say(f"base model: test NLL/token {metrics['nll']:.4f}")
+    base = read_json(base_dir / RECORD)
+    rows: list[dict] = []
+    for seed in cfg.seeds:
+        sd = work / f"seed-{seed}"
+        candidates = draw(trainable, cfg.candidates, seed, "candidates")
+        scores, score_seconds = None, 0.0
+        if any(arm(a)[0] in NEEDS_SCORES for a in cfg.strategies):
+            scores, score_seconds = timed(st.score, model, candidates, sd / "scores.parquet")
+        rows.append({"model": name, "seed": seed, "strategy": BASE, "n_tasks": 0, "n_examples": 0, "n_tokens": 0,
+                     **base})
+        for a in cfg.strategies:
+            out = sd / a
+            if not (out / RECORD).is_file():
+                row = _run_arm(cfg, st, a, seed, model, candidates, scores, score_seconds, test, out)
+                write_json(out / RECORD, {"model": name, **row})
+                say(f"[seed {seed}] {a}: {row['n_tasks']} tasks, {row['n_tokens']:,.0f} tokens; "
+                    f"test NLL/token {row['nll']:.4f}")
+            rows.append(read_json(out / RECORD))
+    return _write(work, name, rows)
+
+
+def _run_arm(cfg: StrategiesConfig, st: Stages, name: str, seed: int, model: str, candidates: list[str],
+             scores: str | None, score_seconds: float, test: list[str], out: Path) -> dict[str, Any]:
+    """One (seed, arm): select to the budget, fine-tune the base model, evaluate the test tasks."""
+    out.mkdir(parents=True, exist_ok=True)
+    strategy = arm(name)[0]
+    ranks_by_scores = strategy in NEEDS_SCORES
+    picked, select_seconds = timed(st.select, strategy, cfg.budget, selection_seed(seed, name), candidates,
+                                   scores if ranks_by_scores else None, out, model=model)
+    sel = read_json(out / "selected.json")
+    (trained, losses), train_seconds = timed(st.train, model, picked, out / "model")
+    metrics, eval_seconds = _evaluated(st, trained, test, out)
+    return {"seed": seed, "strategy": name, "n_tasks": len(picked), "n_examples": sel.get("selected_train_examples"),
+            "n_tokens": sel.get("selected_train_tokens"), "train_tokens": train_tokens(trained, cfg.train.workers),
+            **metrics, "train_loss": losses.get("train_loss"),
+            "select_flops": score_flops(scores) if ranks_by_scores else 0.0, "train_flops": trained_flops(trained),
+            "select_seconds": select_seconds + (score_seconds if ranks_by_scores else 0.0),
+            "train_seconds": train_seconds, "eval_seconds": eval_seconds, "eval_tokens": eval_tokens(
+                out / "eval-0.json")}
+
+
+def _write(work: Path, name: str, rows: list[dict]) -> dict[str, Any]:
+    import pandas as pd
+
+    from raysys.io import atomic_path
+
+    with atomic_path(work / "strategies.csv") as tmp:
+        pd.DataFrame([{c: r.get(c) for c in CSV_COLUMNS} for r in rows], columns=list(CSV_COLUMNS)).to_csv(
+            tmp, index=False)
+    summary = summarize(rows)
+    plot(summary, work / "strategies.png", f"Strategies against random ({name}), equal training budgets")
+    write_json(work / "strategies.json", {"model": name, **summary, "rows": rows})
+    return {**summary, "rows": rows, "text": render(summary), "csv": str(work / "strategies.csv"),
+            "figure": str(work / "strategies.png"), "json": str(work / "strategies.json")}
+
+
+def plot(summary: dict[str, Any], path: Path, title: str) -> None:
+    """Left: each strategy's NLL difference with random, mean and 95 % interval over seeds
+    (random-2, the noise floor, in gray). Right: that difference against the selection's
+    cost in FLOPs (mean over seeds)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from raysys.io import atomic_path
+
+    names = list(summary["paired"])
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 0.45 * len(names) + 2.5))
+    for y, n in enumerate(names):
+        d = summary["paired"][n]["nll"]
+        if d["mean"] is None:
+            continue
+        color = "gray" if n.startswith("random-2") else f"C{y}"
+        lo, hi = d["ci95_low"], d["ci95_high"]
+        if lo is not None:
+            left.plot([lo, hi], [y, y], color=color, lw=2)
+        left.plot([d["mean"]], [y], "o", color=color)
+        left.scatter(d["differences"], [y] * len(d["differences"]), s=10, color=color, alpha=0.4)
+        s = summary["strategies"][n.split(" - ")[0]]
+        right.scatter([s["select_flops"] or 0.0], [d["mean"]], color=color, label=n.split(" - ")[0])
+    left.axvline(0.0, color="black", lw=0.8)
+    left.set_yticks(range(len(names)), [n.split(" - ")[0] for n in names])
+    left.invert_yaxis()
+    left.set_xlabel("test NLL/token minus random's (negative = better); dots: seeds; bar: 95 % CI")
+    right.axhline(0.0, color="black", lw=0.8)
+    right.set_xscale("symlog", linthresh=1e9)
+    right.set_xlabel("selection cost: FLOPs of scoring the candidates (0: scores nothing)")
+    right.set_ylabel("NLL/token minus random's")
+    right.legend(fontsize=7)
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)

@@ -140,6 +140,16 @@ def _finite(obj: Any) -> Any:
     return obj
 
 
+def write_rows_csv(path: str | os.PathLike, rows: Iterable[dict], columns: Iterable[str]) -> None:
+    """An experiment's rows as a CSV with these columns in this order (a missing value is
+    an empty cell), written atomically."""
+    import pandas as pd
+
+    cols = list(columns)
+    with atomic_path(path) as tmp:
+        pd.DataFrame([{c: r.get(c) for c in cols} for r in rows], columns=cols).to_csv(tmp, index=False)
+
+
 def write_parquet(path: str | os.PathLike, table: pa.Table) -> None:
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)

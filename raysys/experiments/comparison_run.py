@@ -29,6 +29,7 @@ from typing import Any
 from raysys.config.experiments import StrategiesConfig
 from raysys.costs import eval_tokens, score_flops, timed, train_tokens, trained_flops
 from raysys.experiments.comparison import BASE, arm, draw, render, selection_seed, split_heldout, summarize
+from raysys.experiments.outputs import write_outputs
 from raysys.io import read_json, write_json
 from raysys.models import check_model_path
 from raysys.selection.strategies import NEEDS_SCORES
@@ -120,18 +121,10 @@ def _run_arm(cfg: StrategiesConfig, st: Stages, name: str, seed: int, model: str
 
 
 def _write(work: Path, name: str, rows: list[dict]) -> dict[str, Any]:
-    import pandas as pd
-
-    from raysys.io import atomic_path
-
-    with atomic_path(work / "strategies.csv") as tmp:
-        pd.DataFrame([{c: r.get(c) for c in CSV_COLUMNS} for r in rows], columns=list(CSV_COLUMNS)).to_csv(
-            tmp, index=False)
     summary = summarize(rows)
-    plot(summary, work / "strategies.png", f"Strategies against random ({name}), equal training budgets")
-    write_json(work / "strategies.json", {"model": name, **summary, "rows": rows})
-    return {**summary, "rows": rows, "text": render(summary), "csv": str(work / "strategies.csv"),
-            "figure": str(work / "strategies.png"), "json": str(work / "strategies.json")}
+    title = f"Strategies against random ({name}), equal training budgets"
+    return write_outputs(work, "strategies", name, rows, CSV_COLUMNS, summary, render(summary),
+                         lambda path: plot(summary, path, title))
 
 
 def plot(summary: dict[str, Any], path: Path, title: str) -> None:
@@ -146,27 +139,31 @@ def plot(summary: dict[str, Any], path: Path, title: str) -> None:
     from raysys.io import atomic_path
 
     names = list(summary["paired"])
+    colors = [c for i in range(12) if (c := f"C{i % 10}") != "C7"]  # C7 is gray: the floor's
+    cost = {n: summary["strategies"][n.split(" - ")[0]]["select_flops"] or 0.0 for n in names}
+    positive = [v for v in cost.values() if v > 0]
+    zero_at = min(positive) / 10 if positive else 1.0  # where arms that score nothing sit on the log axis
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 0.45 * len(names) + 2.5))
     for y, n in enumerate(names):
         d = summary["paired"][n]["nll"]
         if d["mean"] is None:
             continue
-        color = "gray" if n.startswith("random-2") else f"C{y}"
-        lo, hi = d["ci95_low"], d["ci95_high"]
-        if lo is not None:
-            left.plot([lo, hi], [y, y], color=color, lw=2)
+        color = "gray" if n.startswith("random-2") else colors[y]
+        if d["ci95_low"] is not None:
+            left.plot([d["ci95_low"], d["ci95_high"]], [y, y], color=color, lw=2)
         left.plot([d["mean"]], [y], "o", color=color)
         left.scatter(d["differences"], [y] * len(d["differences"]), s=10, color=color, alpha=0.4)
-        s = summary["strategies"][n.split(" - ")[0]]
-        right.scatter([s["select_flops"] or 0.0], [d["mean"]], color=color, label=n.split(" - ")[0])
+        right.scatter([cost[n] or zero_at], [d["mean"]], color=color, label=n.split(" - ")[0])
     left.axvline(0.0, color="black", lw=0.8)
     left.set_yticks(range(len(names)), [n.split(" - ")[0] for n in names])
     left.invert_yaxis()
     left.set_xlabel("test NLL/token minus random's (negative = better); dots: seeds; bar: 95 % CI")
     right.axhline(0.0, color="black", lw=0.8)
-    right.set_xscale("symlog", linthresh=1e9)
-    right.set_xlabel("selection cost: FLOPs of scoring the candidates (0: scores nothing)")
-    right.set_ylabel("NLL/token minus random's")
+    right.set_xscale("log")
+    right.axvline(zero_at, color="gray", lw=0.8, ls=":")
+    right.text(zero_at, right.get_ylim()[1], " scores nothing", fontsize=7, va="top", color="gray")
+    right.set_xlabel("selection cost: FLOPs of scoring the candidates")
+    right.set_ylabel("NLL/token minus random's (mean over seeds)")
     right.legend(fontsize=7)
     for ax in (left, right):
         ax.grid(alpha=0.3)

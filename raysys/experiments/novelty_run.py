@@ -27,7 +27,7 @@ import numpy as np
 from raysys.config.experiments import NoveltyConfig
 from raysys.costs import score_tokens, timed, total, train_tokens
 from raysys.experiments.novelty import Roles, draw_roles, novelty_ratio, render, render_summary, summarize
-from raysys.io import read_json, write_json
+from raysys.io import read_json, write_json, write_rows_csv
 from raysys.models import check_model_path
 from raysys.runs.workdir import claim_work_dir
 from raysys.stages import RayStages, Stages, StageSettings
@@ -155,9 +155,6 @@ def plot_draws(draws: Sequence[dict], path: Path, title: str) -> None:
 def run_novelty(cfg: NoveltyConfig, stages: Stages | None = None, say: Callable[[str], None] = print) -> dict:
     """Every draw (one per seed, in work_dir/seed-N), then novelty.csv, novelty.png and
     the summary over draws in novelty.json."""
-    import pandas as pd
-
-    from raysys.io import atomic_path
     from raysys.runs.workdir import model_name, work_model, work_pool
 
     work = claim_work_dir(cfg, "novelty-config")
@@ -167,8 +164,7 @@ def run_novelty(cfg: NoveltyConfig, stages: Stages | None = None, say: Callable[
         stages = RayStages(StageSettings.of(cfg), pool)
     draws = [run_draw(cfg, seed, pool, model, stages, work / f"seed-{seed}", say) for seed in cfg.seeds]
     name = model_name(cfg.model)
-    with atomic_path(work / "novelty.csv") as tmp:
-        pd.DataFrame(csv_rows(name, draws), columns=list(CSV_COLUMNS)).to_csv(tmp, index=False)
+    write_rows_csv(work / "novelty.csv", csv_rows(name, draws), CSV_COLUMNS)
     plot_draws(draws, work / "novelty.png", f"Novelty: M1 = {name} trained on {cfg.group!r} tasks\n"
                                             f"{len(draws)} draw(s); bars: mean ± std")
     summary = summarize(draws)

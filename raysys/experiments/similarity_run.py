@@ -26,6 +26,7 @@ from typing import Any
 
 from raysys.config.experiments import SimilarityConfig
 from raysys.costs import eval_tokens, timed, train_tokens
+from raysys.experiments.outputs import write_outputs
 from raysys.experiments.similarity import BASE, draw_targets, max_similarity, render, select_strategy, summarize
 from raysys.io import read_json, write_json
 from raysys.models import check_model_path
@@ -84,9 +85,6 @@ def run_similarity(cfg: SimilarityConfig, stages: Callable[..., Stages] | None =
                    say: Callable[[str], None] = print) -> dict:
     """`stages(cfg, pool, targets_pool, targets_file, encoder)` builds a seed's stages
     (default: the loop's Ray stages)."""
-    import pandas as pd
-
-    from raysys.io import atomic_path
     from raysys.pools.subset import pool_copy, pool_tasks, subset_pool
     from raysys.runs.workdir import claim_work_dir, model_name, work_model, work_pool
 
@@ -133,14 +131,10 @@ def run_similarity(cfg: SimilarityConfig, stages: Callable[..., Stages] | None =
                 say(f"[seed {seed}] {strategy}: target Rouge-L {row['rougeL']:.1f}"
                     + (f" after {row['n_train_tasks']} tasks" if strategy != BASE else ""))
             rows.append(read_json(out / RECORD))
-    with atomic_path(work / "similarity.csv") as tmp:
-        pd.DataFrame([{c: r.get(c) for c in CSV_COLUMNS} for r in rows], columns=list(CSV_COLUMNS)).to_csv(
-            tmp, index=False)
     summary = summarize(rows)
-    plot(rows, work / "similarity.png", f"Instruction similarity ({name}): Rouge-L on the targets")
-    write_json(work / "similarity.json", {"model": name, **summary, "rows": rows})
-    return {**summary, "rows": rows, "text": render(summary), "csv": str(work / "similarity.csv"),
-            "figure": str(work / "similarity.png"), "json": str(work / "similarity.json")}
+    title = f"Instruction similarity ({name}): Rouge-L on the targets"
+    return write_outputs(work, "similarity", name, rows, CSV_COLUMNS, summary, render(summary),
+                         lambda path: plot(rows, path, title))
 
 
 def plot(rows: Sequence[dict], path: Path, title: str) -> None:

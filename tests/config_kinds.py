@@ -16,14 +16,14 @@ from raysys.config import (
     TinyConfig,
     TrainConfig,
 )
-from raysys.config.experiments import DiversityConfig, NoveltyConfig, SimilarityConfig
+from raysys.config.experiments import DiversityConfig, NoveltyConfig, SimilarityConfig, StrategiesConfig
 from raysys.errors import ConfigError
 
 KINDS: dict[str, type] = {"demo": DemoConfig, "synth": SynthConfig, "tiny": TinyConfig, "score": ScoringConfig,
                           "select": SelectConfig, "align": AlignConfig, "taskmap": TaskMapConfig,
                           "train": TrainConfig, "eval": EvalConfig, "loop": LoopConfig,
                           "diversity": DiversityConfig, "novelty": NoveltyConfig,
-                          "similarity": SimilarityConfig}
+                          "similarity": SimilarityConfig, "strategies": StrategiesConfig}
 
 
 def kind_of(path: str | Path) -> type:

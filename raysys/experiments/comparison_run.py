@@ -143,7 +143,7 @@ def plot(summary: dict[str, Any], path: Path, title: str) -> None:
     cost = {n: summary["strategies"][n.split(" - ")[0]]["select_flops"] or 0.0 for n in names}
     positive = [v for v in cost.values() if v > 0]
     zero_at = min(positive) / 10 if positive else 1.0  # where arms that score nothing sit on the log axis
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 0.45 * len(names) + 2.5))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, max(4.5, 0.45 * len(names) + 2.5)))
     for y, n in enumerate(names):
         d = summary["paired"][n]["nll"]
         if d["mean"] is None:

@@ -21,6 +21,7 @@ included) and their FLOPs (`flops`, raysys.costs).
 """
 from __future__ import annotations
 
+from collections import Counter
 from functools import partial
 from typing import Sequence
 
@@ -98,11 +99,12 @@ class Evaluator:
                     per_task[ti]["label"].append(correct)
             if details:
                 detail_rows.append(row)
+        sampled = Counter(w[0] for w in work)
         rows = []
         for ti, t in enumerate(tasks):
             m = per_task[ti]
             rows.append({"task_id": t.task_id, "is_classification": t.is_classification,
-                         "n_instances": sum(1 for w in work if w[0] == ti), "n_answered": len(m["rougeL"]),
+                         "n_instances": sampled[ti], "n_answered": len(m["rougeL"]),
                          "rougeL": _mean(m["rougeL"]), "exact_match": _mean(m["exact_match"]),
                          "nll": _mean(m["nll"]), "n_labeled": len(m["label"]), "label_accuracy": _mean(m["label"]),
                          "tokens": tokens[ti], "flops": forward_flops(tokens[ti], self.parameters)})

@@ -135,3 +135,24 @@ def test_strategies_with_the_tiny_model_through_the_cli(tmp_path):
     n = np.array([t["n_instances"] for t in ev["per_task"]])
     assert table["nll"][1] == pytest.approx(np.dot([t["nll"] for t in ev["per_task"]], n) / n.sum())
     assert "prompt-uncertainty - random" in r.stdout
+
+
+def test_the_pilot_numbers_quoted_in_docs_follow_from_its_csv():
+    """docs/experiments.md quotes the pilot (docs/results/strategies_pilot.csv): each number
+    recomputed here."""
+    from raysys.stats import detectable_effect
+
+    root = Path(__file__).resolve().parents[1]
+    t = pd.read_csv(root / "docs" / "results" / "strategies_pilot.csv")
+    text = (root / "docs" / "experiments.md").read_text()
+    assert round(t[t.strategy == "base"]["nll"].iloc[0], 3) == 3.097 and "3.097 nats/token" in text
+    rnd = t[t.strategy.isin(["random", "random-2"])].sort_values(["seed", "strategy"])["nll"].tolist()
+    assert [round(v, 3) for v in rnd] == [2.798, 2.747, 2.836, 2.797] and "2.798,\n  2.747, 2.836 and 2.797" in text
+    sd = float(np.std(rnd, ddof=1))
+    assert round(sd, 3) == 0.036 and "SD 0.036 between draws" in text
+    assert round(sd * np.sqrt(2), 2) == 0.05
+    assert round(detectable_effect(sd * np.sqrt(2), 8), 3) == 0.060 and round(detectable_effect(sd * np.sqrt(2), 16), 3) == 0.039
+    arms = t[t.strategy != "base"]
+    assert (arms.n_tokens.min(), arms.n_tokens.max()) == (14935, 15000) and "14,935-15,000" in text
+    assert arms.n_tokens.max() / arms.n_tokens.min() - 1 < 0.005 and "within 0.5 %" in text
+    assert (arms.train_tokens.min(), arms.train_tokens.max()) == (27520, 29956) and "27,520-29,956" in text

@@ -39,13 +39,15 @@ WEIGHTS = {"rougeL": "n_answered", "exact_match": "n_answered", "nll": "n_instan
 GROUPS = ("overall", "classification", "generative")
 
 
+def _count(row: Mapping[str, Any], key: str) -> int:
+    """A task row's count `key` (n_instances, n_answered, n_labeled). Rows written before
+    answers were counted apart (no n_answered) answered them all."""
+    return int(row.get(key, row["n_instances"] if key == "n_answered" else 0) or 0)
+
+
 def _weight(row: Mapping[str, Any], metric: str) -> int:
-    """The instances behind a task row's mean of `metric` (0 when it was not measured).
-    Rows written before answers were counted apart (no n_answered) answered them all."""
-    if row.get(metric) is None:
-        return 0
-    key = WEIGHTS[metric]
-    return int(row.get(key, row["n_instances"] if key == "n_answered" else 0))
+    """The instances behind a task row's mean of `metric` (0 when it was not measured)."""
+    return 0 if row.get(metric) is None else _count(row, WEIGHTS[metric])
 
 
 def aggregate(task_rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
@@ -67,7 +69,7 @@ def aggregate(task_rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
                 sums[m][k][1] += n
         for c, by_group in counts.items():
             for k in keys:
-                by_group[k] += int(r.get(c, r["n_instances"] if c == "n_answered" else 0) or 0)
+                by_group[k] += _count(r, c)
     out: dict[str, Any] = {m: {g: (s / n if n else None) for g, (s, n) in by_group.items()}
                            for m, by_group in sums.items()}
     return {**out, **counts}

@@ -60,10 +60,13 @@ def eval_flops(path: str | Path) -> float | None:
 
 
 def train_tokens(model: str | Path, workers: int) -> int | None:
+    """The tokens every worker trained, over every epoch (a report older than the exact
+    cross-rank count: rank 0's x `workers`)."""
     path = Path(model, "raysys_train.json")
     if not path.is_file():
         return None
-    return int(sum(e.get("tokens", 0) for e in read_json(path)["epochs"]) * workers)
+    return int(sum(e["trained_tokens"] if "trained_tokens" in e else e.get("tokens", 0) * workers
+                   for e in read_json(path)["epochs"]))
 
 
 def trained_flops(model: str | Path) -> float | None:

@@ -69,17 +69,26 @@ def test_length_grouping_pads_less_and_keeps_every_row(tiny_lm):
     cfg = replace(CFG, micro_batch_size=2, length_grouping=3)
     prompts = ["a" * n for n in (9, 1, 7, 2, 8, 3, 5)]
     targets = ["x"] * len(prompts)
-    grouped = length_grouped(tok, "causal", prompts, targets, cfg, drop_last=False)
+    grouped = length_grouped(tok, "causal", prompts, targets, cfg)  # 7 rows: the last micro batch has 1
     widths = [b["input_ids"].shape[1] for b in grouped]
     assert [b["input_ids"].shape[0] for b in grouped] == [2, 2, 2, 1] and widths == sorted(widths)
     as_read = [collate(tok, "causal", prompts[i:i + 2], targets[i:i + 2], cfg) for i in range(0, 7, 2)]
     assert sum(b["input_ids"].size for b in grouped) < sum(b["input_ids"].size for b in as_read)
     rows = sorted(tuple(r[m == 1]) for b in grouped for r, m in zip(b["input_ids"], b["attention_mask"]))
     assert rows == sorted(tuple(r[m == 1]) for b in as_read for r, m in zip(b["input_ids"], b["attention_mask"]))
-    kept = length_grouped(tok, "causal", prompts, targets, cfg, drop_last=True)  # 7 rows: 3 full micro batches
-    assert len(kept) == 3 and all(b["input_ids"].shape[0] == 2 for b in kept)
     with pytest.raises(ConfigError, match="length_grouping"):
         TrainConfig(length_grouping=0)
+
+
+def _tokens_of(tasks, ids, model_dir: Path, cfg: TrainConfig) -> int:
+    """One epoch's training tokens over every worker, counted example by example: the
+    prompt and target tokens `encode` gives each (checked by hand above)."""
+    from raysys.models import prompt_template
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    template = prompt_template(str(model_dir), cfg.prompt.template, cfg.prompt.chat_body, False)
+    return sum(len(encode(tok, "causal", r["prompt"], r["target"], cfg)[0])
+               for r in training_examples(tasks, ids, cfg, template))
 
 
 def _check_export(out: Path, base: Path, pool_path: Path, tmp_path: Path):
@@ -159,8 +168,10 @@ def test_training_lowers_the_loss_and_exports(pool, tiny_model_dir, ray_local, t
 
     base = count_parameters(load_model(str(tiny_model_dir)).model)
     assert (first["parameters"] > base) if lora else (first["parameters"] == base)
-    for e in run.epochs:
-        assert e["flops"] == 6.0 * first["parameters"] * e["tokens"] * cfg.workers > 0
+    want = _tokens_of(tasks, [t.task_id for t in tasks[:16]], tiny_model_dir, cfg)
+    for e in run.epochs:  # every example trained, its tokens summed over the workers
+        assert e["trained_examples"] == 64 and e["trained_tokens"] == want
+        assert e["flops"] == 6.0 * first["parameters"] * want > 0
     facts = _check_export(tmp_path / "out", tiny_model_dir, path, tmp_path)
     assert facts["chosen_epoch"] == 1 and facts["config"]["backend"] == backend
     if stage == 3 and lora:  # ZeRO-3 shards consolidated and LoRA merged: an ordinary model raysys can score
@@ -181,12 +192,17 @@ def test_lora_adapter_export_and_validation_choice(pool, tiny_model_dir, ray_loc
     from raysys.training.trainer import train_model
 
     _, tasks = pool
+    # 13 tasks x 4 = 52 examples: 26 per worker, 7 micro batches of 4 (the last of 2), 2 per
+    # optimizer step (batch 16): 3 full steps and the incomplete last one, every row trained
     cfg = replace(CFG, backend="ddp", lora=True, lora_export="adapter", learning_rate=3e-3, epochs=3,
-                  best_by="validation")
-    run = train_model(tasks, [t.task_id for t in tasks[:16]], str(tiny_model_dir), str(tmp_path / "ad"), cfg,
+                  best_by="validation", batch_size=16)
+    run = train_model(tasks, [t.task_id for t in tasks[:13]], str(tiny_model_dir), str(tmp_path / "ad"), cfg,
                       val_ids=[t.task_id for t in tasks[16:20]])
     val = [e["val_loss"] for e in run.epochs]
     assert len(val) == 3 and run.chosen_epoch == int(np.argmin(val))
+    want = _tokens_of(tasks, [t.task_id for t in tasks[:13]], tiny_model_dir, cfg)
+    assert [(e["step"], e["micro_batches"], e["trained_examples"], e["trained_tokens"]) for e in run.epochs] == [
+        (4 * (i + 1), 7, 52, want) for i in range(3)]
     assert (tmp_path / "ad" / "adapter_config.json").is_file()
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), tmp_path / "ad")

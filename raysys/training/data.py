@@ -99,16 +99,15 @@ def collate(tokenizer, kind: str, prompts: Sequence[str], targets: Sequence[str]
     return pad_pairs(tokenizer, kind, encode_many(tokenizer, kind, prompts, targets, cfg))
 
 
-def length_grouped(tokenizer, kind: str, prompts: Sequence[str], targets: Sequence[str], cfg: TrainConfig,
-                   drop_last: bool) -> list[dict[str, Any]]:
+def length_grouped(tokenizer, kind: str, prompts: Sequence[str], targets: Sequence[str],
+                   cfg: TrainConfig) -> list[dict[str, Any]]:
     """The padded micro batches of a group of rows: encoded, sorted by length (shortest
     first; ties keep their order) so that each micro batch pads to little, then cut into
-    `cfg.micro_batch_size` rows each (with drop_last, an incomplete last one is dropped)."""
+    `cfg.micro_batch_size` rows each (the last one may be smaller: no row is left out)."""
     pairs = encode_many(tokenizer, kind, prompts, targets, cfg)
     pairs.sort(key=lambda xy: len(xy[0]) + (len(xy[1]) if kind == "seq2seq" else 0))
     mb = cfg.micro_batch_size
-    return [pad_pairs(tokenizer, kind, pairs[i:i + mb]) for i in range(0, len(pairs), mb)
-            if not drop_last or i + mb <= len(pairs)]
+    return [pad_pairs(tokenizer, kind, pairs[i:i + mb]) for i in range(0, len(pairs), mb)]
 
 
 def pad_pairs(tokenizer, kind: str, pairs: Sequence[tuple[list[int], list[int]]]) -> dict[str, Any]:

@@ -83,7 +83,7 @@ def train_model(tasks: Sequence[Task], task_ids: Sequence[str], model: str, out:
 
     from raysys.cluster import ray_init
     from raysys.training.memory import check_plan, count_parameters_from_config, memory_plan
-    from raysys.training.worker import PROGRESS, steps_per_epoch, train_loop
+    from raysys.training.worker import PROGRESS, optimizer_steps, train_loop
 
     start = time.perf_counter()
     check_model_path(model)
@@ -99,11 +99,14 @@ def train_model(tasks: Sequence[Task], task_ids: Sequence[str], model: str, out:
     if len(rows) < cfg.micro_batch_size * cfg.workers:
         raise RaysysError(f"{len(rows)} training example(s) from {len(task_ids)} task(s): fewer than one micro batch "
                           f"per worker ({cfg.micro_batch_size} x {cfg.workers})")
-    micro_per_worker = len(rows) // cfg.workers // cfg.micro_batch_size
-    if micro_per_worker < cfg.accumulation:
+    micro_per_worker = -(-(len(rows) // cfg.workers) // cfg.micro_batch_size)
+    if cfg.backend == "deepspeed" and micro_per_worker < cfg.accumulation:
         print(f"warning: {len(rows)} examples give each of {cfg.workers} worker(s) {micro_per_worker} micro batch(es) "
               f"an epoch, fewer than the {cfg.accumulation} that make one optimizer step (batch_size "
-              f"{cfg.batch_size}): DDP would make no step at all, DeepSpeed steps across epochs; lower batch_size",
+              f"{cfg.batch_size}): DeepSpeed steps across epochs; lower batch_size", file=sys.stderr)
+    if len(rows) % cfg.workers:  # Ray Train splits the dataset into equal shards (streaming_split(equal=True))
+        print(f"note: {len(rows)} examples over {cfg.workers} workers: {len(rows) % cfg.workers} left out of every "
+              "epoch so that the workers read as many rows (the report's trained_examples counts what trained)",
               file=sys.stderr)
     if cfg.best_by == "validation" and not val_rows:
         raise RaysysError("best_by=validation needs validation tasks (--val-tasks)")
@@ -137,7 +140,7 @@ def train_model(tasks: Sequence[Task], task_ids: Sequence[str], model: str, out:
                              checkpoint_config=CheckpointConfig(num_to_keep=cfg.num_to_keep, **score),
                              failure_config=FailureConfig(max_failures=cfg.max_failures)),
     )
-    drawn = (watch(progress_file, Progress("training", steps_per_epoch(cfg, rows_per_worker) * cfg.epochs, "steps"),
+    drawn = (watch(progress_file, Progress("training", optimizer_steps(cfg, rows_per_worker), "steps"),
                    "step", {"tokens": "tokens/s per worker"}) if progress_file else contextlib.nullcontext())
     with drawn:
         result = trainer.fit()

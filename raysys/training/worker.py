@@ -23,8 +23,12 @@ from the base model.
 Metrics per epoch: the losses, tokens/s over the whole epoch and in steady state (after
 the first micro batch: Ray Data's iterator start-up and the first, allocation-heavy step
 left out), the time to the first batch and of the first step, the padded tokens, the
-set-up time (model load, wrappers), the checkpoint's save time and size, and the
-model's parameters and the epoch's training FLOPs over all workers (raysys.costs). On CPU,
+set-up time (model load, wrappers), the checkpoint's save time and size, the examples
+and tokens trained by all workers (`trained_examples`, `trained_tokens`: summed across
+ranks), and the model's parameters and the epoch's training FLOPs over all workers
+(raysys.costs). Every row of a worker's shard trains every epoch: the last micro batch may
+be smaller, and DDP steps on an incomplete last accumulation (its gradient the mean over
+its micro batches); DeepSpeed carries it into the next epoch's first step. On CPU,
 `cpu_bf16` runs the forward passes under bf16 autocast (weights, gradients and optimizer
 states stay float32).
 """
@@ -42,9 +46,15 @@ STATE = "raysys_state.json"
 PROGRESS = "raysys_progress.json"  # rank 0's optimizer steps and tokens so far, for the driver's progress bar
 
 
-def steps_per_epoch(cfg, rows_per_worker: int) -> int:
-    """Optimizer steps of an epoch (for the schedule and the progress bar)."""
-    return max(1, rows_per_worker // cfg.micro_batch_size // cfg.accumulation)
+def optimizer_steps(cfg, rows_per_worker: int) -> int:
+    """Optimizer steps of the whole run (the schedule's length and the progress bar's).
+    Every row is trained (the last micro batch of an epoch may be smaller), so an epoch has
+    ceil(rows / micro_batch_size) micro batches. DDP steps on an epoch's incomplete last
+    accumulation too; DeepSpeed carries it into the next epoch's first step."""
+    micro = -(-rows_per_worker // cfg.micro_batch_size)
+    if cfg.backend == "deepspeed":
+        return max(1, micro * cfg.epochs // cfg.accumulation)
+    return max(1, -(-micro // cfg.accumulation) * cfg.epochs)
 
 
 def lr_lambda(cfg, total_steps: int):
@@ -158,7 +168,7 @@ def train_loop(config: dict[str, Any]) -> None:
     n_parameters = count_parameters(model)  # all of them, before wrappers (the FLOPs rule's N)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    total_steps = steps_per_epoch(cfg, config["rows_per_worker"]) * cfg.epochs
+    total_steps = optimizer_steps(cfg, config["rows_per_worker"])
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, total_steps))
     if use_ds:
         engine, optimizer, _, scheduler = deepspeed.initialize(model=model, optimizer=optimizer,
@@ -193,14 +203,14 @@ def train_loop(config: dict[str, Any]) -> None:
 
     def batches(name: str):
         shard = ray.train.get_dataset_shard(name)
-        train, group = name == "train", cfg.length_grouping if name == "train" else 1
-        # every worker reads as many rows (streaming_split(equal=True)), so all run as many micro batches
-        for b in shard.iter_batches(batch_size=cfg.micro_batch_size * group, batch_format="numpy",
-                                    drop_last=train and group == 1):
+        group = cfg.length_grouping if name == "train" else 1
+        # every worker reads as many rows (streaming_split(equal=True)), so all run as many
+        # micro batches, the last one of an epoch possibly smaller: no row is left out
+        for b in shard.iter_batches(batch_size=cfg.micro_batch_size * group, batch_format="numpy"):
             if group == 1:
                 micro_batches = [collate(tokenizer, kind, list(b["prompt"]), list(b["target"]), cfg)]
             else:
-                micro_batches = length_grouped(tokenizer, kind, list(b["prompt"]), list(b["target"]), cfg, train)
+                micro_batches = length_grouped(tokenizer, kind, list(b["prompt"]), list(b["target"]), cfg)
             for t in micro_batches:
                 yield {k: torch.as_tensor(v, device=device) for k, v in t.items()}
 
@@ -208,7 +218,7 @@ def train_loop(config: dict[str, Any]) -> None:
     run_tokens = 0  # this rank's tokens trained by this invocation (the progress bar's tokens/s)
     for epoch in range(start_epoch, cfg.epochs):
         module.train()
-        t0, losses, tokens, micro = time.perf_counter(), [], 0, 0
+        t0, losses, tokens, rows, micro = time.perf_counter(), [], 0, 0, 0
         padded, first_batch, first_step, steady_from, steady_tokens = 0, math.nan, math.nan, 0.0, 0
         for batch in batches("train"):
             if not losses:  # Ray Data's iterator start-up (and the first collate)
@@ -229,6 +239,7 @@ def train_loop(config: dict[str, Any]) -> None:
             losses.append(out.loss.item())
             n = int(batch["attention_mask"].sum()) + (int((batch["labels"] != -100).sum()) if kind == "seq2seq" else 0)
             tokens += n
+            rows += int(batch["input_ids"].shape[0])
             run_tokens += n
             if progress:
                 progress.write(step=engine.global_steps if use_ds else step + micro // cfg.accumulation,
@@ -239,7 +250,18 @@ def train_loop(config: dict[str, Any]) -> None:
                 first_step = steady_from - t0 - first_batch
             else:
                 steady_tokens += n
-        step = engine.global_steps if use_ds else step + micro // cfg.accumulation
+        if not use_ds and micro % cfg.accumulation:  # the epoch's incomplete last accumulation
+            for p in params:  # the mean over its micro batches, as a full accumulation's
+                if p.grad is not None:
+                    p.grad.mul_(cfg.accumulation / (micro % cfg.accumulation))
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+        step = engine.global_steps if use_ds else step + -(-micro // cfg.accumulation)
+        trained = torch.tensor([tokens, rows], dtype=torch.float64)  # every worker's, exactly
+        if world > 1:
+            torch.distributed.all_reduce(trained)
         if progress:
             progress.write(force=True, step=step, tokens=run_tokens)
         end = time.perf_counter()
@@ -252,8 +274,9 @@ def train_loop(config: dict[str, Any]) -> None:
                    "tokens_per_s_worker": tokens / max(seconds, 1e-9), "epoch_seconds": seconds,
                    "steady_tokens_per_s_worker": steady_tokens / (end - steady_from) if steady_tokens else None,
                    "tokens": tokens, "padded_tokens": padded, "micro_batches": len(losses),
-                   # every worker's trained tokens, as rank 0's x workers (equal row counts)
-                   "parameters": n_parameters, "flops": train_flops(tokens * world, n_parameters),
+                   # the epoch's examples and tokens over every worker (summed across ranks)
+                   "trained_examples": int(trained[1]), "trained_tokens": int(trained[0]),
+                   "parameters": n_parameters, "flops": train_flops(int(trained[0]), n_parameters),
                    "first_batch_seconds": first_batch, "first_step_seconds": first_step,
                    "setup_seconds": setup_seconds if epoch == start_epoch else 0.0}
         if config["has_validation"]:

@@ -62,12 +62,33 @@ def test_group_metrics_are_instance_weighted_means_of_the_tasks():
     assert m["two"]["exact_match_generative"] == pytest.approx(0.25) and m["two"]["rougeL_classification"] is None
 
 
+def test_the_table_shows_each_difference_with_random_beside_the_noise_floor():
+    from raysys.experiments.demo_report import BASE, _minus, render
+
+    def ev(nll):
+        return {"all": {"nll": nll, "rougeL": 10.0, "exact_match": 0.0}}
+
+    evals = {BASE: ev(3.0), "prompt-uncertainty": ev(2.71), "random": ev(2.75), "random-2": ev(2.73)}
+    assert _minus(evals, "prompt-uncertainty", "random") == pytest.approx(-0.04)
+    assert _minus(evals, "random-2", "random") == pytest.approx(-0.02) and _minus(evals, "x", "random") is None
+    training = {"train_loss_first_epoch": 2.0, "train_loss_last_epoch": 1.5}
+    s = {"heldout_groups": {}, "heldout_before": evals[BASE], "pool_mean_prompt_uncertainty": 0.1, "seconds": 5.0,
+         "noise_floor": _minus(evals, "random-2", "random"),
+         "strategies": {k: {"selected": ["a", "b"], "selected_train_tokens": 3990.0, "training": training,
+                            "selected_mean_prompt_uncertainty": 0.2, "heldout": evals[k],
+                            "nll_minus_random": _minus(evals, k, "random")} for k in evals if k != BASE}}
+    table = render(s)
+    row = next(line for line in table.splitlines() if line.strip().startswith("prompt-uncertainty"))
+    assert "3990" in row and "2.710" in row and "-0.040" in row
+    assert "noise floor: random-2 - random = -0.020 nats/token" in table
+
+
 @pytest.mark.ray
 def test_the_demo_on_the_real_model_made_small_and_its_rerun(real_model, shared_data, tmp_path):
     """Every stage on real parts (the import found in the cache, Ray Data scoring, the Task
     Map, selection, LoRA through Ray Train, evaluation), at a few tasks and tokens."""
     work = tmp_path / "demo"
-    args = ["demo", f"work_dir={work}", f"model={real_model}", f"data_dir={shared_data}", "candidates=5", "budget=4",
+    args = ["demo", f"work_dir={work}", f"model={real_model}", f"data_dir={shared_data}", "candidates=5", "budget=700",
             "heldout_per_source=2", "heldout_from_pool=1", "generation.max_new_tokens=4", "scoring.perturbations=2",
             "train.epochs=1", "train.instances_per_task=2", "train.batch_size=4", "train.micro_batch_size=2",
             "evaluation.instances=1", "strategies=[prompt-uncertainty]"]  # the loop over strategies runs once
@@ -87,8 +108,21 @@ def test_the_demo_on_the_real_model_made_small_and_its_rerun(real_model, shared_
     u = dict(zip(*pq.read_table(work / "scores.parquet", columns=["task_id", "prompt_uncertainty"]).to_pydict()
                  .values()))
     pu = s["strategies"]["prompt-uncertainty"]
-    assert sorted(pu["selected"], key=u.get) == sorted(u, key=u.get)[-4:]  # seed tasks: 1 example each
-    assert pu["selected_mean_prompt_uncertainty"] == pytest.approx(sum(u[t] for t in pu["selected"]) / 4)
+    # 700 training tokens: the most uncertain first, each task taken while its tokens fit
+    from raysys.pools.subset import pool_tasks
+    from raysys.selection.run import training_costs
+
+    train = replace(DemoConfig().train, epochs=1, instances_per_task=2, batch_size=4, micro_batch_size=2)
+    tasks = pool_tasks(str(work / "pool.parquet"))
+    cost = {t: c["train_tokens"] for t, c in training_costs([tasks[t] for t in u], str(real_model), train).items()}
+    want, left = [], 700
+    for t in sorted(u, key=lambda t: -u[t]):
+        if cost[t] <= left:
+            want.append(t)
+            left -= cost[t]
+    assert pu["selected"] == want and pu["selected_train_tokens"] == sum(cost[t] for t in want) <= 700
+    assert pu["selected_mean_prompt_uncertainty"] == pytest.approx(sum(u[t] for t in want) / len(want))
+    assert pu["nll_minus_random"] is None and s["noise_floor"] is None and "noise floor" not in r.stdout
     base = json.loads((work / "eval" / "base" / "eval-0.json").read_text())
     assert s["heldout_rougeL_before"] == pytest.approx(base["rougeL"]["overall"])
     assert s["heldout_exact_match_before"] == pytest.approx(base["exact_match"]["overall"])
@@ -110,7 +144,7 @@ def test_the_demo_on_the_real_model_made_small_and_its_rerun(real_model, shared_
 def test_a_bad_demo_setting_is_one_line_before_anything_runs(tmp_path):
     r = run_cli("demo", "candidatez=3")
     assert r.returncode == 2 and "unknown key" in r.stderr and "Traceback" not in r.stderr
-    r = run_cli("demo", f"work_dir={tmp_path / 'w'}", "budget=60")  # more than the 40 candidates
-    assert r.returncode == 2 and "budget must be >= 1 and at most candidates" in r.stderr
+    r = run_cli("demo", f"work_dir={tmp_path / 'w'}", "budget_unit=tasks", "budget=60")  # more than the 40 candidates
+    assert r.returncode == 2 and "at most candidates" in r.stderr
     r = run_cli("demo", f"work_dir={tmp_path / 'w'}", "strategies=[prompt-uncertainty, nope]")
     assert r.returncode == 2 and "nope" in r.stderr and not (tmp_path / "w").exists()

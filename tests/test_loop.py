@@ -16,9 +16,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from raysys.config import LoopConfig, SynthConfig, TrainConfig
+from raysys.config import LoopConfig, SelectConfig, SynthConfig, TrainConfig
 from raysys.errors import RaysysError
-from raysys.loop.plan import Universe, draw_sets, plan_trials, remaining, selection_seed
+from raysys.loop.plan import Universe, draw_sets, plan_trials, remaining, round_budget, selection_seed
 from raysys.loop.rounds import RECORD, base_round, latest_state, run_round, run_trial, start_state
 from raysys.pools.canonical import write_parquet_tasks
 from raysys.pools.markov import generate
@@ -77,6 +77,62 @@ def test_draw_sets_are_disjoint_seeded_and_avoid_test_tasks(pool, tmp_path):
     assert selection_seed(0, 1) != selection_seed(0, 2) != selection_seed(1, 1)
     with pytest.raises(RaysysError, match="the loop needs"):
         draw_sets(uni, 0, replace(cfg, schedule=(4, 100)))
+
+
+def test_a_schedule_of_tokens_fills_each_round_to_its_total(pool, tmp_path):
+    """budget_unit tokens: round 0 takes the seed's random order while each task's tokens
+    fit the first total; each later round selects what is left to the next total."""
+    path, uni = pool
+    costs = {t: float(10 + i % 7) for i, t in enumerate(uni.trainable())}
+    tok = Universe(uni.pool_ids, uni.test_ids, costs)
+    cfg = small_cfg(tmp_path / "w", path, select=SelectConfig(budget_unit="tokens"), schedule=(40, 80, 120),
+                    strategies=("random",), seeds=(0,))
+    sets = draw_sets(tok, 0, cfg)
+    assert sets.validation == draw_sets(uni, 0, small_cfg(tmp_path, path)).validation  # as by tasks
+    order = np.random.default_rng([0, 0x5EED]).permutation(len(uni.trainable()))
+    want, left = [], 40.0
+    for i in order[3:]:
+        t = uni.trainable()[i]
+        if costs[t] <= left:
+            want.append(t)
+            left -= costs[t]
+    assert list(sets.initial) == want and 40 - 16 < tok.cost(sets.initial) <= 40
+    fakes = FakeStages(str(tmp_path / "calls.jsonl"))
+    base = make_base(tmp_path / "base")
+    base_round(cfg, base, sets, tok, fakes, tmp_path / "w", say=lambda m: None)
+    rec = json.loads((tmp_path / "w" / "seed-0" / "round-0" / RECORD).read_text())
+    state = run_round(cfg, start_state("random", rec), base, sets, tok, fakes, tmp_path / "w", say=lambda m: None)
+    asked = [c for c in calls(fakes.log) if c["op"] == "select"]
+    assert [c["budget"] for c in asked] == [int(80 - tok.cost(sets.initial))]
+    assert state.trained[: len(sets.initial)] == sets.initial
+    some = list(sets.initial) + [t for t in uni.trainable() if t not in sets.initial][:3]
+    assert round_budget(tok, cfg, some, 2) == int(120 - tok.cost(some))
+    assert round_budget(tok, cfg, uni.trainable(), 2) == 1  # past the total: still a step
+    with pytest.raises(RaysysError, match="training tokens outside the 3 validation"):
+        draw_sets(tok, 0, replace(cfg, schedule=(40, 10**6)))
+
+
+def test_the_driver_counts_every_trainable_tasks_tokens_for_a_schedule_of_tokens(pool, tmp_path):
+    from transformers import AutoTokenizer
+
+    from raysys.loop.driver import prepare
+    from raysys.models import prompt_template
+    from raysys.pools.load import load_pool
+    from raysys.training.data import encode, training_examples
+
+    path, _ = pool
+    cfg = small_cfg(tmp_path / "w", path, select=SelectConfig(budget_unit="tokens"), schedule=(100, 200))
+    prep = prepare(cfg, say=lambda m: None)
+    trainable = prep.universe.trainable()
+    assert set(prep.universe.costs) == set(trainable) and len(trainable) == len(prep.universe.pool_ids) - 5
+    tok = AutoTokenizer.from_pretrained(prep.model)
+    template = prompt_template(prep.model, cfg.train.prompt.template, cfg.train.prompt.chat_body, False)
+    tasks = list(load_pool(path).tasks)
+    for t in [x for x in tasks if x.task_id in set(trainable)][:5]:  # prompt and target tokens of its examples
+        want = sum(len(encode(tok, "causal", r["prompt"], r["target"], cfg.train)[0])
+                   for r in training_examples(tasks, [t.task_id], cfg.train, template))
+        assert prep.universe.costs[t.task_id] == want > 0
+    assert prepare(small_cfg(tmp_path / "w2", path), say=lambda m: None).universe.costs is None
 
 
 @pytest.mark.parametrize("cluster, kw, want", [

@@ -453,8 +453,10 @@ class DemoConfig:
     heldout_per_source: int = 12  # the first tasks of each held-out source
     heldout_from_pool: int = 8  # tasks of the first pool source drawn at random (seed) and held out too
     candidates: int = 40  # pool tasks scored: a random sample (seed); 0 = the whole pool
-    budget: int = 12  # tasks each strategy selects
-    strategies: tuple[str, ...] = ("prompt-uncertainty", "random")
+    budget: int = 4000  # what each strategy selects, in budget_unit (4,000 tokens: about 12 of the pool's tasks)
+    budget_unit: str = "tokens"  # tokens | examples | tasks: every strategy trains on as much
+    # `random-2`: a second, independent random draw; its difference with random is the noise floor
+    strategies: tuple[str, ...] = ("prompt-uncertainty", "random", "random-2")
     seed: int = 0
     show_prompts: int = 1  # scored prompts printed before scoring
     prompt: PromptConfig = field(default_factory=lambda: PromptConfig("chat", 0, "tk"))  # score, train, eval
@@ -474,8 +476,10 @@ class DemoConfig:
         check(len(self.pool) >= 1, "pool must name at least one source")
         check(min(self.heldout_per_source, self.heldout_from_pool, self.candidates, self.show_prompts) >= 0,
                "heldout_per_source, heldout_from_pool, candidates and show_prompts must be >= 0")
-        check(self.budget >= 1 and (self.candidates == 0 or self.budget <= self.candidates),
-               "budget must be >= 1 and at most candidates")
+        check(self.budget >= 1 and (self.budget_unit != "tasks" or self.candidates == 0
+                                    or self.budget <= self.candidates),
+               "budget must be >= 1 (and, in tasks, at most candidates)")
+        check(self.budget_unit in BUDGET_UNITS, f"budget_unit must be one of {BUDGET_UNITS}")
         check(len(self.strategies) >= 1 and len(set(self.strategies)) == len(self.strategies),
                "strategies must be a non-empty list without repeats")  # names, targets: raysys.selection.strategies
         share(self, "prompt", "scoring", "train", "evaluation")

@@ -6,9 +6,11 @@ tasks, one round of selection, on local Ray.
    and held-out tasks never scored or trained (the sources' test-split tasks, the first
    tasks of the held-out sources, and `heldout_from_pool` tasks of the first pool source);
 3. prompt uncertainty of a random sample of the pool (Ray Data scoring), and its Task Map;
-4. per strategy: `budget` tasks selected, LoRA fine-tuning on them through Ray Train;
-5. the held-out tasks evaluated (Rouge-L, exact match) with the base model and each
-   fine-tuned model; summary.json and the table.
+4. per strategy: tasks selected to the same `budget` of training tokens (`budget_unit`),
+   LoRA fine-tuning on them through Ray Train; `random-2` is a second random draw, whose
+   difference with `random` is the noise floor;
+5. the held-out tasks evaluated (NLL per token of their references, Rouge-L, exact match)
+   with the base model and each fine-tuned model; summary.json and the table.
 
 Every stage writes its own output in the work dir and skips or resumes from it, so a
 rerun continues where an interrupted demo stopped and a finished one only prints its
@@ -102,7 +104,7 @@ def demo_tasks(cfg: DemoConfig, work: Path, data: Path) -> DemoTasks:
     if twice:
         raise RaysysError(f"{len(twice)} task id(s) occur in two of the demo's sources (e.g. {twice[0]!r}): "
                           f"{', '.join((*cfg.pool, *cfg.heldout))}")
-    if len(pool) < cfg.budget:
+    if cfg.budget_unit == "tasks" and len(pool) < cfg.budget:
         raise RaysysError(f"the demo's pool has {len(pool)} tasks, fewer than budget ({cfg.budget})")
     for path, tasks in ((work / "pool.parquet", pool), (work / "heldout.parquet", heldout)):
         if not path.is_file():  # written once: scoring and evaluation resume by the file
@@ -131,8 +133,9 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = _say) -> dict:
     """The demo; see the module docstring. Returns the summary (also in summary.json)."""
     from raysys.config import SelectConfig
     from raysys.console import announce
+    from raysys.experiments.comparison import arm, selection_seed
     from raysys.experiments.demo_report import BASE, plot_results, render, summary
-    from raysys.io import write_json
+    from raysys.io import read_json, write_json
     from raysys.pools.subset import subset_pool
     from raysys.runs.workdir import claim_work_dir
     from raysys.selection.run import run_taskmap
@@ -141,7 +144,7 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = _say) -> dict:
     from raysys.training.memory import count_parameters_from_config
 
     start = time.perf_counter()
-    check_strategies(*cfg.strategies)
+    check_strategies(*(arm(a)[0] for a in cfg.strategies))
     work = claim_work_dir(cfg, "demo")
     announce()  # `log: PATH` first, when the CLI started a log
     data = Path(cfg.data_dir) if cfg.data_dir else default_data_dir()
@@ -162,8 +165,9 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = _say) -> dict:
     s = cfg.scoring
     say(f"[3/{STAGES}] prompt uncertainty of {len(tasks.candidates)} pool tasks (a random sample): n={s.instances} "
         f"instance(s), k={s.perturbations} perturbed instructions, answers <= {cfg.generation.max_new_tokens} tokens")
-    stages = RayStages(StageSettings.of(cfg, actors=1, select=SelectConfig(taskmap=cfg.taskmap)), tasks.pool,
-                       tasks.heldout, progress=True)
+    stages = RayStages(StageSettings.of(cfg, actors=1, select=SelectConfig(taskmap=cfg.taskmap,
+                                                                           budget_unit=cfg.budget_unit)),
+                       tasks.pool, tasks.heldout, progress=True)
     scores = stages.score(model, tasks.candidates, work / "scores.parquet")
     tmap = run_taskmap(scores, str(work / "taskmap.png"), cfg.taskmap, table=str(work / "taskmap.csv"),
                        title=f"Task Map: real tasks under {Path(model).name}")
@@ -171,13 +175,15 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = _say) -> dict:
         + f" -> {tmap['map']}")
 
     t = cfg.train
-    say(f"[4/{STAGES}] select {cfg.budget} tasks per strategy and fine-tune each selection: LoRA r={t.lora_r} on "
+    say(f"[4/{STAGES}] select {cfg.budget:,} training {cfg.budget_unit} per strategy and fine-tune each selection: "
+        f"LoRA r={t.lora_r} on "
         f"{', '.join(t.lora_targets)}, {t.epochs} epoch(s), {t.workers} Ray Train worker(s)")
     selected, trained = {}, {}
     for strategy in cfg.strategies:
-        selected[strategy] = stages.select(strategy, cfg.budget, cfg.seed, tasks.candidates, scores,
-                                           work / "selected" / strategy)
-        say(f"      {strategy}: {', '.join(selected[strategy][:4])}{', ...' if len(selected[strategy]) > 4 else ''}")
+        picked = stages.select(arm(strategy)[0], cfg.budget, selection_seed(cfg.seed, strategy), tasks.candidates,
+                               scores, work / "selected" / strategy, model=model)
+        selected[strategy] = picked
+        say(f"      {strategy}: {len(picked)} tasks: {', '.join(picked[:4])}{', ...' if len(picked) > 4 else ''}")
         trained[strategy], _ = stages.train(model, selected[strategy], work / "models" / strategy)
 
     say(f"[5/{STAGES}] evaluate {n_held} held-out tasks (up to {cfg.evaluation.instances} instances each) with the "
@@ -190,7 +196,8 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = _say) -> dict:
         rows = stages.per_task(path, {"test": heldout}, work / "eval" / slug)
         evals[name] = group_metrics(list(rows.values()), tasks.groups)
 
-    out = summary(cfg, model, n_params, tasks, scores, tmap, selected, trained, evals,
+    selections = {k: read_json(work / "selected" / k / "selected.json") for k in cfg.strategies}
+    out = summary(cfg, model, n_params, tasks, scores, tmap, selected, selections, trained, evals,
                   time.perf_counter() - start)
     write_json(work / "summary.json", out)
     plot_results(out, work / "results.png")

@@ -74,7 +74,16 @@ def prepare(cfg: LoopConfig, say: Callable[[str], None] = print) -> Prepared:
     if cfg.test_tasks:
         test_ids = test_ids[: cfg.test_tasks]
     model = work_model(work, cfg.model, cfg.tiny, say)
-    universe = Universe(tuple(pool_ids), tuple(test_ids))
+    costs = None
+    if cfg.select.budget_unit != "tasks":  # the schedule counts training examples or tokens
+        from raysys.selection.run import training_costs
+
+        check_model_path(model)
+        wanted = set(pool_ids) - set(test_ids)
+        per_task = training_costs([t for t in tasks if t.task_id in wanted], model, cfg.train,
+                                  cfg.model.trust_remote_code)
+        costs = {t: c[f"train_{cfg.select.budget_unit}"] for t, c in per_task.items()}
+    universe = Universe(tuple(pool_ids), tuple(test_ids), costs)
     return Prepared(work, str(pool), str(test_pool), model, universe)
 
 
@@ -136,7 +145,7 @@ def run_loop(cfg: LoopConfig, stages: Stages | None = None, *, num_cpus: int | N
         stages = RayStages(StageSettings.of(cfg), prep.pool, prep.test_pool, plan.cpus_per_trial)
     say(f"loop: {len(cfg.strategies)} strategies x {len(cfg.seeds)} seeds = {plan.trials} trials, {plan.concurrent} "
         f"at once ({plan.cpus_per_trial:g} CPUs{f', {plan.gpus_per_trial} GPUs' if plan.gpus_per_trial else ''} "
-        f"each); {cfg.rounds} rounds: {' -> '.join(map(str, cfg.schedule))} tasks; "
+        f"each); {cfg.rounds} rounds: {' -> '.join(f'{n:,}' for n in cfg.schedule)} {cfg.select.budget_unit}; "
         f"{len(prep.universe.test_ids)} test tasks; work dir {prep.work}")
     base_stages = replace(stages, cpus=None) if isinstance(stages, RayStages) else stages
     for seed in cfg.seeds:  # round 0 once per seed, shared by all its strategies

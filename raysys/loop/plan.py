@@ -21,14 +21,20 @@ from raysys.errors import RaysysError
 
 @dataclass(frozen=True)
 class Universe:
-    """The loop's task ids: the pool's (in pool order) and the held-out test tasks'."""
+    """The loop's task ids: the pool's (in pool order) and the held-out test tasks'; with
+    a schedule in training examples or tokens, each trainable task's cost in that unit."""
 
     pool_ids: tuple[str, ...]
     test_ids: tuple[str, ...]
+    costs: Mapping[str, float] | None = None  # None: the schedule counts tasks
 
     def trainable(self) -> tuple[str, ...]:
         test = set(self.test_ids)
         return tuple(t for t in self.pool_ids if t not in test)
+
+    def cost(self, task_ids: Sequence[str]) -> float:
+        """What training on these tasks costs in the schedule's unit."""
+        return float(len(task_ids)) if self.costs is None else float(sum(self.costs[t] for t in task_ids))
 
 
 @dataclass(frozen=True)
@@ -39,16 +45,32 @@ class SeedSets:
 
 
 def draw_sets(universe: Universe, seed: int, cfg: LoopConfig) -> SeedSets:
-    """The seed's validation and initial random tasks, disjoint, from the trainable pool."""
+    """The seed's validation and initial random tasks, disjoint, from the trainable pool:
+    in a random order, the validation tasks first, then as many tasks as fill the
+    schedule's first budget (tasks, or training examples or tokens: each task taken while
+    its cost fits, raysys.selection.select.fill_budget)."""
+    from raysys.selection.select import fill_budget
+
     pool = universe.trainable()
-    need = cfg.validation_tasks + cfg.schedule[-1]
-    if len(pool) < need:
-        raise RaysysError(f"the pool has {len(pool)} trainable task(s) (test tasks excluded); the loop needs "
-                          f"{need}: {cfg.validation_tasks} validation + {cfg.schedule[-1]} for the last round")
     order = np.random.default_rng([seed, 0x5EED]).permutation(len(pool))
-    val = order[: cfg.validation_tasks]
-    init = order[cfg.validation_tasks: cfg.validation_tasks + cfg.schedule[0]]
-    return SeedSets(seed, tuple(pool[i] for i in init), tuple(pool[i] for i in val))
+    val, rest = order[: cfg.validation_tasks], [pool[i] for i in order[cfg.validation_tasks:]]
+    unit = cfg.select.budget_unit
+    if universe.cost(rest) < cfg.schedule[-1]:
+        have = f"{len(pool)} trainable task(s)" if unit == "tasks" else \
+            f"{universe.cost(rest):,.0f} training {unit} outside the {cfg.validation_tasks} validation task(s)"
+        raise RaysysError(f"the pool has {have} (test tasks excluded); the loop needs {cfg.validation_tasks} "
+                          f"validation task(s) and {cfg.schedule[-1]:,} {unit} for the last round")
+    if universe.costs is None:
+        init = rest[: cfg.schedule[0]]
+    else:
+        init = [rest[j] for j in fill_budget([universe.costs[t] for t in rest], cfg.schedule[0])]
+    return SeedSets(seed, tuple(init), tuple(pool[i] for i in val))
+
+
+def round_budget(universe: Universe, cfg: LoopConfig, trained: Sequence[str], round_: int) -> int:
+    """What round `round_` selects: the schedule's next total less what the tasks trained
+    so far cost (in tasks, that is the schedule's step), at least 1."""
+    return max(1, int(cfg.schedule[round_] - universe.cost(trained)))
 
 
 def remaining(universe: Universe, sets: SeedSets, trained: Sequence[str], cfg: LoopConfig,

@@ -5,7 +5,8 @@ the tests).
 Round 0 (`base_round`, once per seed, shared by all strategies of the seed) trains the
 base model on the seed's random initial tasks and evaluates it. Every later round of a
 trial (`run_trial`) scores the remaining pool with the current model (strategies that
-rank by scores), selects the schedule's next tasks, trains (the base model on all tasks
+rank by scores), selects to the schedule's next total (of tasks, or of training examples
+or tokens: `select.budget_unit`), trains (the base model on all tasks
 so far, or the previous model on the new ones), evaluates on the validation and test
 tasks, and hands the round's record and the loop state to `report` (the Tune driver
 checkpoints it there). A trial restored from a state continues after its last round.
@@ -25,7 +26,7 @@ import numpy as np
 
 from raysys.config import LoopConfig
 from raysys.io import read_json, write_json
-from raysys.loop.plan import SeedSets, Universe, remaining, selection_seed
+from raysys.loop.plan import SeedSets, Universe, remaining, round_budget, selection_seed
 from raysys.selection.candidates import read_scores
 from raysys.selection.strategies import NEEDS_SCORES
 from raysys.stages import Stages
@@ -114,14 +115,15 @@ def run_round(cfg: LoopConfig, state: LoopState, base_model: str, sets: SeedSets
     t0 = time.perf_counter()
     out = round_dir(work, state.strategy, state.seed, r)
     tag = f"[{state.strategy} seed {state.seed}] round {r}"
-    budget = cfg.schedule[r] - cfg.schedule[r - 1]
+    budget = round_budget(universe, cfg, state.trained, r)
     pool = remaining(universe, sets, state.trained, cfg, r)
     scores = None
     if state.strategy in NEEDS_SCORES:
         say(f"{tag}: scoring {len(pool)} remaining tasks")
         scores = stages.score(state.model, pool, out / "scores" / "scores.parquet")
-    say(f"{tag}: selecting {budget} tasks with {state.strategy}")
-    picked = stages.select(state.strategy, budget, selection_seed(state.seed, r), pool, scores, out)
+    say(f"{tag}: selecting {budget:,} {cfg.select.budget_unit} with {state.strategy}")
+    picked = stages.select(state.strategy, budget, selection_seed(state.seed, r), pool, scores, out,
+                           model=base_model)  # the costs: training tokens as the base model's tokenizer counts
     if scores is None and cfg.score_selected:
         scores = stages.score(state.model, picked, out / "scores-selected" / "scores.parquet")
     trained = state.trained + tuple(picked)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
@@ -81,18 +81,26 @@ def select_tasks(c: Candidates, cfg: SelectConfig, exclude: Iterable[str] = (),
     return _selection(left, cfg, order, names, groups, n_excluded, notes)
 
 
+def fill_budget(costs: Sequence[float], budget: float) -> list[int]:
+    """The positions taken when a budget is filled in this order: each item whose cost
+    (> 0) still fits in what is left, the others passed over."""
+    taken, left_over = [], float(budget)
+    for i, c in enumerate(costs):
+        if 0 < c <= left_over:
+            taken.append(i)
+            left_over -= c
+    return taken
+
+
 def _select_to_cost(left: Candidates, cfg: SelectConfig, rng: np.random.Generator, n_excluded: int,
                     notes: list[str]) -> Selection:
     """A budget of training examples or tokens: the strategy's whole order, walked from the
     top, each task taken when its cost (with_costs) still fits in what is left; tasks
     without training examples are never taken."""
     cost = left.signal(f"train_{cfg.budget_unit}")
-    order = STRATEGIES[cfg.strategy](left, len(left), cfg, rng)
-    taken, left_over = [], float(cfg.budget)
-    for i in order.tolist():
-        if 0 < cost[i] <= left_over:
-            taken.append(i)
-            left_over -= cost[i]
+    order = STRATEGIES[cfg.strategy](left, len(left), cfg, rng).tolist()
+    taken = [order[j] for j in fill_budget([cost[i] for i in order], cfg.budget)]
+    left_over = cfg.budget - float(sum(cost[i] for i in taken))
     if left_over > 0 and len(taken) == int((cost > 0).sum()):
         notes.append(f"budget {cfg.budget} {cfg.budget_unit} exceeds the {cfg.budget - left_over:.0f} of the "
                      f"{len(left)} candidate(s) left; all of them are selected")

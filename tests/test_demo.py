@@ -4,6 +4,7 @@ through the CLI: what it prints, summary.json against the stages' own outputs, a
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from dataclasses import replace
 
 import pyarrow.parquet as pq
@@ -40,6 +41,12 @@ def test_the_demo_tasks_come_from_the_real_data_and_stay_apart(shared_data, tmp_
     assert other.candidates != tasks.candidates and other.groups["niv2 (held out)"] != tasks.groups["niv2 (held out)"]
     everything = demo_tasks(replace(cfg, candidates=0, heldout_from_pool=0), tmp_path / "all", shared_data)
     assert len(everything.candidates) == 232
+
+
+def test_the_default_data_dir_is_beside_the_checkout():
+    from raysys.experiments.demo import default_data_dir
+
+    assert default_data_dir() == Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def test_missing_data_and_duplicate_ids_are_clear_errors(shared_data, tmp_path):

@@ -34,8 +34,8 @@ PROMPT_LINES = 14  # of each prompt shown
 
 
 def default_data_dir() -> Path:
-    """../shared/data beside the raysys checkout."""
-    return Path(__file__).resolve().parents[2] / "shared" / "data"
+    """../shared/data beside the raysys checkout (this file: raysys/experiments/demo.py)."""
+    return Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 def demo_model(cfg: DemoConfig, say: Callable[[str], None]) -> str:

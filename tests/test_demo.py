@@ -155,3 +155,38 @@ def test_a_bad_demo_setting_is_one_line_before_anything_runs(tmp_path):
     assert r.returncode == 2 and "at most candidates" in r.stderr
     r = run_cli("demo", f"work_dir={tmp_path / 'w'}", "strategies=[prompt-uncertainty, nope]")
     assert r.returncode == 2 and "nope" in r.stderr and not (tmp_path / "w").exists()
+
+
+def test_the_readme_demo_table_follows_from_the_shipped_summary():
+    """Every number of the README's demo table and its bullets, recomputed from
+    docs/results/demo_summary.json (the demo's own summary.json)."""
+    root = Path(__file__).resolve().parents[1]
+    s = json.loads((root / "docs" / "results" / "demo_summary.json").read_text())
+    readme = (root / "README.md").read_text()
+    b = s["heldout_before"]
+    groups = ("niv2 (test split)", "self_instruct/user_oriented_instructions.jsonl")
+    assert (f"| SmolLM2-135M-Instruct as imported | – | – | – | – | {b['all']['nll']:.3f} | – | {b['all']['rougeL']:.1f} | "
+            f"{b['all']['exact_match']:.1f} | {b[groups[0]]['rougeL']:.1f} | {b[groups[1]]['rougeL']:.1f} |") in readme
+    nll = {k: v["heldout"]["all"]["nll"] for k, v in s["strategies"].items()}
+    label = {"prompt-uncertainty": "prompt-uncertain tasks", "random": "random tasks",
+             "random-2": "random tasks, a second draw"}
+    for k, v in s["strategies"].items():
+        m, ids = v["heldout"], v["selected"]
+        seed = sum(t.startswith("seed_task") for t in ids)
+        diff = nll[k] - nll["random"]
+        cell = f"**{nll[k]:.3f}**" if nll[k] == min(nll.values()) else f"{nll[k]:.3f}"
+        row = (f"| + LoRA on {label[k]} | {len(ids) - seed} + {seed} | {v['selected_train_examples']:.0f} | "
+               f"{v['selected_train_tokens']:,.0f} | {v['selected_mean_prompt_uncertainty']:.3f} | {cell} | "
+               f"{'0' if k == 'random' else f'{diff:+.3f}'} | {m['all']['rougeL']:.1f} | {m['all']['exact_match']:.1f} | "
+               f"{m[groups[0]]['rougeL']:.1f} | {m[groups[1]]['rougeL']:.1f} |")
+        assert row in readme, row
+    tokens = [v["selected_train_tokens"] for v in s["strategies"].values()]
+    assert max(tokens) / min(tokens) - 1 < 0.02 and f"{min(tokens):,.0f}-{max(tokens):,.0f} tokens, within 2 %" in readme
+    assert f"from {b['all']['nll']:.2f} to {min(nll.values()):.2f}-{max(nll.values()):.2f}" in readme
+    mmlu = [v["heldout"]["niv2 (held out)"]["nll"] for v in s["strategies"].values()]
+    assert f"({b['niv2 (held out)']['nll']:.2f} → {min(mmlu):.2f}-{max(mmlu):.2f})" in readme
+    assert f"random's by {s['strategies']['prompt-uncertainty']['nll_minus_random']:.3f}" in readme
+    assert f"draws differ by {s['noise_floor']:.3f}" in readme and s["noise_floor"] == nll["random-2"] - nll["random"]
+    assert f"mean U is {s['pool_mean_prompt_uncertainty']:.3f}" in readme.replace("\n", " ")
+    minutes, seconds = divmod(round(s["seconds"]), 60)
+    assert f"**{minutes} min {seconds} s**" in readme

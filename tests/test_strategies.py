@@ -17,7 +17,7 @@ from conftest import NOISE, run_cli
 from scipy import stats as sps
 
 from raysys.config.experiments import StrategiesConfig
-from raysys.errors import ConfigError
+from raysys.errors import ConfigError, RaysysError
 from raysys.experiments.comparison import draw, selection_seed, split_heldout
 
 
@@ -116,9 +116,18 @@ def test_every_arm_selects_to_the_same_budget_and_the_summary_follows_the_rows(t
     table = pd.read_csv(out["csv"])
     assert len(table) == 3 * len(arms) and table["nll"].tolist() == pytest.approx([r["nll"] for r in rows])
     assert Path(out["figure"]).stat().st_size > 10_000 and "prompt-uncertainty - random" in out["text"]
+    assert len(list(work.glob("seed-*/*/selected.json"))) == 3 * len(cfg.strategies)
+    assert not list(work.glob("seed-*/*/model"))  # each arm's model is removed once evaluated (keep_models off)
     n = len(calls)  # a rerun reads every finished row back: no stage runs again
+    saved = work / "strategies-config.json"  # as written before keep_models existed: resumed all the same
+    old = json.loads(saved.read_text())
+    del old["keep_models"]
+    saved.write_text(json.dumps(old))
     again = run_strategies(cfg, _stand_in_stages(calls), say=lambda m: None)
     assert len(calls) == n + 3 and again["rows"] == rows  # (the stand-in counts each seed's scoring call: resumed)
+    saved.write_text(json.dumps(old))
+    with pytest.raises(RaysysError, match="other settings.*keep_models"):  # a newer setting away from its default
+        run_strategies(replace(cfg, keep_models=True), _stand_in_stages(calls), say=lambda m: None)
 
 
 def test_strategies_with_the_tiny_model_through_the_cli(tmp_path):

@@ -226,6 +226,8 @@ class StrategiesConfig:
     evaluation: EvalConfig = field(default_factory=lambda: EvalConfig(instances=8, answer_instances=2,
                                                                       tasks_per_batch=16))
     actors: int = 0  # scorer / evaluator actors; 0 = in the driver's process (small pools)
+    keep_models: bool = False  # keep each arm's exported model (else removed once evaluated; the run's
+    # checkpoints stay in <arm>/model.train: with LoRA, the adapters only)
 
     def __post_init__(self) -> None:
         check_seeds(self)

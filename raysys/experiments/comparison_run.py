@@ -9,7 +9,8 @@ The stages are raysys.stages's (RayStages) and can be injected for tests. Output
 work_dir: pool.parquet, heldout.parquet (when the held-out tasks have their own pool),
 dev.parquet (the development tasks: targets of rds and similarity), base/ (eval-0.json,
 record.json), per seed seed-N/scores.parquet and seed-N/<arm>/ (selected.json, model/,
-eval-0.json, record.json: the row); then strategies.csv (one row per seed x arm, base
+eval-0.json, record.json: the row; the model/ folder is removed once evaluated unless
+`keep_models`); then strategies.csv (one row per seed x arm, base
 included: its one evaluation repeated per seed), strategies.json (the summary) and
 strategies.png. A finished row is read back from its record.json on a rerun; every
 stage resumes from its own files.
@@ -22,6 +23,7 @@ nothing (their FLOPs are 0; similarity's sentence-encoder pass is in its seconds
 """
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -111,13 +113,16 @@ def _run_arm(cfg: StrategiesConfig, st: Stages, name: str, seed: int, model: str
     sel = read_json(out / "selected.json")
     (trained, losses), train_seconds = timed(st.train, model, picked, out / "model")
     metrics, eval_seconds = _evaluated(st, trained, test, out)
-    return {"seed": seed, "strategy": name, "n_tasks": len(picked), "n_examples": sel.get("selected_train_examples"),
+    row = {"seed": seed, "strategy": name, "n_tasks": len(picked), "n_examples": sel.get("selected_train_examples"),
             "n_tokens": sel.get("selected_train_tokens"), "train_tokens": train_tokens(trained, cfg.train.workers),
             **metrics, "train_loss": losses.get("train_loss"),
             "select_flops": score_flops(scores) if ranks_by_scores else 0.0, "train_flops": trained_flops(trained),
             "select_seconds": select_seconds + (score_seconds if ranks_by_scores else 0.0),
             "train_seconds": train_seconds, "eval_seconds": eval_seconds, "eval_tokens": eval_tokens(
                 out / "eval-0.json")}
+    if not cfg.keep_models:  # the row holds what the comparison needs; 72 arms of a 7B model would not fit
+        shutil.rmtree(trained, ignore_errors=True)
+    return row
 
 
 def _write(work: Path, name: str, rows: list[dict]) -> dict[str, Any]:

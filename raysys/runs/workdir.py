@@ -28,14 +28,17 @@ def _flat(d: dict, prefix: str = "") -> dict:
 
 def claim_work_dir(cfg, name: str, hint: str = "use another work_dir, or remove that folder") -> Path:
     """The resolved work dir (created), after checking that its `name`.json holds no
-    other settings; then `name`.json holds `cfg`."""
+    other settings; then `name`.json holds `cfg`. A setting added to raysys since that
+    run, at its default, is no difference (the run is resumed as it was)."""
     work = Path(cfg.work_dir).resolve()
     work.mkdir(parents=True, exist_ok=True)
     saved = work / f"{name}.json"
     new = _flat(to_dict(cfg))
     if saved.is_file():
         old = _flat(read_json(saved))
-        diff = sorted(k for k in set(old) | set(new) if k != "work_dir" and old.get(k) != new.get(k))
+        default = _flat(to_dict(type(cfg)()))
+        diff = sorted(k for k in set(old) | set(new) if k != "work_dir" and old.get(k) != new.get(k)
+                      and not (k not in old and k in default and new.get(k) == default[k]))
         if diff:
             raise RaysysError(f"{work} holds a {name} run with other settings ({', '.join(diff[:8])} differ); "
                               + hint)

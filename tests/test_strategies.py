@@ -113,6 +113,16 @@ def test_every_arm_selects_to_the_same_budget_and_the_summary_follows_the_rows(t
         assert (p["ci95_low"], p["ci95_high"]) == pytest.approx((ci.low, ci.high))
     assert out["floor"]["nll"] == pytest.approx(np.std([nll[(s, "random-2")] - nll[(s, "random")] for s in cfg.seeds],
                                                        ddof=1))
+    # the Markdown table: each arm's row from the same rows, recomputed here
+    md = Path(out["markdown"]).read_text()
+    for a in cfg.strategies[1:]:
+        d = [nll[(s, a)] - nll[(s, "random")] for s in cfg.seeds]
+        ci = sps.ttest_1samp(d, 0.0).confidence_interval(0.95)
+        mine = [r for r in rows if r["strategy"] == a]
+        cells = (f"| {a} | 3 | {np.mean([r['n_tasks'] for r in mine]):.0f} | "
+                 f"{np.mean([r['n_tokens'] for r in mine]):,.0f} | {np.mean([nll[(s, a)] for s in cfg.seeds]):.3f} | "
+                 f"{np.mean(d):+.3f} [{ci.low:+.3f}, {ci.high:+.3f}] | {sum(x < 0 for x in d)}/3 |")
+        assert cells in md, (cells, md)
     table = pd.read_csv(out["csv"])
     assert len(table) == 3 * len(arms) and table["nll"].tolist() == pytest.approx([r["nll"] for r in rows])
     assert Path(out["figure"]).stat().st_size > 10_000 and "prompt-uncertainty - random" in out["text"]

@@ -13,8 +13,10 @@ import random
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from raysys.errors import ConfigError
-from raysys.stats import mean_std, paired
+from raysys.stats import finite, mean_std, paired
 
 BASE = "base"  # the base model, evaluated once: its row repeats in every seed
 REFERENCE = "random"
@@ -63,8 +65,11 @@ def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     for s in strategies:
         mine = [r for r in rows if r["strategy"] == s]
         entry: dict[str, Any] = {"seeds": len(mine)}
-        for k in (*METRICS, "n_tasks", "n_examples", "n_tokens", "select_flops", "train_flops", "select_seconds"):
+        for k in (*METRICS, "n_tasks", "n_examples", "n_tokens", "train_tokens", "select_flops", "train_flops",
+                  "select_seconds", "train_seconds"):
             entry[k], entry[f"{k}_std"] = mean_std(r.get(k) for r in mine)
+        seconds = sorted(float(r["select_seconds"]) for r in mine if finite(r.get("select_seconds")))
+        entry["select_seconds_median"] = float(np.median(seconds)) if seconds else None  # robust to a busy machine
         out["strategies"][s] = entry
     for s in strategies:
         if s not in (REFERENCE, BASE):
@@ -91,4 +96,34 @@ def render(summary: dict[str, Any]) -> str:
     lines.append("NLL: lower is better (a strategy that helps has a negative difference); 'ahead': seeds where the "
                  "strategy's NLL is below random's; 'detectable': the difference a paired t test at 5 % would find "
                  "with 80 % power at the observed SD")
+    return "\n".join(lines)
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    """The summary as a Markdown table (STEM.md; the README quotes it): per arm the seeds,
+    the mean tasks and training tokens (the selection's, one epoch), the mean test NLL per
+    token, its paired difference with random with the 95 % interval, the seeds where it is
+    below random's, the difference detectable at 80 % power from its own SD, and what the
+    selection cost (mean TFLOPs of scoring; median seconds, scoring included)."""
+    def f(v, fmt):
+        return "–" if v is None else format(v, fmt)
+
+    lines = ["| arm | seeds | tasks | tokens | test NLL/token | − random (95 % CI) | below random | detectable "
+             "| selection TFLOPs | selection s |",
+             "| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |"]
+    for name, st in summary["strategies"].items():
+        d = summary["paired"].get(f"{name} - {REFERENCE}", {}).get("nll")
+        if d and d["pairs"]:
+            diff = f"{f(d['mean'], '+.3f')} [{f(d['ci95_low'], '+.3f')}, {f(d['ci95_high'], '+.3f')}]"
+            below, detectable = f"{d['pairs'] - d['a_better']}/{d['pairs']}", f(d["detectable"], ".3f")
+        else:
+            diff = below = detectable = "–"
+        if name == BASE:
+            tasks = tokens = tflops = seconds = "–"
+        else:
+            tasks, tokens = f(st["n_tasks"], ".0f"), f(st["n_tokens"], ",.0f")
+            tflops = f(None if st["select_flops"] is None else st["select_flops"] / 1e12, ".1f")
+            seconds = f(st["select_seconds_median"], ".0f")
+        lines.append(f"| {name} | {st['seeds']} | {tasks} | {tokens} | {f(st['nll'], '.3f')} | {diff} | {below} | "
+                     f"{detectable} | {tflops} | {seconds} |")
     return "\n".join(lines)

@@ -10,10 +10,10 @@ work_dir: pool.parquet, heldout.parquet (when the held-out tasks have their own 
 dev.parquet (the development tasks: targets of rds and similarity), base/ (eval-0.json,
 record.json), per seed seed-N/scores.parquet and seed-N/<arm>/ (selected.json, model/,
 eval-0.json, record.json: the row; the model/ folder is removed once evaluated unless
-`keep_models`); then strategies.csv (one row per seed x arm, base
-included: its one evaluation repeated per seed), strategies.json (the summary) and
-strategies.png. A finished row is read back from its record.json on a rerun; every
-stage resumes from its own files.
+`keep_models`); then strategies.csv (one row per seed x arm, base included: its one
+evaluation repeated per seed), strategies.json (the summary), strategies.png and
+strategies.md (the summary as a Markdown table). A finished row is read back from its
+record.json on a rerun; every stage resumes from its own files.
 
 Costs per row: `select_flops` / `select_seconds` is what choosing cost: the scoring of
 the seed's candidates (FLOPs from the scores' token counts, raysys.costs) for arms that
@@ -30,9 +30,10 @@ from typing import Any
 
 from raysys.config.experiments import StrategiesConfig
 from raysys.costs import eval_tokens, score_flops, timed, train_tokens, trained_flops
-from raysys.experiments.comparison import BASE, arm, draw, render, selection_seed, split_heldout, summarize
+from raysys.experiments.comparison import (BASE, arm, draw, markdown, render, selection_seed, split_heldout,
+                                           summarize)
 from raysys.experiments.outputs import write_outputs
-from raysys.io import read_json, write_json
+from raysys.io import atomic_path, read_json, write_json, write_text
 from raysys.models import check_model_path
 from raysys.selection.strategies import NEEDS_SCORES
 from raysys.stages import RayStages, Stages, StageSettings
@@ -128,8 +129,10 @@ def _run_arm(cfg: StrategiesConfig, st: Stages, name: str, seed: int, model: str
 def _write(work: Path, name: str, rows: list[dict]) -> dict[str, Any]:
     summary = summarize(rows)
     title = f"Strategies against random ({name}), equal training budgets"
-    return write_outputs(work, "strategies", name, rows, CSV_COLUMNS, summary, render(summary),
-                         lambda path: plot(summary, path, title))
+    out = write_outputs(work, "strategies", name, rows, CSV_COLUMNS, summary, render(summary),
+                        lambda path: plot(summary, path, title))
+    write_text(work / "strategies.md", markdown(summary) + "\n")
+    return {**out, "markdown": str(work / "strategies.md")}
 
 
 def plot(summary: dict[str, Any], path: Path, title: str) -> None:
@@ -140,8 +143,6 @@ def plot(summary: dict[str, Any], path: Path, title: str) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from raysys.io import atomic_path
 
     names = list(summary["paired"])
     colors = [c for i in range(12) if (c := f"C{i % 10}") != "C7"]  # C7 is gray: the floor's

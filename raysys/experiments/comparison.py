@@ -108,8 +108,8 @@ def markdown(summary: dict[str, Any]) -> str:
     def f(v, fmt):
         return "–" if v is None else format(v, fmt)
 
-    lines = ["| arm | seeds | tasks | tokens | test NLL/token | − random (95 % CI) | below random | detectable "
-             "| selection TFLOPs | selection s |",
+    lines = [("| arm | seeds | tasks | tokens | test NLL/token | − random (95 % CI) | below random | detectable "
+              "| selection TFLOPs | selection s |"),
              "| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |"]
     for name, st in summary["strategies"].items():
         d = summary["paired"].get(f"{name} - {REFERENCE}", {}).get("nll")

@@ -30,8 +30,7 @@ from typing import Any
 
 from raysys.config.experiments import StrategiesConfig
 from raysys.costs import eval_tokens, score_flops, timed, train_tokens, trained_flops
-from raysys.experiments.comparison import (BASE, arm, draw, markdown, render, selection_seed, split_heldout,
-                                           summarize)
+from raysys.experiments.comparison import BASE, arm, draw, markdown, render, selection_seed, split_heldout, summarize
 from raysys.experiments.outputs import write_outputs
 from raysys.io import atomic_path, read_json, write_json, write_text
 from raysys.models import check_model_path

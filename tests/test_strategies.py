@@ -154,6 +154,8 @@ def test_strategies_with_the_tiny_model_through_the_cli(tmp_path):
     n = np.array([t["n_instances"] for t in ev["per_task"]])
     assert table["nll"][1] == pytest.approx(np.dot([t["nll"] for t in ev["per_task"]], n) / n.sum())
     assert "prompt-uncertainty - random" in r.stdout
+    md = tmp_path / "w" / "strategies.md"
+    assert f"markdown: {md}" in r.stdout and "| prompt-uncertainty | 1 |" in md.read_text()
 
 
 def test_the_pilot_numbers_quoted_in_docs_follow_from_its_csv():

@@ -84,4 +84,4 @@ def experiment_strategies(args: argparse.Namespace) -> int:
     from raysys.config.experiments import StrategiesConfig
     from raysys.experiments.comparison_run import run_strategies
 
-    return _experiment(args, StrategiesConfig, run_strategies, ("csv", "figure", "json"))
+    return _experiment(args, StrategiesConfig, run_strategies, ("csv", "figure", "json", "markdown"))

@@ -68,7 +68,7 @@ def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         for k in (*METRICS, "n_tasks", "n_examples", "n_tokens", "train_tokens", "select_flops", "train_flops",
                   "select_seconds", "train_seconds"):
             entry[k], entry[f"{k}_std"] = mean_std(r.get(k) for r in mine)
-        seconds = sorted(float(r["select_seconds"]) for r in mine if finite(r.get("select_seconds")))
+        seconds = [float(r["select_seconds"]) for r in mine if finite(r.get("select_seconds"))]
         entry["select_seconds_median"] = float(np.median(seconds)) if seconds else None  # robust to a busy machine
         out["strategies"][s] = entry
     for s in strategies:

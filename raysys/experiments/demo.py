@@ -178,13 +178,12 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = _say) -> dict:
     say(f"[4/{STAGES}] select {cfg.budget:,} training {cfg.budget_unit} per strategy and fine-tune each selection: "
         f"LoRA r={t.lora_r} on "
         f"{', '.join(t.lora_targets)}, {t.epochs} epoch(s), {t.workers} Ray Train worker(s)")
-    selected, trained = {}, {}
+    trained = {}
     for strategy in cfg.strategies:
         picked = stages.select(arm(strategy)[0], cfg.budget, selection_seed(cfg.seed, strategy), tasks.candidates,
                                scores, work / "selected" / strategy, model=model)
-        selected[strategy] = picked
         say(f"      {strategy}: {len(picked)} tasks: {', '.join(picked[:4])}{', ...' if len(picked) > 4 else ''}")
-        trained[strategy], _ = stages.train(model, selected[strategy], work / "models" / strategy)
+        trained[strategy], _ = stages.train(model, picked, work / "models" / strategy)
 
     say(f"[5/{STAGES}] evaluate {n_held} held-out tasks (up to {cfg.evaluation.instances} instances each) with the "
         f"base model and each fine-tuned one")
@@ -197,8 +196,7 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = _say) -> dict:
         evals[name] = group_metrics(list(rows.values()), tasks.groups)
 
     selections = {k: read_json(work / "selected" / k / "selected.json") for k in cfg.strategies}
-    out = summary(cfg, model, n_params, tasks, scores, tmap, selected, selections, trained, evals,
-                  time.perf_counter() - start)
+    out = summary(cfg, model, n_params, tasks, scores, tmap, selections, trained, evals, time.perf_counter() - start)
     write_json(work / "summary.json", out)
     plot_results(out, work / "results.png")
     say(f"[6/{STAGES}] results on the held-out tasks:")

@@ -37,10 +37,10 @@ def train_facts(model_dir: str) -> dict[str, Any]:
 
 
 def summary(cfg: DemoConfig, model: str, n_params: int, tasks, scores: str, tmap: Mapping[str, Any],
-            selected: Mapping[str, list[str]], selections: Mapping[str, dict], trained: Mapping[str, str],
-            evals: Mapping[str, dict], seconds: float) -> dict[str, Any]:
+            selections: Mapping[str, dict], trained: Mapping[str, str], evals: Mapping[str, dict],
+            seconds: float) -> dict[str, Any]:
     """summary.json: the model, the tasks, the Task Map, and per strategy the selection
-    (`selections`: its selected.json: the training examples and tokens it holds), its
+    (`selections`: its selected.json: the tasks, the training examples and tokens), its
     training and the held-out metrics, with its held-out NLL/token minus random's; the
     noise floor is random-2's minus random's. The top-level before/after figures are the
     first strategy's (prompt uncertainty in the default)."""
@@ -61,8 +61,8 @@ def summary(cfg: DemoConfig, model: str, n_params: int, tasks, scores: str, tmap
         "after_is": first,
         "heldout_before": evals[BASE],
         "heldout_nll_before": before["nll"],
-        "strategies": {s: {"selected": selected[s], "selected_mean_prompt_uncertainty": _mean(u.get(t) for t in
-                                                                                             selected[s]),
+        "strategies": {s: {"selected": selections[s]["task_ids"],
+                           "selected_mean_prompt_uncertainty": _mean(u.get(t) for t in selections[s]["task_ids"]),
                            "selected_train_examples": selections[s].get("selected_train_examples"),
                            "selected_train_tokens": selections[s].get("selected_train_tokens"),
                            "nll_minus_random": _minus(evals, s, "random"),

@@ -74,16 +74,15 @@ def prepare(cfg: LoopConfig, say: Callable[[str], None] = print) -> Prepared:
     if cfg.test_tasks:
         test_ids = test_ids[: cfg.test_tasks]
     model = work_model(work, cfg.model, cfg.tiny, say)
-    costs = None
+    universe = Universe(tuple(pool_ids), tuple(test_ids))
     if cfg.select.budget_unit != "tasks":  # the schedule counts training examples or tokens
         from raysys.selection.run import training_costs
 
         check_model_path(model)
-        wanted = set(pool_ids) - set(test_ids)
-        per_task = training_costs([t for t in tasks if t.task_id in wanted], model, cfg.train,
+        trainable = set(universe.trainable())
+        per_task = training_costs([t for t in tasks if t.task_id in trainable], model, cfg.train,
                                   cfg.model.trust_remote_code)
-        costs = {t: c[f"train_{cfg.select.budget_unit}"] for t, c in per_task.items()}
-    universe = Universe(tuple(pool_ids), tuple(test_ids), costs)
+        universe = replace(universe, costs={t: c[f"train_{cfg.select.budget_unit}"] for t, c in per_task.items()})
     return Prepared(work, str(pool), str(test_pool), model, universe)
 
 

@@ -83,7 +83,7 @@ def train_model(tasks: Sequence[Task], task_ids: Sequence[str], model: str, out:
 
     from raysys.cluster import ray_init
     from raysys.training.memory import check_plan, count_parameters_from_config, memory_plan
-    from raysys.training.worker import PROGRESS, optimizer_steps, train_loop
+    from raysys.training.worker import PROGRESS, micro_batches, optimizer_steps, train_loop
 
     start = time.perf_counter()
     check_model_path(model)
@@ -99,7 +99,8 @@ def train_model(tasks: Sequence[Task], task_ids: Sequence[str], model: str, out:
     if len(rows) < cfg.micro_batch_size * cfg.workers:
         raise RaysysError(f"{len(rows)} training example(s) from {len(task_ids)} task(s): fewer than one micro batch "
                           f"per worker ({cfg.micro_batch_size} x {cfg.workers})")
-    micro_per_worker = -(-(len(rows) // cfg.workers) // cfg.micro_batch_size)
+    rows_per_worker = len(rows) // cfg.workers  # Ray Train's equal shards
+    micro_per_worker = micro_batches(cfg, rows_per_worker)
     if cfg.backend == "deepspeed" and micro_per_worker < cfg.accumulation:
         print(f"warning: {len(rows)} examples give each of {cfg.workers} worker(s) {micro_per_worker} micro batch(es) "
               f"an epoch, fewer than the {cfg.accumulation} that make one optimizer step (batch_size "
@@ -128,7 +129,6 @@ def train_model(tasks: Sequence[Task], task_ids: Sequence[str], model: str, out:
         how = f"DeepSpeed ZeRO-{cfg.zero_stage}" if cfg.backend == "deepspeed" else "DDP"
         stage(f"training {name}: {len(rows)} examples from {len(set(task_ids))} tasks, {cfg.epochs} epoch(s), "
               f"{cfg.workers} worker(s), {how}{' + LoRA' if cfg.lora else ''}; checkpoints in {storage_path}/{name}")
-    rows_per_worker = len(rows) // cfg.workers
     trainer = TorchTrainer(
         train_loop,
         train_loop_config={"cfg": cfg, "model": model, "kind": kind, "trust_remote_code": trust_remote_code,

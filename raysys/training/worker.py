@@ -46,12 +46,17 @@ STATE = "raysys_state.json"
 PROGRESS = "raysys_progress.json"  # rank 0's optimizer steps and tokens so far, for the driver's progress bar
 
 
+def micro_batches(cfg, rows_per_worker: int) -> int:
+    """A worker's micro batches an epoch: every row is trained (the last micro batch may be
+    smaller), so ceil(rows / micro_batch_size)."""
+    return -(-rows_per_worker // cfg.micro_batch_size)
+
+
 def optimizer_steps(cfg, rows_per_worker: int) -> int:
     """Optimizer steps of the whole run (the schedule's length and the progress bar's).
-    Every row is trained (the last micro batch of an epoch may be smaller), so an epoch has
-    ceil(rows / micro_batch_size) micro batches. DDP steps on an epoch's incomplete last
-    accumulation too; DeepSpeed carries it into the next epoch's first step."""
-    micro = -(-rows_per_worker // cfg.micro_batch_size)
+    DDP steps on an epoch's incomplete last accumulation too; DeepSpeed carries it into
+    the next epoch's first step."""
+    micro = micro_batches(cfg, rows_per_worker)
     if cfg.backend == "deepspeed":
         return max(1, micro * cfg.epochs // cfg.accumulation)
     return max(1, -(-micro // cfg.accumulation) * cfg.epochs)

@@ -171,7 +171,9 @@ def test_the_pilot_numbers_quoted_in_docs_follow_from_its_csv():
     assert [round(v, 3) for v in rnd] == [2.798, 2.747, 2.836, 2.797] and "2.798,\n  2.747, 2.836 and 2.797" in text
     sd = float(np.std(rnd, ddof=1))
     assert round(sd, 3) == 0.036 and "SD 0.036 between draws" in text
-    assert round(sd * np.sqrt(2), 2) == 0.05
+    assert round(sd * np.sqrt(2), 2) == 0.05 and round(sd * np.sqrt(2), 3) == 0.052 and "SD ≈ 0.052" in text
+    gain = t[t.strategy == "base"]["nll"].iloc[0] - np.mean(rnd)  # what a random selection's training gains
+    assert round(gain, 2) == 0.30 and "(0.30 in the pilot)" in text and 0.15 < 0.060 / gain < 0.25  # "a fifth"
     assert round(detectable_effect(sd * np.sqrt(2), 8), 3) == 0.060 and round(detectable_effect(sd * np.sqrt(2), 16), 3) == 0.039
     arms = t[t.strategy != "base"]
     assert (arms.n_tokens.min(), arms.n_tokens.max()) == (14935, 15000) and "14,935-15,000" in text

@@ -7,17 +7,44 @@ import pytest
 from conftest import run_cli
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from raysys.cli.main import build_parser
 from raysys.pools.load import load_pool
 
-VERBS = [[], ["pool"], ["pool", "inspect"], ["pool", "convert"], ["pool", "synth"], ["pool", "show"],
-         ["score"], ["select"], ["taskmap"], ["align"], ["train"], ["eval"], ["model"], ["model", "init-tiny"],
-         ["model", "import"], ["model", "info"], ["loop"], ["demo"]]
+
+def _leaf_verbs(parser, prefix=()):
+    """Every runnable verb of the parser, e.g. ("pool", "synth"), ("experiment", "strategies")."""
+    import argparse
+
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        return [prefix]
+    return [v for name, p in subs[0].choices.items() for v in _leaf_verbs(p, (*prefix, name))]
 
 
-@pytest.mark.parametrize("verb", VERBS, ids=lambda v: " ".join(v) or "raysys")
+LEAVES = _leaf_verbs(build_parser())
+VERBS = [[], *sorted({v[:1] for v in LEAVES if len(v) > 1}), *LEAVES]  # raysys, the groups, every verb
+
+
+@pytest.mark.parametrize("verb", [list(v) for v in VERBS], ids=lambda v: " ".join(v) or "raysys")
 def test_help_on_every_verb(verb):
     r = run_cli(*verb, "--help")
     assert r.returncode == 0 and "usage: raysys" in r.stdout
+
+
+def test_the_command_reference_lists_every_verb():
+    """docs/cli.md has a usage line for each verb the parser knows, and none it does not."""
+    import re
+    from pathlib import Path
+
+    verbs = {" ".join(v) for v in LEAVES}
+    text = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text()
+    block = text.split("```")[1]
+    lines = {m.group(1) for m in re.finditer(r"^raysys ((?:[a-z][a-z-]*)(?: [a-z][a-z-]*)?)", block, re.M)}
+    listed = {v for v in verbs if any(line == v or line.startswith(v + " ") for line in lines)}
+    assert listed == verbs, sorted(verbs - listed)
+    unknown = [line for line in lines if line not in verbs and line.split()[0] not in verbs]
+    assert not unknown, unknown
+    assert len(verbs) >= 20 and "experiment strategies" in verbs
 
 
 def inspect_json(path, *extra):

@@ -417,7 +417,7 @@ def _run_verbs(verbs) -> None:
             (exp_verbs, "similarity", experiment_similarity, "instruction similarity (INSTA): fine-tune on the pool "
              "tasks most similar to target tasks, or at random; Rouge-L on the targets", "budget=48 seeds=[0,1]"),
             (exp_verbs, "strategies", experiment_strategies, "is selecting worth it? every strategy against random "
-             "at equal training tokens: held-out NLL, paired 95 % CIs, the detectable effect, the cost",
+             "at equal training tokens: held-out NLL, paired 95 %% CIs, the detectable effect, the cost",
              "seeds=[0,1,2,3] budget=20000")):
         p = _verb(verbs_, name, func, help_, verbose=True)
         p.add_argument("--config", help=f"YAML file of the {name} fields (e.g. jobs/configs/{name}_*.yaml)")

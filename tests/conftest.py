@@ -216,3 +216,27 @@ LONGEST_FIRST = ("test_jobs.py", "test_training.py", "test_pipeline.py", "test_d
 def pytest_collection_modifyitems(config, items):
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file keeps its order
+
+
+def _machine_cpu_seconds() -> float:
+    """Busy CPU time of the whole machine so far (/proc/stat: all but idle and iowait)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """With RAYSYS_TEST_CPU_LOG=FILE, one line per test (set-up and teardown included):
+    node id, wall seconds, the machine's busy CPU-seconds meanwhile. Run with `-n 0` on a
+    quiet machine, the CPU column is the test's own (its subprocesses and Ray's included):
+    where the suite's CPU work goes (docs/testing.md)."""
+    log = os.environ.get("RAYSYS_TEST_CPU_LOG")
+    if not log:
+        yield
+        return
+    import time
+
+    t0, c0 = time.perf_counter(), _machine_cpu_seconds()
+    yield
+    with open(log, "a", encoding="utf-8") as f:
+        f.write(f"{item.nodeid}\t{time.perf_counter() - t0:.2f}\t{_machine_cpu_seconds() - c0:.2f}\n")

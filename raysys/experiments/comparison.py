@@ -68,8 +68,9 @@ def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
         for k in (*METRICS, "n_tasks", "n_examples", "n_tokens", "train_tokens", "select_flops", "train_flops",
                   "select_seconds", "train_seconds"):
             entry[k], entry[f"{k}_std"] = mean_std(r.get(k) for r in mine)
-        seconds = [float(r["select_seconds"]) for r in mine if finite(r.get("select_seconds"))]
-        entry["select_seconds_median"] = float(np.median(seconds)) if seconds else None  # robust to a busy machine
+        for k in ("select_seconds", "train_seconds"):  # medians: robust to a busy machine and resumed stages
+            seconds = [float(r[k]) for r in mine if finite(r.get(k))]
+            entry[f"{k}_median"] = float(np.median(seconds)) if seconds else None
         out["strategies"][s] = entry
     for s in strategies:
         if s not in (REFERENCE, BASE):

@@ -135,9 +135,10 @@ def _write(work: Path, name: str, rows: list[dict]) -> dict[str, Any]:
 
 
 def plot(summary: dict[str, Any], path: Path, title: str) -> None:
-    """Left: each strategy's NLL difference with random, mean and 95 % interval over seeds
-    (random-2, the noise floor, in gray). Right: that difference against the selection's
-    cost in FLOPs (mean over seeds)."""
+    """Per strategy, one row across both panels. Left: its NLL difference with random, mean
+    and 95 % interval over seeds, each seed a dot (random-2, the noise floor, in gray).
+    Right: what it cost, median seconds over seeds (log): choosing (scoring included) and,
+    in gray, training on the selection."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -145,33 +146,37 @@ def plot(summary: dict[str, Any], path: Path, title: str) -> None:
 
     names = list(summary["paired"])
     colors = [c for i in range(12) if (c := f"C{i % 10}") != "C7"]  # C7 is gray: the floor's
-    cost = {n: summary["strategies"][n.split(" - ")[0]]["select_flops"] or 0.0 for n in names}
-    positive = [v for v in cost.values() if v > 0]
-    zero_at = min(positive) / 10 if positive else 1.0  # where arms that score nothing sit on the log axis
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, max(4.5, 0.45 * len(names) + 2.5)))
+    arms = summary["strategies"]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, max(4.5, 0.45 * len(names) + 2.5)), sharey=True,
+                                      gridspec_kw={"width_ratios": [3, 2]})
     for y, n in enumerate(names):
         d = summary["paired"][n]["nll"]
-        if d["mean"] is None:
-            continue
         color = "gray" if n.startswith("random-2") else colors[y]
-        if d["ci95_low"] is not None:
-            left.plot([d["ci95_low"], d["ci95_high"]], [y, y], color=color, lw=2)
-        left.plot([d["mean"]], [y], "o", color=color)
-        left.scatter(d["differences"], [y] * len(d["differences"]), s=10, color=color, alpha=0.4)
-        right.scatter([cost[n] or zero_at], [d["mean"]], color=color, label=n.split(" - ")[0])
+        if d["mean"] is not None:
+            if d["ci95_low"] is not None:
+                left.plot([d["ci95_low"], d["ci95_high"]], [y, y], color=color, lw=2)
+            left.plot([d["mean"]], [y], "o", color=color)
+            left.scatter(d["differences"], [y] * len(d["differences"]), s=10, color=color, alpha=0.4)
+        a = arms[n.split(" - ")[0]]
+        choose, train = a.get("select_seconds_median"), a.get("train_seconds_median")
+        if train:
+            right.barh([y + 0.18], [train], height=0.32, color="lightgray", left=0.1)
+            right.text(train * 1.15, y + 0.18, f"{train:.0f} s", va="center", fontsize=7, color="gray")
+        if choose is not None:
+            right.barh([y - 0.18], [max(choose, 0.1)], height=0.32, color=color, left=0.1)
+            right.text(max(choose, 0.1) * 1.15, y - 0.18, f"{choose:.0f} s" if choose >= 1 else "< 1 s",
+                       va="center", fontsize=7)
     left.axvline(0.0, color="black", lw=0.8)
     left.set_yticks(range(len(names)), [n.split(" - ")[0] for n in names])
     left.invert_yaxis()
-    left.set_xlabel("test NLL/token minus random's (negative = better); dots: seeds; bar: 95 % CI")
-    right.axhline(0.0, color="black", lw=0.8)
+    left.set_xlabel("test NLL/token minus random's (negative = better)\ndots: seeds; bar: 95 % CI")
     right.set_xscale("log")
-    right.axvline(zero_at, color="gray", lw=0.8, ls=":")
-    right.text(zero_at, right.get_ylim()[1], " scores nothing", fontsize=7, va="top", color="gray")
-    right.set_xlabel("selection cost: FLOPs of scoring the candidates")
-    right.set_ylabel("NLL/token minus random's (mean over seeds)")
-    right.legend(fontsize=7)
+    most = max([a.get(k) or 0.0 for a in arms.values() for k in ("select_seconds_median", "train_seconds_median")]
+               + [1.0])
+    right.set_xlim(0.1, most * 8)  # room for the labels
+    right.set_xlabel("median seconds over seeds (log)\ncolor: choosing, scoring included; gray: training")
     for ax in (left, right):
-        ax.grid(alpha=0.3)
+        ax.grid(alpha=0.3, axis="x")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     with atomic_path(path) as tmp:

@@ -1,7 +1,11 @@
 """What issue 16's experiments cost: per experiment and stage, the stage runs, the tokens
 they processed, the wall time, and the FLOPs those tokens mean for the model, read from
 the committed results (docs/results/active_loop.csv, novelty.csv, similarity.csv, each
-written by its raysys command). Writes docs/results/cost.csv and prints the table.
+written by its raysys command). Writes docs/results/cost.csv and prints the table; its
+`experiment_stage_seconds` is the whole experiment's stage time (repeated on each of the
+experiment's rows: the loop and novelty record one time per run, not per stage), and the
+rate printed per experiment is its FLOPs over that time (stages only: similarity's encoder
+alignment is not a stage).
 
     python benchmarks/findings_cost.py [--results docs/results] [--model smollm2-135m-instruct]
 
@@ -94,7 +98,9 @@ def main(argv: list[str] | None = None) -> int:
             rows += r
     table = pd.DataFrame(rows)
     table["flops"] = table["tokens"] * table.pop("flops_per_token_per_parameter") * n
-    table["stage_seconds_total"] = table["experiment"].map(walls)
+    # the experiment's stages together (every stage of every run), on each of its rows: the
+    # loop and novelty record one time per run, not one per stage
+    table["experiment_stage_seconds"] = table["experiment"].map(walls)
     table.to_csv(results / "cost.csv", index=False)
     print(f"model parameters: {n:,}")
     print(table.to_string(index=False, formatters={"flops": "{:.2e}".format}))

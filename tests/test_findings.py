@@ -1,0 +1,116 @@
+"""The findings of issue 16 as the README and docs/findings.md state them, every number
+recomputed here from the shipped CSVs in docs/results with pandas and scipy: the paired
+differences and their intervals, the training-token confounds, the novelty design's
+ceiling, the diversity grid's per-seed ranges, and the cost table's rates."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats as sps
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "docs" / "results"
+
+
+def _text(name: str) -> str:
+    return " ".join((ROOT / name).read_text(encoding="utf-8").split())  # line breaks as spaces
+
+
+def _section(text: str, title: str) -> str:
+    start = text.index(title)
+    return text[start:text.index(" ## ", start + len(title))]
+
+
+def _f(value: float, spec: str) -> str:
+    """As the docs print a number: a typographic minus."""
+    return format(value, spec).replace("-", "−")
+
+
+def _pm(values, decimals: int = 1) -> str:
+    """Signed mean ± sample SD, as the docs print them."""
+    values = pd.Series(values, dtype=float)
+    return f"{_f(values.mean(), f'+.{decimals}f')} ± {values.std(ddof=1):.{decimals}f}"
+
+
+def test_the_active_loop_numbers():
+    a = pd.read_csv(RESULTS / "active_loop.csv")
+    readme, doc = _section(_text("README.md"), "## Findings on a real model"), _text("docs/findings.md")
+    by = {(s, r): g.set_index("seed") for (s, r), g in a.groupby(["strategy", "round"])}
+    pu, rnd = by[("prompt-uncertainty", 2)], by[("random", 2)]
+    d = pu.test_rougeL - rnd.test_rougeL
+    ci = sps.ttest_1samp(d, 0.0).confidence_interval(0.95)
+    assert f"{_pm(d)} Rouge-L (3 seeds, PU ahead in {(d > 0).sum()};" in readme
+    interval = f"interval {_f(ci.low, '.1f')} to {_f(ci.high, '+.1f')}"
+    assert f"95 % {interval}" in readme and f"its 95 % {interval}" in doc
+    # the token confound: PU's selections trained on fewer tokens in every seed and round
+    later = a[a["round"] > 0].pivot_table(index=["seed", "round"], columns="strategy", values="train_tokens")
+    short = 1 - later["prompt-uncertainty"] / later["random"]
+    assert (short > 0).all() and f"{short.min():.0%}" == "1%" and f"{short.max():.0%}" == "18%"
+    assert "1–18 % fewer" in readme and "1–18 % fewer training tokens" in doc
+    # the corrected table cell, and the F test of the two strategies' variances
+    r1 = by[("random", 1)].test_rougeL
+    assert f"| {r1.mean():.1f} ± {r1.std(ddof=1):.1f} |" in doc and "17.2 ± 0.3" in doc
+    p = []
+    for r in (1, 2):  # two-sided F test of the two strategies' variances over 3 seeds
+        f = by[("prompt-uncertainty", r)].test_rougeL.var(ddof=1) / by[("random", r)].test_rougeL.var(ddof=1)
+        p.append(2 * min(sps.f.sf(f, 2, 2), sps.f.cdf(f, 2, 2)))
+    assert f"p ≈ {p[0]:.2f} (round 1) and {p[1]:.2f} (round 2)" in doc
+
+
+def test_the_novelty_numbers():
+    n = pd.read_csv(RESULTS / "novelty.csv")
+    readme, doc = _section(_text("README.md"), "## Findings on a real model"), _text("docs/findings.md")
+    ratio = f"{n.ratio.mean():.2f} ± {n.ratio.std(ddof=1):.2f}"
+    fall = -n.unrelated_relative_change.mean()
+    assert f"by {fall * 100:.0f} %" in readme and f"measured {ratio}" in readme
+    # the ceiling: a complete fall of the related tasks' U over the unrelated tasks' fall
+    per_draw = n.related_before / -n.unrelated_change  # the related tasks' U all gone, over the unrelated fall
+    ceiling = per_draw.mean()  # comparable with the mean of the per-draw ratios
+    assert f"could not exceed {ceiling:.2f}" in readme and f"at most {ceiling:.2f}" in doc
+    assert f"(per draw {per_draw.min():.2f}–{per_draw.max():.2f})" in doc
+
+
+def test_the_similarity_numbers():
+    s = pd.read_csv(RESULTS / "similarity.csv")
+    readme, doc = _section(_text("README.md"), "## Findings on a real model"), _text("docs/findings.md")
+    rouge = s.pivot(index="seed", columns="strategy", values="rougeL")
+    tokens = s.pivot(index="seed", columns="strategy", values="train_tokens")
+    raw, aligned = rouge.similarity - rouge.random, rouge["similarity-aligned"] - rouge.random
+    assert f"{_pm(raw)} Rouge-L over random (raw encoder), {_pm(aligned)} (aligned)" in readme
+    assert (raw > 0).all() and (aligned > 0).all() and "ahead in 3 of 3 seeds" in readme
+    more = tokens.similarity.sum() / tokens.random.sum() - 1
+    per_seed = tokens.similarity / tokens.random - 1
+    pct = [f"{v * 100:.0f} %" for v in per_seed]
+    assert f"on {more * 100:.0f} % more training tokens" in readme
+    assert f"({', '.join(pct[:-1])} and {pct[-1]} by seed)" in doc
+
+
+def test_the_diversity_numbers():
+    d = pd.read_csv(RESULTS / "diversity.csv")
+    readme, doc = _section(_text("README.md"), "## Findings on a real model"), _text("docs/findings.md")
+    em = d.pivot_table(index="seed", columns=["rules", "examples_per_rule"], values="unseen_em")
+    key = em[(4096, 1)] - em[(512, 8)]
+    assert f"{_pm(key, 2)} unseen-rule exact match" in readme
+    assert f"(SE {key.std(ddof=1) / np.sqrt(len(key)):.2f})" in doc
+    small = em[(512, 1)] - em[(64, 8)]
+    assert f"{_f(small.mean(), '.2f')} ± {small.std(ddof=1):.2f}" in doc
+    d["distinct"] = d.rules * d.examples_per_rule
+    big, tiny = d[d.distinct >= 4096].unseen_em, d[d.distinct == 512].unseen_em
+    assert f"(per seed {big.min():.2f}–{big.max():.2f})" in doc and f"(≤ {tiny.max():.4f}, below the" in doc
+    assert f"below the {d.copy_em.mean():.2f} copy floor" in doc
+    # at 4,096 distinct examples the fewest rules is 512: past the paper's transition
+    assert d[d.distinct == 4096].rules.min() == 512
+
+
+def test_the_cost_table():
+    c = pd.read_csv(RESULTS / "cost.csv")
+    doc = _text("docs/findings.md")
+    for name, minutes in (("active_loop", "85.8"), ("novelty", "18.5"), ("similarity", "19.9")):
+        rows = c[c.experiment == name]
+        seconds = rows.experiment_stage_seconds.unique()
+        assert len(seconds) == 1 and f"{seconds[0] / 60:.1f}" == minutes and f"| {minutes} min |" in doc
+        assert f"| {rows.flops.sum() / seconds[0] / 1e9:.0f} GFLOP/s" in doc
+    sim = c[c.experiment == "similarity"]
+    assert "(56 over the wall time)" in doc and round(sim.flops.sum() / (33.3 * 60) / 1e9) == 56

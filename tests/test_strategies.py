@@ -18,7 +18,7 @@ from scipy import stats as sps
 
 from raysys.config.experiments import StrategiesConfig
 from raysys.errors import ConfigError, RaysysError
-from raysys.experiments.comparison import draw, selection_seed, split_heldout
+from raysys.experiments.comparison import arm, draw, selection_seed, split_heldout
 
 
 def test_the_heldout_split_and_the_draws():
@@ -32,6 +32,10 @@ def test_the_heldout_split_and_the_draws():
     with pytest.raises(ConfigError, match="candidates = 11 but only 10"):
         draw(ids, 11, 0, "candidates")
     assert selection_seed(3, "random") == 6 and selection_seed(3, "random-2") == 7
+    assert arm("similarity-test") == ("similarity", 0) and arm("rds-test") == ("rds", 0) and arm("rds") == ("rds", 0)
+    assert StrategiesConfig(strategies=("random", "similarity-test")).strategies[1] == "similarity-test"
+    with pytest.raises(ConfigError, match="without repeats of"):
+        StrategiesConfig(strategies=("random", "length-test"))
     with pytest.raises(ConfigError, match="random among them"):
         StrategiesConfig(strategies=("length", "ifd"))
     with pytest.raises(ConfigError, match="likelihood must be on"):
@@ -42,9 +46,10 @@ def _h(*parts) -> float:
     return int.from_bytes(hashlib.sha256(json.dumps(parts).encode()).digest()[:8], "big") / 2**64
 
 
-def _stand_in_stages(calls: list):
+def _stand_in_stages(calls: list, aimed: dict | None = None):
     """The real scoring (in this process) and selection; training writes the task list;
-    evaluation gives an NLL known from the trained tasks."""
+    evaluation gives an NLL known from the trained tasks. `aimed`: each arm's targets file."""
+    aimed = {} if aimed is None else aimed
     from raysys.stages import RayStages, StageSettings
 
     class Stages(RayStages):
@@ -54,6 +59,7 @@ def _stand_in_stages(calls: list):
 
         def select(self, *args, **kw):
             calls.append(("select", str(args[-1])))
+            aimed[Path(args[-1]).name] = self.settings.targets
             return super().select(*args, **kw)
 
         def train(self, model, task_ids, out, *, val_ids=(), cfg=None):
@@ -138,6 +144,27 @@ def test_every_arm_selects_to_the_same_budget_and_the_summary_follows_the_rows(t
     saved.write_text(json.dumps(old))
     with pytest.raises(RaysysError, match="other settings.*keep_models"):  # a newer setting away from its default
         run_strategies(replace(cfg, keep_models=True), _stand_in_stages(calls), say=lambda m: None)
+
+
+def test_arms_aimed_at_the_test_tasks(tmp_path):
+    """similarity-test selects for the test tasks' prompts (written to test.parquet), the
+    similarity arm of the same seed for the development tasks'."""
+    from raysys.experiments.comparison_run import run_strategies
+    from raysys.pools.subset import pool_tasks
+
+    cfg = StrategiesConfig(work_dir=str(tmp_path / "w"), synth=replace(StrategiesConfig().synth, rules=60),
+                           heldout_tasks=8, candidates=40, budget=3000, seeds=(0,),
+                           strategies=("random", "similarity", "similarity-test"))
+    aimed: dict = {}
+    out = run_strategies(cfg, _stand_in_stages([], aimed), say=lambda m: None)
+    work = tmp_path / "w"
+    assert aimed == {"random": str(work / "dev.parquet"), "similarity": str(work / "dev.parquet"),
+                     "similarity-test": str(work / "test.parquet")}
+    dev, test = set(pool_tasks(str(work / "dev.parquet"))), set(pool_tasks(str(work / "test.parquet")))
+    assert len(dev) == len(test) == 4 and not dev & test
+    assert set(dev | test) <= set(pool_tasks(str(work / "pool.parquet")))  # held out of the pool the run drew
+    rows = {r["strategy"]: r for r in out["rows"]}
+    assert rows["similarity-test"]["n_tokens"] <= 3000 and "similarity-test - random" in out["paired"]
 
 
 def test_strategies_with_the_tiny_model_through_the_cli(tmp_path):

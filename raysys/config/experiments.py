@@ -184,6 +184,11 @@ class SimilarityConfig:
 # (two independent draws per seed: their difference is the noise floor)
 COMPARE_STRATEGIES = ("random", "random-2", "prompt-uncertainty", "prompt-uncertainty-low", "perplexity-high",
                       "ifd", "length", "rds", "similarity")
+# arms a comparison may add: similarity and rds aimed at the *test* tasks' prompts (INSTA's
+# setting: the targets' instructions known, never their answers), against the same strategies
+# aimed at the development tasks (the same kind of task, other targets): per-target matching
+# or style?
+TARGETED_ARMS = ("similarity-test", "rds-test")
 
 
 @dataclass(frozen=True)
@@ -195,7 +200,8 @@ class StrategiesConfig:
     held-out *test* tasks by likelihood (NLL per token, label accuracy; Rouge-L on a
     sample). `random` and `random-2` are two independent random draws. `rds` and
     `similarity` aim at the held-out *development* tasks (a `dev_fraction` of the held-out
-    tasks, never evaluated on). Sized for a 2-core CPU machine by default (the built-in
+    tasks, never evaluated on); the arms `rds-test` and `similarity-test` (TARGETED_ARMS)
+    aim at the test tasks' prompts instead. Sized for a 2-core CPU machine by default (the built-in
     tiny model on a synthetic pool); the real-model protocol is
     jobs/configs/strategies_smollm2.yaml."""
 
@@ -233,8 +239,9 @@ class StrategiesConfig:
         check_seeds(self)
         check(self.work_dir != "", "work_dir must not be empty")
         check(len(self.strategies) >= 1 and len(set(self.strategies)) == len(self.strategies)
-              and set(self.strategies) <= set(COMPARE_STRATEGIES) and "random" in self.strategies,
-              f"strategies must be a list without repeats of {', '.join(COMPARE_STRATEGIES)}, random among them")
+              and set(self.strategies) <= set(COMPARE_STRATEGIES + TARGETED_ARMS) and "random" in self.strategies,
+              f"strategies must be a list without repeats of {', '.join(COMPARE_STRATEGIES + TARGETED_ARMS)}, "
+              "random among them")
         check(len(self.seeds) >= 1 and len(set(self.seeds)) == len(self.seeds),
               "seeds must be a non-empty list without repeats")
         check(self.heldout_tasks >= 0 and self.candidates >= 0 and self.budget >= 1 and self.actors >= 0,

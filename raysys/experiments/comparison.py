@@ -25,8 +25,17 @@ METRICS = ("nll", "label_accuracy", "rougeL", "exact_match")
 
 def arm(name: str) -> tuple[str, int]:
     """(the selection strategy, the offset of its selection seed) of an arm: random-2 is
-    random with its own draws."""
-    return ("random", 1) if name == "random-2" else (name, 0)
+    random with its own draws; similarity-test is similarity aimed at the test tasks."""
+    if name == "random-2":
+        return "random", 1
+    return name.removesuffix(TEST_TARGETS), 0
+
+
+TEST_TARGETS = "-test"  # an arm's suffix: its strategy aims at the test tasks, not the development tasks
+
+
+def aims_at_test(name: str) -> bool:
+    return name.endswith(TEST_TARGETS)
 
 
 def selection_seed(seed: int, name: str) -> int:

@@ -7,7 +7,8 @@ and evaluated on the test tasks.
 
 The stages are raysys.stages's (RayStages) and can be injected for tests. Outputs in
 work_dir: pool.parquet, heldout.parquet (when the held-out tasks have their own pool),
-dev.parquet (the development tasks: targets of rds and similarity), base/ (eval-0.json,
+dev.parquet (the development tasks: targets of rds and similarity; test.parquet, the test
+tasks, when an arm aims at them: rds-test, similarity-test), base/ (eval-0.json,
 record.json), per seed seed-N/scores.parquet and seed-N/<arm>/ (selected.json, model/,
 eval-0.json, record.json: the row; the model/ folder is removed once evaluated unless
 `keep_models`); then strategies.csv (one row per seed x arm, base included: its one
@@ -30,7 +31,17 @@ from typing import Any
 
 from raysys.config.experiments import StrategiesConfig
 from raysys.costs import eval_tokens, score_flops, timed, train_tokens, trained_flops
-from raysys.experiments.comparison import BASE, arm, draw, markdown, render, selection_seed, split_heldout, summarize
+from raysys.experiments.comparison import (
+    BASE,
+    aims_at_test,
+    arm,
+    draw,
+    markdown,
+    render,
+    selection_seed,
+    split_heldout,
+    summarize,
+)
 from raysys.experiments.outputs import write_outputs
 from raysys.io import atomic_path, read_json, write_json, write_text
 from raysys.models import check_model_path
@@ -69,7 +80,10 @@ def run_strategies(cfg: StrategiesConfig, stages: Callable[..., Stages] | None =
     dev, test = split_heldout(held, cfg.dev_fraction)
     dev_file = Path(subset_pool(heldout_pool, dev, work / "dev.parquet"))
     trainable = [t for t in tasks if t not in set(held)]
-    st = (stages or _ray_stages)(cfg, pool, heldout_pool, dev_file)
+    make = stages or _ray_stages
+    st = make(cfg, pool, heldout_pool, dev_file)
+    if any(aims_at_test(a) for a in cfg.strategies):  # their selections aim at the test tasks' prompts
+        st_test = make(cfg, pool, heldout_pool, Path(subset_pool(heldout_pool, test, work / "test.parquet")))
     name = model_name(cfg.model)
     say(f"strategies: {len(cfg.strategies)} arms x {len(cfg.seeds)} seeds; {cfg.candidates or len(trainable)} "
         f"candidates per seed, a budget of {cfg.budget:,} {cfg.budget_unit} per selection; {len(test)} test and "
@@ -94,7 +108,8 @@ def run_strategies(cfg: StrategiesConfig, stages: Callable[..., Stages] | None =
         for a in cfg.strategies:
             out = sd / a
             if not (out / RECORD).is_file():
-                row = _run_arm(cfg, st, a, seed, model, candidates, scores, score_seconds, test, out)
+                row = _run_arm(cfg, st_test if aims_at_test(a) else st, a, seed, model, candidates, scores,
+                               score_seconds, test, out)
                 write_json(out / RECORD, {"model": name, **row})
                 say(f"[seed {seed}] {a}: {row['n_tasks']} tasks, {row['n_tokens']:,.0f} tokens; "
                     f"test NLL/token {row['nll']:.4f}")

@@ -182,3 +182,50 @@ def test_long_prompts_drop_demonstrations_first(tiny_lm):
     assert all(len(tiny_lm.tokenizer(p).input_ids) <= 300 for p in shown)
     assert rows[0]["n_truncated"] == 0 and rows[0]["prompt_uncertainty"] > 0
     assert rows[1]["n_truncated"] == 1
+
+
+def test_scoring_the_answers_of_another_scoring(tasks, tiny_lm, tmp_path):
+    """answers_from: model B scores the answers model A gave (stored in A's scores), every
+    p_ij and U against the plain reference computed on A's answers; A's greedy answers
+    round-trip through the `answers` column; missing answers are a clear error."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from raysys.config import TinyConfig
+    from raysys.errors import InvalidFile
+    from raysys.models import init_tiny, load_model
+    from raysys.scoring.answers import read_answers
+
+    rows_a, details_a = TaskScorer("", CFG, loaded=tiny_lm, device="cpu").score(tasks, details=True)
+    scores_a = tmp_path / "a.parquet"
+    pq.write_table(pa.Table.from_pylist(rows_a), scores_a)
+    given = {(d["task_id"], d["instance_id"]): d["target"] for d in details_a if d["perturbation"] == 0}
+    assert read_answers(scores_a) == given and len(given) == sum(r["n_instances"] for r in rows_a)
+    other = load_model(str(init_tiny(tmp_path / "b", TinyConfig(hidden_size=64, layers=2, seed=7))))
+    cfg = dataclasses.replace(CFG, answers_from=str(scores_a))
+    rows_b, details_b = TaskScorer("", cfg, loaded=other, device="cpu").score(tasks, details=True)
+    for task, row in zip(tasks, rows_b):
+        insts = sample_instances(task, cfg.instances, cfg.seed)
+        parts = perturb_prompt_parts(task.task_id, task.instruction, task.demonstrations, cfg.perturbations,
+                                     rate=cfg.drop_rate, seed=cfg.seed)
+        p = np.zeros((len(insts), cfg.perturbations + 1))
+        for i, inst in enumerate(insts):
+            prompts = [format_prompt(cfg.prompt.template, d, inst.input, demos, cfg.prompt.demonstrations)
+                       for d, demos in parts]
+            y = given[(task.task_id, inst.id)]
+            p[i] = np.exp(reference_mean_logprobs(other.model, other.tokenizer, other.kind, prompts, [y] * len(prompts)))
+        u = np.abs(p[:, 1:] - p[:, :1]).mean()
+        assert abs(row["prompt_uncertainty"] - u) < 1e-7 and abs(row["prediction_probability"] - p[:, 0].mean()) < 1e-7
+        assert [a["answer"] for a in row["answers"]] == [given[(task.task_id, i.id)] for i in insts]
+        assert row["rds_embedding"] is None  # nothing was decoded
+    assert [d["target"] for d in details_b if d["perturbation"] == 0] == [d["target"] for d in details_a
+                                                                          if d["perturbation"] == 0]
+    # a task the file did not score, and a file without answers: errors naming the file
+    pq.write_table(pa.Table.from_pylist(rows_a[1:]), tmp_path / "fewer.parquet")
+    with pytest.raises(InvalidFile, match=f"fewer.parquet: task '{tasks[0].task_id}' instance"):
+        TaskScorer("", dataclasses.replace(CFG, answers_from=str(tmp_path / "fewer.parquet")), loaded=other,
+                   device="cpu").score(tasks)
+    pq.write_table(pa.Table.from_pylist([{k: v for k, v in r.items() if k != "answers"} for r in rows_a]),
+                   tmp_path / "old.parquet")
+    with pytest.raises(InvalidFile, match="old.parquet: no answers column"):
+        read_answers(tmp_path / "old.parquet")

@@ -188,6 +188,7 @@ class ScoringConfig:
     racing: int = 0  # B > 0: find the B most prompt-uncertain tasks by racing perturbations (raysys.scoring.race_rule)
     racing_first: int = 3  # perturbations every task gets in racing's first round
     racing_delta: float = 0.05  # racing: 1 - the confidence of each bound on a task's U
+    answers_from: str = ""  # a scores file: score its answers instead of this model's own (raysys.scoring.answers)
 
     def __post_init__(self) -> None:
         check_seeds(self)
@@ -196,6 +197,7 @@ class ScoringConfig:
         check(not self.racing or self.perturbations >= 2, "racing needs perturbations >= 2")
         check(self.racing_first >= 2, "racing_first must be >= 2")
         check(0.0 < self.racing_delta < 1.0, "racing_delta must be in (0, 1)")
+        check(not (self.racing and self.answers_from), "racing decodes its own answers: answers_from must be empty")
         check(self.perturbations >= 0, "perturbations must be >= 0")
         check(0.0 <= self.drop_rate <= 1.0, "drop_rate must be in [0, 1]")
         check(self.perturbation in PERTURBATIONS, f"perturbation must be one of {PERTURBATIONS}")

@@ -35,10 +35,11 @@ from raysys.perturb import perturb_prompt_parts, rng_for
 from raysys.prompts import FittedPrompt, Template
 from raysys.schema import Demonstration, Instance, Task
 from raysys.scoring import signals
+from raysys.scoring.answers import column as answer_column
 
 SCORE_COLUMNS = ("task_id", "prompt_uncertainty", "prediction_probability", "perplexity", "classification_entropy",
                  "ifd", "n_instances", "n_instances_total", "n_perturbations", "n_labels", "n_truncated",
-                 "is_classification", "mean_answer_chars", "tokens", "flops", "rds_embedding")
+                 "is_classification", "mean_answer_chars", "tokens", "flops", "rds_embedding", "answers")
 DETAIL_COLUMNS = ("task_id", "instance_id", "perturbation", "prompt", "target", "p")
 
 
@@ -243,6 +244,7 @@ def task_rows(batch: Batch, logp: np.ndarray, task_tokens: Sequence[int] | None 
             "tokens": None if task_tokens is None else int(task_tokens[i]),
             "flops": None if task_tokens is None or parameters is None else forward_flops(task_tokens[i], parameters),
             "rds_embedding": None if embeddings is None else embeddings[i],
+            "answers": answer_column([inst.id for inst in t.plan.instances], t.answers),
         })
     return rows
 

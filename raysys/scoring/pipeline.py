@@ -28,8 +28,9 @@ from raysys.io import write_parquet
 from raysys.models import check_model_path, prompt_template
 from raysys.pools.load import detect_format
 from raysys.pools.subset import as_parquet, subset_pool
-from raysys.runs.keys import run_id
+from raysys.runs.keys import pool_stats, run_id
 from raysys.runs.parts import Parts
+from raysys.scoring.answers import read_answers
 from raysys.scoring.race_rounds import RaceRound, race
 from raysys.scoring.scores_file import DETAIL_SCHEMA, scores_metadata
 
@@ -63,7 +64,11 @@ def score_pool(
     check_model_path(model)  # fail here, not inside every actor
     prompt_template(model, cfg.prompt.template, cfg.prompt.chat_body, trust_remote_code)  # a chat template: usable?
     detect_format(pool)  # a missing or unreadable pool fails before anything is created
-    run = run_id(cfg, model, pool, details is not None)
+    more = {}
+    if cfg.answers_from:  # the answers to score: readable, and part of the run's identity
+        read_answers(cfg.answers_from)
+        more["answers_file"] = pool_stats(cfg.answers_from)
+    run = run_id(cfg, model, pool, details is not None, **more)
     parts_dir = Path(f"{out}.parts") / run
     flags = dict(actors=actors, gpus_per_actor=gpus_per_actor, trust_remote_code=trust_remote_code,
                  num_cpus=num_cpus, progress=progress, cpus=cpus)

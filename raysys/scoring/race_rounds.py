@@ -25,9 +25,9 @@ import numpy as np
 from raysys.config import ScoringConfig
 from raysys.schema import Task
 from raysys.scoring import race_rule, signals
+from raysys.scoring.answers import Answers, answers_of, given_answers
 from raysys.scoring.items import sample_instances
 
-Answers = dict[tuple[str, str], str]  # (task_id, instance_id) -> the model's greedy answer
 # run_round(round, perturbations j to score (0 included in round 0), task ids, answers or None in round 0)
 #   -> (rows, detail rows) of those tasks
 RunRound = Callable[[int, tuple[int, ...], list[str], "Answers | None"], tuple[list[dict], list[dict]]]
@@ -47,16 +47,13 @@ class RaceRound:
         return self.scoring.tasks_per_batch
 
 
-def answers_of(details: Sequence[dict]) -> Answers:
-    """The greedy answers of round 0's detail rows (the targets of j = 0)."""
-    return {(r["task_id"], r["instance_id"]): r["target"] for r in details if r["perturbation"] == 0}
-
-
-def score_round(scorer, tasks: Sequence[Task], columns: tuple[int, ...], answers: Answers | None):
+def score_round(scorer, tasks: Sequence[Task], columns: tuple[int, ...], answers: Answers | None,
+                source: str = "round 0's answers"):
     """A TaskScorer's rows and detail rows for one round: perturbations `columns` of
     `tasks`, against round 0's `answers` (None in round 0: the scorer decodes them)."""
-    given = None if answers is None else [answers[(t.task_id, inst.id)] for t in tasks
-                                          for inst in sample_instances(t, scorer.cfg.instances, scorer.cfg.seed)]
+    given = None if answers is None else given_answers(
+        answers, tasks, [[i.id for i in sample_instances(t, scorer.cfg.instances, scorer.cfg.seed)] for t in tasks],
+        source)
     return scorer.score(tasks, True, columns=columns, answers=given)
 
 
@@ -73,7 +70,7 @@ class RoundScorer:
         self.answers = answers_of(pq.read_table(cfg.answers).to_pylist()) if cfg.answers else None
 
     def process(self, tasks: Sequence[Task], details: bool = True):
-        return score_round(self.scorer, tasks, self.cfg.columns, self.answers)
+        return score_round(self.scorer, tasks, self.cfg.columns, self.answers, self.cfg.answers)
 
 
 @dataclass(frozen=True)

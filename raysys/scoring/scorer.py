@@ -11,7 +11,8 @@ prompts and generated tokens, and every item's prompt and target tokens, as a pl
 one-sequence-at-a-time loop reads them (the engine computes fewer: shared prefixes are
 encoded once, duplicate items scored once); and their FLOPs (`flops`, raysys.costs). It
 also holds the task's RDS+ embedding (`rds_embedding`, raysys.models.pooling), taken from the
-prefill of the greedy decode.
+prefill of the greedy decode, and its answers (`answers`). With `answers_from`, the answers
+of another scoring are scored instead of decoded (raysys.scoring.answers).
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from raysys.models import LoadedModel, prompt_ids
 from raysys.models.pooling import task_means
 from raysys.models.runner import worker_setup
 from raysys.schema import Task
+from raysys.scoring.answers import given_answers, read_answers
 from raysys.scoring.items import Batch, TaskPlan, build_items, detail_rows, plan_task, task_rows, tokens
 from raysys.scoring.likelihood import Budget, make_scorer, target_ids
 
@@ -41,6 +43,7 @@ class TaskScorer:
         # tokenizer that adds no BOS to "" gets its BOS (or EOS) text instead
         alone = lm.tokenizer("").input_ids
         self.alone_prompt = "" if alone else (lm.tokenizer.bos_token or lm.tokenizer.eos_token)
+        self.fixed = read_answers(cfg.answers_from) if cfg.answers_from else None  # answers to score, not decode
 
     def process(self, tasks: Sequence[Task], details: bool = False):
         """The pipeline's worker interface (raysys.actors.Worker)."""
@@ -92,7 +95,11 @@ class TaskScorer:
         some perturbations j only (`columns`) and may give the greedy answers found before
         (`answers`, one per sampled instance, task after task); without j = 0 a task's row
         holds its task_id and tokens only."""
-        batch, spent, embedded = self._items([plan_task(t, self.cfg, self.template) for t in tasks], answers, columns)
+        plans = [plan_task(t, self.cfg, self.template) for t in tasks]
+        if answers is None and self.fixed is not None:
+            answers = given_answers(self.fixed, tasks, [[i.id for i in p.instances] for p in plans],
+                                    self.cfg.answers_from)
+        batch, spent, embedded = self._items(plans, answers, columns)
         logp = self.engine.score(batch.items.prompts, batch.items.targets, batch.items.groups)
         counts = tokens(batch, self.item_tokens(batch), spent)
         if columns is not None and 0 not in columns:

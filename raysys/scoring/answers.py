@@ -10,8 +10,8 @@ the same way (raysys.scoring.race_rounds).
 """
 from __future__ import annotations
 
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 
 from raysys.errors import InvalidFile
 from raysys.schema import Task

@@ -28,8 +28,9 @@ from raysys.pools.subset import pool_tasks, subset_pool
 class Stages(Protocol):
     """What a run needs done; paths in, paths and numbers out."""
 
-    def score(self, model: str, task_ids: Sequence[str], out: Path) -> str:
-        """The scores .parquet at `out` (task_id, prompt_uncertainty, ...) of `task_ids`."""
+    def score(self, model: str, task_ids: Sequence[str], out: Path, *, answers_from: str = "") -> str:
+        """The scores .parquet at `out` (task_id, prompt_uncertainty, ...) of `task_ids`;
+        `answers_from`: a scores file whose answers `model` scores instead of its own."""
 
     def select(self, strategy: str, budget: int, seed: int, task_ids: Sequence[str], scores: str | None,
                out_dir: Path, *, model: str = "") -> list[str]:
@@ -105,9 +106,10 @@ class RayStages:
     cpus: float | None = None  # this caller's share of the cluster's CPUs (a Tune trial's)
     progress: bool = False  # progress bars and stage lines on the terminal (the demo's)
 
-    def score(self, model: str, task_ids: Sequence[str], out: Path) -> str:
+    def score(self, model: str, task_ids: Sequence[str], out: Path, *, answers_from: str = "") -> str:
         s = self.settings
-        return score_tasks(self.pool, task_ids, model, out, s.scoring, actors=s.actors,
+        cfg = replace(s.scoring, answers_from=str(answers_from)) if answers_from else s.scoring
+        return score_tasks(self.pool, task_ids, model, out, cfg, actors=s.actors,
                            subset=out.with_name(out.stem + "-tasks.parquet"), trust_remote_code=s.trust_remote_code,
                            cpus=self.cpus, progress=self.progress)
 

@@ -65,25 +65,31 @@ def u0(task_id: str) -> float:
 
 @dataclass(frozen=True)
 class FakeNoveltyStages:
-    """M1 multiplies a related task's uncertainty by `related` and any other's by `unrelated`."""
+    """M1 multiplies a related task's uncertainty by `related` and any other's by `unrelated`;
+    scoring M0's answers (answers_from), by `same_related` and `same_unrelated`."""
 
     related_ids: tuple[str, ...]
     related: float = 0.5
     unrelated: float = 0.9
+    same_related: float = 0.7
+    same_unrelated: float = 0.95
 
     def train(self, model, task_ids, out, *, val_ids=(), cfg=None):
         out.mkdir(parents=True, exist_ok=True)
         (out / "model.json").write_text(json.dumps({"from": str(model), "tasks": list(task_ids)}))
         return str(out), {}
 
-    def score(self, model, task_ids, out):
+    def score(self, model, task_ids, out, *, answers_from=""):
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         trained = Path(model, "model.json").is_file() and Path(model).name == "m1"
+        related, unrelated = (self.same_related, self.same_unrelated) if answers_from else (self.related,
+                                                                                           self.unrelated)
+        assert not answers_from or Path(answers_from).name == "scores-m0.parquet"  # M0's answers
         rows = []
         for t in task_ids:
-            factor = (self.related if t in self.related_ids else self.unrelated) if trained else 1.0
+            factor = (related if t in self.related_ids else unrelated) if trained else 1.0
             rows.append({"task_id": t, "prompt_uncertainty": u0(t) * factor,
                          "prediction_probability": 0.5 + 0.5 * u0(t) * factor})
         pq.write_table(pa.Table.from_pylist(rows), out)

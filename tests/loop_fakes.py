@@ -55,7 +55,7 @@ class FakeStages:
         with open(self.log, "a") as f:
             f.write(json.dumps({"op": op, "at": where(out_dir), **kw}) + "\n")
 
-    def score(self, model: str, task_ids: Sequence[str], out: Path) -> str:
+    def score(self, model: str, task_ids: Sequence[str], out: Path, *, answers_from: str = "") -> str:
         self._log("score", Path(out).parent, n=len(task_ids))
         m = model_id(model)
         out = Path(out)

@@ -205,6 +205,13 @@ def test_roles_are_disjoint_and_in_their_groups():
         draw_roles(tasks, replace(cfg, train_tasks=15), 0)
     with pytest.raises(ConfigError, match="only .* tasks are left"):
         draw_roles(tasks, replace(cfg, base_tasks=100), 0)
+    # disjoint draws: none trains on a task an earlier draw trained on; the rest as before
+    second = draw_roles(tasks, cfg, 1, taken=roles.train)
+    assert not set(second.train) & set(roles.train) and len(second.train) == 8
+    assert not set(second.train) & set(second.related) and len(second.related) == 6
+    assert draw_roles(tasks, cfg, 1, taken=()) == draw_roles(tasks, cfg, 1)
+    with pytest.raises(ConfigError, match=r"group 'repeated' has 20 tasks \(4 not trained on"):
+        draw_roles(tasks, cfg, 2, taken=roles.train + second.train)
 
 
 @needs_data
@@ -277,6 +284,12 @@ def test_novelty_run_with_known_scores(tmp_path):
     related_ids = tuple(t for r in roles_of.values() for t in r.related)
     summary = run_novelty(cfg, FakeNoveltyStages(related_ids), say=lambda m: None)
     assert [d["seed"] for d in summary["draws"]] == [0, 3]
+    assert set(roles_of[0].train) & set(roles_of[3].train)  # these two draws overlap; with disjoint they do not
+    apart = run_novelty(replace(cfg, work_dir=str(tmp_path / "apart"), disjoint=True), FakeNoveltyStages(related_ids),
+                        say=lambda m: None)["draws"]
+    assert apart[0]["train_tasks"] == list(roles_of[0].train)
+    assert apart[1]["train_tasks"] == list(draw_roles(tasks, cfg, 3, taken=roles_of[0].train).train)
+    assert not set(apart[0]["train_tasks"]) & set(apart[1]["train_tasks"])
     assert roles_of[0] != roles_of[3]
     for out in summary["draws"]:
         roles = roles_of[out["seed"]]
@@ -287,6 +300,14 @@ def test_novelty_run_with_known_scores(tmp_path):
         assert out["direction"] == "both decreased"
         assert out["ratio"] == pytest.approx(5 * rel.mean() / unrel.mean())
         assert out["relative_ratio"] == pytest.approx(5.0)
+        # the ceiling: the related tasks' U all gone, over the unrelated fall
+        assert out["ceiling"] == pytest.approx(rel.mean() / (0.1 * unrel.mean()))
+        # M0's answers scored under M1 (the fake's other factors), with their own ratio and ceiling
+        assert out["same_related_change"] == pytest.approx(-0.3 * rel.mean())
+        assert out["same_unrelated_change"] == pytest.approx(-0.05 * unrel.mean())
+        assert out["same_ratio"] == pytest.approx(6 * rel.mean() / unrel.mean())
+        assert out["same_ceiling"] == pytest.approx(rel.mean() / (0.05 * unrel.mean()))
+        assert out["same_direction"] == "both decreased"
         # M0 was trained on the base tasks, M1 on the group's training tasks, starting from M0
         m1 = json.loads(Path(out["m1"], "model.json").read_text())
         assert m1["tasks"] == list(roles.train) and m1["from"] == out["m0"]
@@ -306,7 +327,9 @@ def test_novelty_run_with_known_scores(tmp_path):
         per_task = pd.read_csv(out["tasks"])
         assert list(per_task["task_id"]) == ids and per_task["uncertainty_m1"].tolist() == pytest.approx(after.tolist())
         assert Path(out["shift"]).stat().st_size > 5_000
-        assert set(out["seconds"]) == {"train_m0", "score_m0", "train_m1", "score_m1"}
+        assert set(out["seconds"]) == {"train_m0", "score_m0", "train_m1", "score_m1", "score_m1_same"}
+        assert per_task["uncertainty_m1_same"].tolist() == pytest.approx(
+            (before * np.array([0.7] * len(roles.related) + [0.95] * len(roles.unrelated))).tolist())
     # the summary over draws: mean and sample std, pooled ratio, one CSV row per draw
     rel = [-0.5 * np.mean([u0(t) for t in roles_of[s].related]) for s in cfg.seeds]
     unrel = [-0.1 * np.mean([u0(t) for t in roles_of[s].unrelated]) for s in cfg.seeds]
@@ -319,6 +342,11 @@ def test_novelty_run_with_known_scores(tmp_path):
     table = pd.read_csv(summary["csv"])
     assert table["seed"].tolist() == [0, 3] and table["model"].tolist() == [str(tmp_path)] * 2
     assert table["related_change"].tolist() == pytest.approx(rel)
+    assert table["same_ratio"].tolist() == pytest.approx([1.2 * r / u for r, u in zip(rel, unrel)])
+    assert table["train_tasks"].tolist() == [" ".join(roles_of[s].train) for s in cfg.seeds]
+    assert saved["same_ratio_mean"] == pytest.approx(np.mean([1.2 * r / u for r, u in zip(rel, unrel)]))
+    assert saved["ceiling_mean"] == pytest.approx(np.mean(
+        [-np.mean([u0(t) for t in roles_of[s].related]) / u for s, u in zip(cfg.seeds, unrel)]))
     assert Path(summary["figure"]).stat().st_size > 5_000
     assert "pooled ratio" in summary["text"]
 
@@ -350,8 +378,8 @@ class _LocalStages:
         lm.tokenizer.save_pretrained(out)
         return str(out), {}
 
-    def score(self, model, task_ids, out):
-        return self.real.score(model, task_ids, out)
+    def score(self, model, task_ids, out, *, answers_from=""):
+        return self.real.score(model, task_ids, out, answers_from=answers_from)
 
 
 def test_novelty_with_a_real_model_trained_on_the_related_tasks(tmp_path):
@@ -380,6 +408,12 @@ def test_novelty_with_a_real_model_trained_on_the_related_tasks(tmp_path):
     assert gain[related].mean() > gain[~related].mean()
     scores = pq.read_table(out["scores_m1"]).to_pandas().set_index("task_id")
     assert t["uncertainty_m1"].tolist() == scores.loc[t["task_id"], "prompt_uncertainty"].tolist()
+    # M0's answers under M1: the answers scored are M0's, the likelihoods M1's
+    fixed = pq.read_table(out["scores_m0"]).to_pandas().set_index("task_id")
+    again = pq.read_table(Path(out["scores_m1"]).with_name("scores-m1-same-answers.parquet")).to_pandas()
+    assert [a.tolist() for a in again.set_index("task_id").loc[t["task_id"], "answers"]] == \
+        [a.tolist() for a in fixed.loc[t["task_id"], "answers"]]
+    assert np.isfinite(t["uncertainty_m1_same"]).all() and np.isfinite(t["probability_m1_same"]).all()
     assert set(t["category_m0"]) <= {"Ambiguous", "Easy", "Difficult"}
     # M1 = M0 (no training at all): every change is exactly zero and the ratio is undefined
     same = run_novelty(replace(cfg, work_dir=str(tmp_path / "same")), _Identity(pool, cfg), say=lambda m: None)
@@ -387,6 +421,8 @@ def test_novelty_with_a_real_model_trained_on_the_related_tasks(tmp_path):
     same = same["draws"][0]
     assert same["related_change"] == 0 and same["unrelated_change"] == 0 and same["ratio"] is None
     assert same["direction"] == "no change"
+    # M0's answers scored by M0 again (answers_from): exactly M0's own scores
+    assert same["same_related_change"] == 0 and same["same_unrelated_change"] == 0 and same["same_ceiling"] is None
 
 
 class _Identity(_LocalStages):

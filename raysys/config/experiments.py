@@ -113,6 +113,8 @@ class NoveltyConfig:
         instances=4, perturbations=8, generation=GenerationConfig(max_new_tokens=16), entropy=False, ifd=False))
     taskmap: TaskMapConfig = field(default_factory=TaskMapConfig)
     actors: int = 0  # scorer actors (one GPU each); 0 = score in the driver's process (small pools)
+    same_answers: bool = True  # also score M0's answers under M1: U before and after on the same answers
+    disjoint: bool = False  # no task trained on in two draws (the group needs seeds x train_tasks tasks)
 
     def __post_init__(self) -> None:
         check_seeds(self)

@@ -18,6 +18,13 @@ with each task group's relative change, mean(U1) / mean(U0) - 1. Over several dr
 `summarize` gives each quantity's mean and sample std (ddof 1) over the draws, the
 pooled ratio (mean related change / mean unrelated change) and how many draws went
 each direction.
+
+What a draw can show: U cannot fall below 0, so the ratio is at most the related tasks'
+U under M0 over the unrelated tasks' fall (`ceiling`): when training lowers every task's
+U by 80 %, no ratio much above 1.25 can appear, whatever the method's effect. Each model
+scores its own greedy answers; `same_answers` scores M0's answers under M1 as well (the
+`same_` quantities), so a change of U is not a change of which answer is scored. With
+`disjoint`, no task is trained on in two draws (`taken`).
 """
 from __future__ import annotations
 
@@ -53,8 +60,10 @@ class Roles:
         return list(self.related) + list(self.unrelated)
 
 
-def draw_roles(tasks: Sequence[Task], cfg: NoveltyConfig, seed: int) -> Roles:
-    """One draw's four disjoint task sets; a pool too small for them is a ConfigError with the counts."""
+def draw_roles(tasks: Sequence[Task], cfg: NoveltyConfig, seed: int, taken: Sequence[str] = ()) -> Roles:
+    """One draw's four disjoint task sets, none of the `taken` tasks trained on (earlier
+    draws' training tasks, with `disjoint`); a pool too small for them is a ConfigError
+    with the counts."""
     rng = random.Random(f"novelty:{seed}")
     ids_in = sorted(t.task_id for t in tasks if group_of(t, cfg.group_by) == cfg.group)
     ids_out = sorted(t.task_id for t in tasks if group_of(t, cfg.group_by) != cfg.group)
@@ -62,14 +71,18 @@ def draw_roles(tasks: Sequence[Task], cfg: NoveltyConfig, seed: int) -> Roles:
         groups = sorted({group_of(t, cfg.group_by) for t in tasks})
         raise ConfigError(f"no task of group {cfg.group!r} in the pool; its groups: {', '.join(groups[:20])}")
     need_in = cfg.train_tasks + cfg.related_tasks
-    if len(ids_in) < need_in or len(ids_out) < cfg.unrelated_tasks:
-        raise ConfigError(f"group {cfg.group!r} has {len(ids_in)} tasks and the others {len(ids_out)}: need "
-                          f"train_tasks + related_tasks = {need_in} and unrelated_tasks = {cfg.unrelated_tasks}")
+    free = [t for t in ids_in if t not in set(taken)]
+    if len(ids_in) < need_in or len(ids_out) < cfg.unrelated_tasks or len(free) < cfg.train_tasks:
+        raise ConfigError(f"group {cfg.group!r} has {len(ids_in)} tasks ({len(free)} not trained on in an earlier "
+                          f"draw) and the others {len(ids_out)}: need train_tasks + related_tasks = {need_in}, "
+                          f"train_tasks = {cfg.train_tasks} of those not trained on before, and unrelated_tasks = "
+                          f"{cfg.unrelated_tasks}")
     rng.shuffle(ids_in)
     rng.shuffle(ids_out)
-    train, related = ids_in[:cfg.train_tasks], ids_in[cfg.train_tasks:need_in]
+    train = [t for t in ids_in if t not in set(taken)][:cfg.train_tasks]
+    related = [t for t in ids_in if t not in set(train)][:cfg.related_tasks]
     unrelated = ids_out[:cfg.unrelated_tasks]
-    rest = ids_in[need_in:] + ids_out[cfg.unrelated_tasks:]
+    rest = [t for t in ids_in if t not in set(train) | set(related)] + ids_out[cfg.unrelated_tasks:]
     rng.shuffle(rest)
     if len(rest) < cfg.base_tasks:
         raise ConfigError(f"base_tasks = {cfg.base_tasks} but only {len(rest)} tasks are left after the "
@@ -103,12 +116,34 @@ def novelty_ratio(shift: Sequence[Mapping]) -> dict:
         out[f"{g}_before"] = float(by[g]["mean_uncertainty_before"])
         out[f"{g}_after"] = float(by[g]["mean_uncertainty_after"])
         out[f"{g}_tasks"] = int(by[g]["tasks"])
+    out["ceiling"] = ceiling(out["related_before"], ch["unrelated"])
     return out
+
+
+def ceiling(related_before: float, unrelated_change: float) -> float | None:
+    """The largest ratio the draw could show: the related tasks' uncertainty falling all
+    the way to 0 (a change of -related_before) over the unrelated tasks' fall. None when
+    the unrelated tasks' uncertainty did not fall (then any related fall shows)."""
+    return related_before / -unrelated_change if unrelated_change < 0 else None
+
+
+SAME = "same_"  # the same quantities with M0's answers scored under M1 (scoring.answers_from)
+SAME_KEYS = ("related_change", "unrelated_change", "related_relative_change", "unrelated_relative_change", "ratio",
+             "relative_ratio", "direction", "related_after", "unrelated_after", "ceiling")
+
+
+def same_answers(shift: Sequence[Mapping]) -> dict:
+    """novelty_ratio of the shift from M0 to M1 on M0's own answers, its keys prefixed."""
+    r = novelty_ratio(shift)
+    return {SAME + k: r[k] for k in SAME_KEYS}
 
 
 def render(r: Mapping) -> str:
     def f(v):
         return "undefined (the unrelated tasks' uncertainty did not change)" if v is None else f"{v:.2f}x"
+
+    def c(v):
+        return "none (the unrelated tasks' uncertainty did not fall)" if v is None else f"{v:.2f}x"
 
     lines = [f"{'group':<10} {'tasks':>5} {'U under M0':>11} {'U under M1':>11} {'change':>11} {'relative':>9}"]
     for g in ("related", "unrelated"):
@@ -116,11 +151,16 @@ def render(r: Mapping) -> str:
                      f"{r[f'{g}_change']:>+11.3e} {r[f'{g}_relative_change']:>+9.1%}")
     lines.append(f"novelty ratio (related / unrelated mean change): {f(r['ratio'])}; {r['direction']}")
     lines.append(f"relative ratio (related / unrelated relative change): {f(r['relative_ratio'])}")
+    lines.append(f"ceiling (the ratio if the related tasks' U fell to 0): {c(r.get('ceiling'))}")
+    if r.get(SAME + "ratio") is not None or r.get(SAME + "direction"):
+        lines.append(f"on M0's answers scored under M1: related {r[SAME + 'related_change']:+.3e}, unrelated "
+                     f"{r[SAME + 'unrelated_change']:+.3e}; ratio {f(r[SAME + 'ratio'])} (ceiling "
+                     f"{c(r[SAME + 'ceiling'])}); {r[SAME + 'direction']}")
     return "\n".join(lines)
 
 
 SUMMARIZED = ("related_change", "unrelated_change", "related_relative_change", "unrelated_relative_change",
-              "ratio", "relative_ratio")
+              "ratio", "relative_ratio", "ceiling", *(SAME + k for k in SAME_KEYS if k != "direction"))
 
 
 def summarize(draws: Sequence[Mapping]) -> dict:
@@ -129,7 +169,7 @@ def summarize(draws: Sequence[Mapping]) -> dict:
     ratio of the mean changes, and the count of draws per direction."""
     out: dict = {"draws": len(draws)}
     for k in SUMMARIZED:
-        vals = [float(d[k]) for d in draws if d[k] is not None]
+        vals = [float(d[k]) for d in draws if d.get(k) is not None]
         out[f"{k}_mean"] = statistics.fmean(vals) if vals else None
         out[f"{k}_std"] = statistics.stdev(vals) if len(vals) > 1 else None
         out[f"{k}_undefined"] = len(draws) - len(vals)
@@ -152,4 +192,6 @@ def render_summary(s: Mapping) -> str:
         f"over {s['draws']} draw(s): related change {pm('related_change', '+.3e')}, unrelated {pm('unrelated_change', '+.3e')}",
         f"relative: related {pm('related_relative_change', '+.1%')}, unrelated {pm('unrelated_relative_change', '+.1%')}",
         f"ratio per draw {pm('ratio', '.2f')}; pooled ratio (mean related / mean unrelated change) {pooled}, "
-        f"{s['pooled_direction']}; directions: " + ", ".join(f"{k} {v}" for k, v in s["directions"].items())])
+        f"{s['pooled_direction']}; directions: " + ", ".join(f"{k} {v}" for k, v in s["directions"].items()),
+        f"ceiling per draw (the ratio if the related tasks' U fell to 0) {pm('ceiling', '.2f')}",
+        f"on M0's answers under M1: ratio per draw {pm(SAME + 'ratio', '.2f')}, ceiling {pm(SAME + 'ceiling', '.2f')}"])

@@ -26,21 +26,31 @@ import numpy as np
 
 from raysys.config.experiments import NoveltyConfig
 from raysys.costs import score_tokens, timed, total, train_tokens
-from raysys.experiments.novelty import Roles, draw_roles, novelty_ratio, render, render_summary, summarize
+from raysys.experiments.novelty import (
+    Roles,
+    draw_roles,
+    novelty_ratio,
+    render,
+    render_summary,
+    same_answers,
+    summarize,
+)
 from raysys.io import read_json, write_json, write_rows_csv
 from raysys.models import check_model_path
 from raysys.runs.workdir import claim_work_dir
 from raysys.stages import RayStages, Stages, StageSettings
 
 
-def _per_task(cfg: NoveltyConfig, roles: Roles, s0: str, s1: str) -> list[dict]:
+def _per_task(cfg: NoveltyConfig, roles: Roles, scores: dict[str, str]) -> list[dict]:
+    """Per held-out task: its role and, per scoring (m0, m1, m1_same: M0's answers under
+    M1), its U, p and Task Map category."""
     from raysys.selection.candidates import read_scores
     from raysys.selection.taskmap import categorize
 
-    cols0, cols1 = read_scores(s0), read_scores(s1)
     ids = roles.heldout()
     out = {t: {"task_id": t, "role": "related" if t in set(roles.related) else "unrelated"} for t in ids}
-    for tag, cols in (("m0", cols0), ("m1", cols1)):
+    for tag, path in scores.items():
+        cols = read_scores(path)
         u = np.asarray(cols["prompt_uncertainty"], dtype=np.float64)
         p = np.asarray(cols["prediction_probability"], dtype=np.float64)
         cat = categorize(u, p, cfg.taskmap)
@@ -49,6 +59,15 @@ def _per_task(cfg: NoveltyConfig, roles: Roles, s0: str, s1: str) -> list[dict]:
                 out[t].update({f"uncertainty_{tag}": float(u[i]), f"probability_{tag}": float(p[i]),
                                f"category_{tag}": str(cat[i])})
     return [out[t] for t in ids]
+
+
+def _shift(rows: Sequence[dict], after: str) -> list[dict]:
+    """The per-role shift summary from M0's U to the `after` scoring's."""
+    from raysys.selection.taskmap import shift_summary
+
+    return shift_summary(np.array([r["uncertainty_m0"] for r in rows]), np.array([r[f"uncertainty_{after}"]
+                                                                                  for r in rows]),
+                         np.array([r["role"] for r in rows]))
 
 
 def _moves(rows: Sequence[dict]) -> dict:
@@ -62,8 +81,9 @@ def _moves(rows: Sequence[dict]) -> dict:
 
 
 def run_draw(cfg: NoveltyConfig, seed: int, pool: str, model: str, stages: Stages, work: Path,
-             say: Callable[[str], None] = print) -> dict:
-    """One draw (seed) in `work`: roles, M0 and its scores, M1 and its scores, the ratio,
+             say: Callable[[str], None] = print, taken: Sequence[str] = ()) -> dict:
+    """One draw (seed) in `work`: roles (none of `taken` trained on), M0 and its scores, M1
+    and its scores (and M0's answers scored under M1, with same_answers), the ratios,
     Task Maps, novelty_tasks.csv and novelty.json; per stage its seconds."""
     import pandas as pd
 
@@ -72,7 +92,7 @@ def run_draw(cfg: NoveltyConfig, seed: int, pool: str, model: str, stages: Stage
     from raysys.selection.run import run_taskmap
 
     work.mkdir(parents=True, exist_ok=True)
-    roles = draw_roles(load_pool(pool).tasks, cfg, seed)
+    roles = draw_roles(load_pool(pool).tasks, cfg, seed, taken)
     write_json(work / "roles.json", {"group": cfg.group, "seed": seed, "train": roles.train,
                                      "related": roles.related, "unrelated": roles.unrelated, "base": roles.base})
     say(f"[seed {seed}] group {cfg.group!r}; M1 trains on {len(roles.train)} of its tasks; held out: "
@@ -86,18 +106,24 @@ def run_draw(cfg: NoveltyConfig, seed: int, pool: str, model: str, stages: Stage
     say(f"[seed {seed}] M0 scored; training M1")
     (m1, _), seconds["train_m1"] = timed(stages.train, m0, roles.train, work / "m1", cfg=cfg.train)
     s1, seconds["score_m1"] = timed(stages.score, m1, roles.heldout(), work / "scores-m1.parquet")
+    scores = {"m0": s0, "m1": s1}
+    if cfg.same_answers:
+        scores["m1_same"], seconds["score_m1_same"] = timed(stages.score, m1, roles.heldout(),
+                                                            work / "scores-m1-same-answers.parquet", answers_from=s0)
     write_json(work / "groups.json", {"related": roles.related, "unrelated": roles.unrelated})
     run_taskmap(s0, str(work / "taskmap-m0.png"), cfg.taskmap, title="Task Map of the held-out tasks under M0")
     tm = run_taskmap(s1, str(work / "taskmap-m1.png"), cfg.taskmap, before=s0, groups=str(work / "groups.json"),
                      title="Task Map of the held-out tasks under M1")
-    rows = _per_task(cfg, roles, s0, s1)
+    rows = _per_task(cfg, roles, scores)
     with atomic_path(work / "novelty_tasks.csv") as tmp:
         pd.DataFrame(rows).to_csv(tmp, index=False)
-    tokens = {"score_m0": score_tokens(s0), "score_m1": score_tokens(s1),
-              "train_m1": train_tokens(m1, cfg.train.workers)}
+    tokens = {f"score_{tag}": score_tokens(path) for tag, path in scores.items()}
+    tokens["train_m1"] = train_tokens(m1, cfg.train.workers)
     if roles.base:
         tokens["train_m0"] = train_tokens(m0, cfg.base_train.workers)
-    result = {"group": cfg.group, "seed": seed, **novelty_ratio(tm["shift_summary"]), "taskmap_moves": _moves(rows),
+    same = same_answers(_shift(rows, "m1_same")) if cfg.same_answers else {}
+    result = {"group": cfg.group, "seed": seed, **novelty_ratio(tm["shift_summary"]), **same,
+              "taskmap_moves": _moves(rows),
               "train_tasks": list(roles.train), "m0": m0, "m1": m1, "scores_m0": s0, "scores_m1": s1,
               "shift": tm["shift"], "tasks": str(work / "novelty_tasks.csv"), "seconds": seconds, "tokens": tokens}
     if not (work / "novelty.json").is_file():  # a resumed draw keeps the first run's stage times
@@ -109,21 +135,25 @@ def run_draw(cfg: NoveltyConfig, seed: int, pool: str, model: str, stages: Stage
 
 CSV_COLUMNS = ("model", "seed", "group", "related_tasks", "unrelated_tasks", "related_before", "related_after",
                "related_change", "related_relative_change", "unrelated_before", "unrelated_after",
-               "unrelated_change", "unrelated_relative_change", "ratio", "relative_ratio", "direction", "seconds",
-               "score_tokens", "train_tokens")
+               "unrelated_change", "unrelated_relative_change", "ratio", "relative_ratio", "direction", "ceiling",
+               "same_related_after", "same_unrelated_after", "same_related_change", "same_unrelated_change",
+               "same_related_relative_change", "same_unrelated_relative_change", "same_ratio", "same_direction",
+               "same_ceiling", "train_tasks", "seconds", "score_tokens", "train_tokens")
 
 
 def csv_rows(model_name: str, draws: Sequence[dict]) -> list[dict]:
     """novelty.csv: one row per draw (seed)."""
-    return [{**{c: d.get(c) for c in CSV_COLUMNS}, "model": model_name,
+    return [{**{c: d.get(c) for c in CSV_COLUMNS}, "model": model_name, "train_tasks": " ".join(d["train_tasks"]),
              "seconds": round(sum(d["seconds"].values()), 1),
              "score_tokens": total(v for k, v in d["tokens"].items() if k.startswith("score")),
              "train_tokens": total(v for k, v in d["tokens"].items() if k.startswith("train"))} for d in draws]
 
 
 def plot_draws(draws: Sequence[dict], path: Path, title: str) -> None:
-    """Each draw's mean change of U per role (points, one colour per seed) and the mean
-    over draws (bars, +- sample std)."""
+    """Per role, each draw's mean change of U (points, one colour per seed) and the mean
+    over draws (bars, +- sample std), beside the floor: the change if U fell to 0 (dashed;
+    no change can go below it). Left: each model scoring its own answers; right (when
+    scored): M0's answers under M1."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -132,21 +162,33 @@ def plot_draws(draws: Sequence[dict], path: Path, title: str) -> None:
     from raysys.io import atomic_path
     from raysys.stats import mean_std
 
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    for x, role in enumerate(("related", "unrelated")):
-        vals = [d[f"{role}_change"] for d in draws]
-        m, sd = mean_std(vals)
-        ax.bar(x, m, yerr=sd or 0.0, capsize=6, color=("tab:red", "tab:blue")[x], alpha=0.35, width=0.6)
-        for i, (d, v) in enumerate(zip(draws, vals)):
-            ax.scatter(x + (i - (len(draws) - 1) / 2) * 0.08, v, color=f"C{i % 10}", zorder=3,
-                       label=f"seed {d['seed']}" if x == 0 else None)
-    ax.axhline(0, color="black", lw=0.8)
-    ax.set_xticks([0, 1], ["related (same group)", "unrelated (other groups)"])
-    ax.set_ylabel("mean change of prompt uncertainty, U(M1) - U(M0)")
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8, loc="upper center")
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
+    views = [("", "each model's own answers")]
+    if all(d.get("same_related_change") is not None for d in draws):
+        views.append(("same_", "M0's answers, scored under M0 and M1"))
+    fig, axes = plt.subplots(1, len(views), figsize=(5.5 * len(views), 4.6), sharey=True, squeeze=False)
+    for ax, (key, name) in zip(axes[0], views):
+        for x, role in enumerate(("related", "unrelated")):
+            vals = [d[f"{key}{role}_change"] for d in draws]
+            m, sd = mean_std(vals)
+            ax.bar(x, m, yerr=sd or 0.0, capsize=6, color=("tab:red", "tab:blue")[x], alpha=0.35, width=0.6)
+            for i, (d, v) in enumerate(zip(draws, vals)):
+                ax.scatter(x + (i - (len(draws) - 1) / 2) * 0.08, v, color=f"C{i % 10}", zorder=3,
+                           label=f"seed {d['seed']}" if x == 0 else None)
+            floor = -float(np.mean([d[f"{role}_before"] for d in draws]))  # U before is M0's in both views
+            ax.plot([x - 0.4, x + 0.4], [floor, floor], color="black", ls="--", lw=1,
+                    label="floor: U fell to 0 (mean over draws)" if x == 0 else None)
+        ceilings = [d[f"{key}ceiling"] for d in draws if d.get(f"{key}ceiling") is not None]
+        top = f"; largest possible ratio (ceiling) {np.mean(ceilings):.2f}" if ceilings else ""
+        ratios = [d[f"{key}ratio"] for d in draws if d.get(f"{key}ratio") is not None]
+        ax.set_title(f"{name}\nratio {np.mean(ratios):.2f} (mean over draws){top}" if ratios else name, fontsize=9)
+        ax.axhline(0, color="black", lw=0.8)
+        ax.set_xticks([0, 1], ["related (same group)", "unrelated (other groups)"])
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].set_ylabel("mean change of prompt uncertainty, U(M1) - U(M0)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="lower center", ncol=len(labels))
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
     plt.close(fig)
@@ -162,7 +204,10 @@ def run_novelty(cfg: NoveltyConfig, stages: Stages | None = None, say: Callable[
     if stages is None:
         check_model_path(model)  # before any stage loads it
         stages = RayStages(StageSettings.of(cfg), pool)
-    draws = [run_draw(cfg, seed, pool, model, stages, work / f"seed-{seed}", say) for seed in cfg.seeds]
+    draws: list[dict] = []
+    for seed in cfg.seeds:  # with `disjoint`, each draw trains on none of the earlier draws' tasks
+        taken = [t for d in draws for t in d["train_tasks"]] if cfg.disjoint else []
+        draws.append(run_draw(cfg, seed, pool, model, stages, work / f"seed-{seed}", say, taken))
     name = model_name(cfg.model)
     write_rows_csv(work / "novelty.csv", csv_rows(name, draws), CSV_COLUMNS)
     plot_draws(draws, work / "novelty.png", f"Novelty: M1 = {name} trained on {cfg.group!r} tasks\n"

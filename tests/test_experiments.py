@@ -351,6 +351,32 @@ def test_novelty_run_with_known_scores(tmp_path):
     assert "pooled ratio" in summary["text"]
 
 
+def test_novelty_with_unrelated_tasks_from_another_pool(tmp_path):
+    """unrelated_pool: the unrelated tasks are drawn from that pool (a positive control
+    whose answers look unlike the group's); the group's tasks from the pool; a task id in
+    both pools is a clear error before any stage runs."""
+    from raysys.experiments.novelty_run import run_novelty
+    from raysys.pools.canonical import write_parquet_tasks
+
+    tasks = _pool()
+    write_parquet_tasks(tasks, tmp_path / "pool.parquet")
+    other = [replace(t, task_id=f"other-{t.task_id}") for t in _pool(rules=40)[:30]]
+    write_parquet_tasks(other, tmp_path / "other.parquet")
+    cfg = NoveltyConfig(work_dir=str(tmp_path / "w"), pool=str(tmp_path / "pool.parquet"), train_tasks=8,
+                        related_tasks=6, unrelated_tasks=10, base_tasks=0, seeds=(0,),
+                        unrelated_pool=str(tmp_path / "other.parquet"),
+                        model=replace(NoveltyConfig().model, path=str(tmp_path)))
+    out = run_novelty(cfg, FakeNoveltyStages(()), say=lambda m: None)["draws"][0]
+    roles = json.loads((tmp_path / "w" / "seed-0" / "roles.json").read_text())
+    assert set(roles["unrelated"]) <= {t.task_id for t in other} and len(roles["unrelated"]) == 10
+    group = {t.task_id: group_of(t) for t in tasks}
+    assert all(group[t] == "repeated" for t in roles["train"] + roles["related"])
+    assert out["unrelated_tasks"] == 10 and out["related_tasks"] == 6
+    clash = replace(cfg, work_dir=str(tmp_path / "clash"), unrelated_pool=str(tmp_path / "pool.parquet"))
+    with pytest.raises(ConfigError, match=f"shares {len(tasks)} task id"):
+        run_novelty(clash, FakeNoveltyStages(()), say=lambda m: None)
+
+
 class _LocalStages:
     """Real tiny models and real scoring; training in-process (raysys.training.local), on
     the related held-out tasks' own instances when `on_related`: a case known by

@@ -114,6 +114,7 @@ class NoveltyConfig:
     taskmap: TaskMapConfig = field(default_factory=TaskMapConfig)
     actors: int = 0  # scorer actors (one GPU each); 0 = score in the driver's process (small pools)
     same_answers: bool = True  # also score M0's answers under M1: U before and after on the same answers
+    unrelated_pool: str = ""  # draw the unrelated tasks from this pool instead of the other groups
     disjoint: bool = False  # no task trained on in two draws (the group needs seeds x train_tasks tasks)
 
     def __post_init__(self) -> None:

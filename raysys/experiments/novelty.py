@@ -6,7 +6,8 @@ Roles, drawn from one seed (a draw; the experiment runs one per seed), disjoint:
   `group_by: domain` its first NIV2 domain's top level); M1 = M0 trained
   on them;
 - related: `related_tasks` other tasks of the group, never trained on;
-- unrelated: `unrelated_tasks` tasks of the other groups, never trained on;
+- unrelated: `unrelated_tasks` tasks of the other groups, never trained on (or of another
+  pool, `unrelated_pool`: a positive control when its answers look unlike the group's);
 - base: `base_tasks` of the remaining tasks (any group) that M0 is trained on first.
 
 The change of a held-out task is U1 - U0 (prompt uncertainty under M1 minus under M0).
@@ -60,13 +61,16 @@ class Roles:
         return list(self.related) + list(self.unrelated)
 
 
-def draw_roles(tasks: Sequence[Task], cfg: NoveltyConfig, seed: int, taken: Sequence[str] = ()) -> Roles:
+def draw_roles(tasks: Sequence[Task], cfg: NoveltyConfig, seed: int, taken: Sequence[str] = (),
+               others: Sequence[str] = ()) -> Roles:
     """One draw's four disjoint task sets, none of the `taken` tasks trained on (earlier
-    draws' training tasks, with `disjoint`); a pool too small for them is a ConfigError
-    with the counts."""
+    draws' training tasks, with `disjoint`); the unrelated tasks drawn from `others` when
+    given (the tasks of `unrelated_pool`), else from the other groups; a pool too small
+    for them is a ConfigError with the counts."""
     rng = random.Random(f"novelty:{seed}")
-    ids_in = sorted(t.task_id for t in tasks if group_of(t, cfg.group_by) == cfg.group)
-    ids_out = sorted(t.task_id for t in tasks if group_of(t, cfg.group_by) != cfg.group)
+    apart = set(others)
+    ids_in = sorted(t.task_id for t in tasks if group_of(t, cfg.group_by) == cfg.group and t.task_id not in apart)
+    ids_out = sorted(apart) if apart else sorted(t.task_id for t in tasks if group_of(t, cfg.group_by) != cfg.group)
     if not ids_in:
         groups = sorted({group_of(t, cfg.group_by) for t in tasks})
         raise ConfigError(f"no task of group {cfg.group!r} in the pool; its groups: {', '.join(groups[:20])}")

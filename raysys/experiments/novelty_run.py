@@ -81,7 +81,7 @@ def _moves(rows: Sequence[dict]) -> dict:
 
 
 def run_draw(cfg: NoveltyConfig, seed: int, pool: str, model: str, stages: Stages, work: Path,
-             say: Callable[[str], None] = print, taken: Sequence[str] = ()) -> dict:
+             say: Callable[[str], None] = print, taken: Sequence[str] = (), others: Sequence[str] = ()) -> dict:
     """One draw (seed) in `work`: roles (none of `taken` trained on), M0 and its scores, M1
     and its scores (and M0's answers scored under M1, with same_answers), the ratios,
     Task Maps, novelty_tasks.csv and novelty.json; per stage its seconds."""
@@ -92,7 +92,7 @@ def run_draw(cfg: NoveltyConfig, seed: int, pool: str, model: str, stages: Stage
     from raysys.selection.run import run_taskmap
 
     work.mkdir(parents=True, exist_ok=True)
-    roles = draw_roles(load_pool(pool).tasks, cfg, seed, taken)
+    roles = draw_roles(load_pool(pool).tasks, cfg, seed, taken, others)
     write_json(work / "roles.json", {"group": cfg.group, "seed": seed, "train": roles.train,
                                      "related": roles.related, "unrelated": roles.unrelated, "base": roles.base})
     say(f"[seed {seed}] group {cfg.group!r}; M1 trains on {len(roles.train)} of its tasks; held out: "
@@ -194,6 +194,25 @@ def plot_draws(draws: Sequence[dict], path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def _with_unrelated(work: Path, pool: str, unrelated_pool: str) -> tuple[str, list[str]]:
+    """work/pool-and-unrelated.parquet (the pool's tasks, then the unrelated pool's; written
+    once) and the unrelated pool's task ids; a task id in both is a ConfigError."""
+    from raysys.errors import ConfigError
+    from raysys.pools.canonical import write_parquet_tasks
+    from raysys.pools.load import load_pool
+
+    out = work / "pool-and-unrelated.parquet"
+    other = list(load_pool(unrelated_pool).tasks)
+    if not out.is_file():
+        mine = list(load_pool(pool).tasks)
+        both = {t.task_id for t in mine} & {t.task_id for t in other}
+        if both:
+            raise ConfigError(f"unrelated_pool {unrelated_pool} shares {len(both)} task id(s) with the pool, e.g. "
+                              f"{sorted(both)[0]!r}: the unrelated tasks must be other tasks")
+        write_parquet_tasks(mine + other, out)
+    return str(out), [t.task_id for t in other]
+
+
 def run_novelty(cfg: NoveltyConfig, stages: Stages | None = None, say: Callable[[str], None] = print) -> dict:
     """Every draw (one per seed, in work_dir/seed-N), then novelty.csv, novelty.png and
     the summary over draws in novelty.json."""
@@ -201,13 +220,16 @@ def run_novelty(cfg: NoveltyConfig, stages: Stages | None = None, say: Callable[
 
     work = claim_work_dir(cfg, "novelty-config")
     pool, model = str(work_pool(work, cfg.pool, cfg.synth, say)), work_model(work, cfg.model, cfg.tiny, say)
+    others: list[str] = []
+    if cfg.unrelated_pool:  # the unrelated tasks come from their own pool, added to the work pool
+        pool, others = _with_unrelated(work, pool, cfg.unrelated_pool)
     if stages is None:
         check_model_path(model)  # before any stage loads it
         stages = RayStages(StageSettings.of(cfg), pool)
     draws: list[dict] = []
     for seed in cfg.seeds:  # with `disjoint`, each draw trains on none of the earlier draws' tasks
         taken = [t for d in draws for t in d["train_tasks"]] if cfg.disjoint else []
-        draws.append(run_draw(cfg, seed, pool, model, stages, work / f"seed-{seed}", say, taken))
+        draws.append(run_draw(cfg, seed, pool, model, stages, work / f"seed-{seed}", say, taken, others))
     name = model_name(cfg.model)
     write_rows_csv(work / "novelty.csv", csv_rows(name, draws), CSV_COLUMNS)
     plot_draws(draws, work / "novelty.png", f"Novelty: M1 = {name} trained on {cfg.group!r} tasks\n"

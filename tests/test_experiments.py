@@ -110,6 +110,36 @@ def test_summary_averages_seeds(tmp_path):
     assert Path(plot_heatmaps(s, tmp_path / "h.png")).stat().st_size > 5_000
 
 
+def test_pairs_at_equal_distinct_examples_against_scipy():
+    """equal_example_pairs: only cells with as many distinct examples pair up, more rules
+    minus fewer, paired by seed; mean and t interval recomputed with scipy, the detectable
+    difference checked by its power."""
+    from scipy import stats as sps
+
+    from raysys.experiments.diversity import equal_example_pairs, render_pairs
+
+    rng = np.random.default_rng(3)
+    shapes = [(8, 512), (64, 64), (8, 64), (64, 512), (512, 8)]  # 8 x 512 = 64 x 64 = 512 x 8 = 4096
+    rows = [{"family": "unrestricted", "skew": 0.0, "rules": r, "examples_per_rule": e, "seed": seed,
+             "unseen_em": float(rng.random()), "copy_em": 0.1} for seed in range(5) for r, e in shapes]
+    pairs = equal_example_pairs(rows)
+    assert [(p["more_rules"], p["fewer_rules"]) for p in pairs] == [
+        ("64 x 64", "8 x 512"), ("512 x 8", "8 x 512"), ("512 x 8", "64 x 64")]
+    em = {(r["rules"], r["examples_per_rule"], r["seed"]): r["unseen_em"] for r in rows}
+    for p, (more, fewer) in zip(pairs, [((64, 64), (8, 512)), ((512, 8), (8, 512)), ((512, 8), (64, 64))]):
+        d = np.array([em[(*more, s)] - em[(*fewer, s)] for s in range(5)])
+        ci = sps.ttest_1samp(d, 0.0).confidence_interval(0.95)
+        assert p["distinct_examples"] == 4096 and p["seeds"] == 5 and p["copy_floor"] == pytest.approx(0.1)
+        assert p["difference"] == pytest.approx(d.mean()) and (p["ci95_low"], p["ci95_high"]) == pytest.approx(
+            (ci.low, ci.high))
+        assert p["more_rules_won"] == int((d > 0).sum())
+        sd, crit = d.std(ddof=1), sps.t.ppf(0.975, 4)
+        power = sps.nct.sf(crit, 4, p["detectable"] * np.sqrt(5) / sd) + sps.nct.cdf(-crit, 4, p["detectable"]
+                                                                                    * np.sqrt(5) / sd)
+        assert power == pytest.approx(0.8, abs=1e-6)
+    assert "64 x 64 - 8 x 512" in render_pairs(pairs)
+
+
 # ---------------------------------------------------------------- diversity, Tune and real model
 
 @pytest.mark.ray

@@ -25,15 +25,17 @@ from raysys.experiments.diversity import (
     Cell,
     cell_result,
     cells,
+    equal_example_pairs,
     exact_matches,
     plot_heatmaps,
     prompt_rows,
     render,
+    render_pairs,
     summarize,
     training_tasks,
     unseen_tasks,
 )
-from raysys.io import atomic_dir, read_json, write_json
+from raysys.io import atomic_dir, read_json, write_json, write_rows_csv
 from raysys.runs.workdir import claim_work_dir
 
 RESULT = "result.json"
@@ -168,8 +170,16 @@ def write_results(cfg: DiversityConfig, work: Path, grid: Sequence[Cell]) -> dic
         summary.to_csv(tmp, index=False)
     with atomic_path(work / "diversity.png") as tmp:
         plot_heatmaps(summary, tmp)
-    text = render(summary)
+    pairs = equal_example_pairs(rows)
+    write_rows_csv(work / "pairs.csv", pairs, PAIR_COLUMNS)
+    text = render(summary) + ("\n\nat equal distinct examples, more rules minus fewer (unseen-rule exact match):\n"
+                              + render_pairs(pairs) if pairs else "")
     write_text(work / "diversity.txt", text + "\n")
     print(f"diversity: {len(rows)} cells done", file=sys.stderr)
     return {"rows": rows, "summary": summary, "text": text, "table": str(work / "diversity.csv"),
-            "cells": str(work / "cells.csv"), "heatmap": str(work / "diversity.png")}
+            "cells": str(work / "cells.csv"), "heatmap": str(work / "diversity.png"), "pairs": pairs,
+            "pairs_csv": str(work / "pairs.csv")}
+
+
+PAIR_COLUMNS = ("family", "skew", "distinct_examples", "more_rules", "fewer_rules", "seeds", "difference", "std",
+                "ci95_low", "ci95_high", "detectable", "more_rules_won", "copy_floor")

@@ -153,8 +153,9 @@ def test_arms_aimed_at_the_test_tasks(tmp_path):
     from raysys.pools.subset import pool_tasks
 
     cfg = StrategiesConfig(work_dir=str(tmp_path / "w"), synth=replace(StrategiesConfig().synth, rules=60),
-                           heldout_tasks=8, candidates=40, budget=3000, seeds=(0,),
-                           strategies=("random", "similarity", "similarity-test"))
+                           heldout_tasks=8, candidates=40, budget=3000, seeds=(0, 1),
+                           strategies=("random", "similarity", "similarity-test"),
+                           contrasts=("similarity-test - similarity",))
     aimed: dict = {}
     out = run_strategies(cfg, _stand_in_stages([], aimed), say=lambda m: None)
     work = tmp_path / "w"
@@ -163,8 +164,22 @@ def test_arms_aimed_at_the_test_tasks(tmp_path):
     dev, test = set(pool_tasks(str(work / "dev.parquet"))), set(pool_tasks(str(work / "test.parquet")))
     assert len(dev) == len(test) == 4 and not dev & test
     assert set(dev | test) <= set(pool_tasks(str(work / "pool.parquet")))  # held out of the pool the run drew
-    rows = {r["strategy"]: r for r in out["rows"]}
-    assert rows["similarity-test"]["n_tokens"] <= 3000 and "similarity-test - random" in out["paired"]
+    rows = {(r["seed"], r["strategy"]): r for r in out["rows"]}
+    assert rows[(0, "similarity-test")]["n_tokens"] <= 3000 and "similarity-test - random" in out["paired"]
+    # the contrast: the paired difference of the two similarity arms, in the summary and its table
+    d = [rows[(s, "similarity-test")]["nll"] - rows[(s, "similarity")]["nll"] for s in (0, 1)]
+    c = out["contrasts"]["similarity-test - similarity"]["nll"]
+    assert c["differences"] == pytest.approx(d) and c["mean"] == pytest.approx(np.mean(d))
+    ci = sps.ttest_1samp(d, 0.0).confidence_interval(0.95)
+    assert (c["ci95_low"], c["ci95_high"]) == pytest.approx((ci.low, ci.high))
+    md = Path(out["markdown"]).read_text()
+    assert (f"| similarity-test - similarity | 2 | {np.mean(d):+.3f} [{ci.low:+.3f}, {ci.high:+.3f}] | "
+            f"{sum(x < 0 for x in d)}/2 |") in md
+    assert "similarity-test - similarity" in out["text"]
+    with pytest.raises(ConfigError, match="both arms must be among"):
+        replace(cfg, contrasts=("rds - similarity",))
+    with pytest.raises(ConfigError, match="write it as"):
+        replace(cfg, contrasts=("similarity-test minus similarity",))
 
 
 def test_strategies_with_the_tiny_model_through_the_cli(tmp_path):

@@ -194,6 +194,14 @@ COMPARE_STRATEGIES = ("random", "random-2", "prompt-uncertainty", "prompt-uncert
 TARGETED_ARMS = ("similarity-test", "rds-test")
 
 
+def contrast(text: str) -> tuple[str, str]:
+    """("a", "b") of a contrast "a - b" between two arms of a comparison (a minus b)."""
+    a, sep, b = text.partition(" - ")
+    check(bool(sep and a.strip() and b.strip()),
+          f"contrast {text!r}: write it as 'arm - other arm', e.g. 'similarity-test - similarity'")
+    return a.strip(), b.strip()
+
+
 @dataclass(frozen=True)
 class StrategiesConfig:
     """Is selecting worth it? Per seed a fresh draw of `candidates` pool tasks, scored once
@@ -237,6 +245,7 @@ class StrategiesConfig:
     actors: int = 0  # scorer / evaluator actors; 0 = in the driver's process (small pools)
     keep_models: bool = False  # keep each arm's exported model (else removed once evaluated; the run's
     # checkpoints stay in <arm>/model.train: with LoRA, the adapters only)
+    contrasts: tuple[str, ...] = ()  # paired differences beside "- random", e.g. "similarity-test - similarity"
 
     def __post_init__(self) -> None:
         check_seeds(self)
@@ -250,6 +259,9 @@ class StrategiesConfig:
         check(self.heldout_tasks >= 0 and self.candidates >= 0 and self.budget >= 1 and self.actors >= 0,
               "heldout_tasks, candidates and actors must be >= 0, budget >= 1")
         check(0.0 < self.dev_fraction < 1.0, "dev_fraction must be in (0, 1)")
+        for text in self.contrasts:
+            check(set(contrast(text)) <= set(self.strategies) and len(set(contrast(text))) == 2,
+                  f"contrast {text!r}: both arms must be among the strategies, and differ")
         check(self.heldout or self.heldout_tasks >= 2, "heldout_tasks must be >= 2 when drawn from the pool")
         check(self.evaluation.likelihood, "evaluation.likelihood must be on: NLL is the comparison's metric")
         share(self, "prompt", "scoring", "train", "evaluation")

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from raysys.config.experiments import contrast
 from raysys.errors import ConfigError
 from raysys.stats import finite, mean_std, paired
 
@@ -65,12 +66,14 @@ def draw(ids: Sequence[str], n: int, seed: int, what: str) -> list[str]:
     return [t for t in ids if t in chosen]
 
 
-def summarize(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def summarize(rows: Sequence[dict[str, Any]], contrasts: Sequence[str] = ()) -> dict[str, Any]:
     """Per strategy: seeds and each metric's mean and sample std; per strategy other than
     random and base: the paired difference with random of each metric (raysys.stats.paired:
-    mean, 95 % interval, detectable effect, seeds ahead); the floor is random-2's."""
+    mean, 95 % interval, detectable effect, seeds ahead); the floor is random-2's; per
+    contrast "a - b", the paired difference of a with b the same way."""
     strategies = list(dict.fromkeys(r["strategy"] for r in rows))
-    out: dict[str, Any] = {"strategies": {}, "paired": {}}
+    out: dict[str, Any] = {"strategies": {}, "paired": {},
+                           "contrasts": {c: {k: paired(rows, k, *contrast(c)) for k in METRICS} for c in contrasts}}
     for s in strategies:
         mine = [r for r in rows if r["strategy"] == s]
         entry: dict[str, Any] = {"seeds": len(mine)}
@@ -97,7 +100,7 @@ def render(summary: dict[str, Any]) -> str:
     head = (f"{'strategy - random':<30} {'seeds':>5} {'NLL/token diff':>15} {'95% CI':>21} {'detectable':>10} "
             f"{'ahead':>5}   {'label acc diff':>14}  {'Rouge-L diff':>12}")
     lines = [head]
-    for name, d in summary["paired"].items():
+    for name, d in {**summary["paired"], **summary.get("contrasts", {})}.items():
         n = d["nll"]
         ci = f"[{f(n['ci95_low'])}, {f(n['ci95_high'])}]"
         ahead = "-" if not n["pairs"] else f"{n['pairs'] - n['a_better']}/{n['pairs']}"  # lower NLL = ahead
@@ -136,4 +139,12 @@ def markdown(summary: dict[str, Any]) -> str:
             seconds = f(st["select_seconds_median"], ".0f")
         lines.append(f"| {name} | {st['seeds']} | {tasks} | {tokens} | {f(st['nll'], '.3f')} | {diff} | {below} | "
                      f"{detectable} | {tflops} | {seconds} |")
+    if summary.get("contrasts"):
+        lines += ["", "| contrast | seeds | NLL/token difference (95 % CI) | first below second | detectable |",
+                  "| --- | ---: | --- | ---: | ---: |"]
+        for name, c in summary["contrasts"].items():
+            d = c["nll"]
+            diff = f"{f(d['mean'], '+.3f')} [{f(d['ci95_low'], '+.3f')}, {f(d['ci95_high'], '+.3f')}]"
+            lines.append(f"| {name} | {d['pairs']} | {diff} | {d['pairs'] - d['a_better']}/{d['pairs']} | "
+                         f"{f(d['detectable'], '.3f')} |")
     return "\n".join(lines)

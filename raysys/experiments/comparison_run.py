@@ -114,7 +114,7 @@ def run_strategies(cfg: StrategiesConfig, stages: Callable[..., Stages] | None =
                 say(f"[seed {seed}] {a}: {row['n_tasks']} tasks, {row['n_tokens']:,.0f} tokens; "
                     f"test NLL/token {row['nll']:.4f}")
             rows.append(read_json(out / RECORD))
-    return _write(work, name, rows)
+    return _write(work, name, rows, cfg.contrasts)
 
 
 def _run_arm(cfg: StrategiesConfig, st: Stages, name: str, seed: int, model: str, candidates: list[str],
@@ -140,8 +140,8 @@ def _run_arm(cfg: StrategiesConfig, st: Stages, name: str, seed: int, model: str
     return row
 
 
-def _write(work: Path, name: str, rows: list[dict]) -> dict[str, Any]:
-    summary = summarize(rows)
+def _write(work: Path, name: str, rows: list[dict], contrasts: tuple[str, ...] = ()) -> dict[str, Any]:
+    summary = summarize(rows, contrasts)
     title = f"Strategies against random ({name}), equal training budgets"
     out = write_outputs(work, "strategies", name, rows, CSV_COLUMNS, summary, render(summary),
                         lambda path: plot(summary, path, title))

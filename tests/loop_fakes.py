@@ -97,7 +97,8 @@ class FakeStages:
         out = {}
         for split, ids in splits.items():
             ids = list(ids)
-            out[split] = {"rougeL": 100 * _h("r", m, ids), "exact_match": 100 * _h("e", m, ids),
+            out[split] = {"nll": 3.0 - _h("n", m, ids), "rougeL": 100 * _h("r", m, ids),
+                          "exact_match": 100 * _h("e", m, ids),
                           "rougeL_classification": None, "rougeL_generative": 100 * _h("g", m, ids),
                           "exact_match_classification": None, "exact_match_generative": 100 * _h("x", m, ids)}
         return out

@@ -245,6 +245,29 @@ def test_rounds_follow_the_schedule_and_share_round_zero(pool, tmp_path):
                 and c["n"] != 4]  # random scores only what it picked
 
 
+def test_a_second_random_arm_draws_its_own_tasks(pool, tmp_path):
+    """random-2 in the loop: random with draws of its own every round (its selection seed
+    offset), so random-2 - random is the noise floor; the paired differences hold it."""
+    from raysys.loop.results import paired_differences
+
+    path, uni = pool
+    cfg = small_cfg(tmp_path / "w", path, strategies=("random", "random-2"))
+    fakes = FakeStages(str(tmp_path / "calls.jsonl"))
+    reports = run_sequential(cfg, fakes, uni, make_base(tmp_path / "base"), tmp_path / "w")
+    log = calls(fakes.log)
+    for seed in cfg.seeds:
+        a, b = reports[("random", seed)], reports[("random-2", seed)]
+        assert a[0]["selected"] == b[0]["selected"]  # round 0 is shared
+        assert a[1]["selected"] != b[1]["selected"] and len(b[1]["selected"]) == 4
+        seeds = {c["at"].split("/")[0]: c["seed"] for c in log if c["op"] == "select"
+                 and c["at"].endswith(f"seed-{seed}/round-1")}
+        assert seeds == {"random": selection_seed(seed, 1), "random-2": selection_seed(seed, 1, 1)}
+        assert {c["strategy"] for c in log if c["op"] == "select"} == {"random"}  # the strategy random-2 runs
+    rows = [r for recs in reports.values() for r in recs]
+    floor = [p for p in paired_differences(rows) if p["strategy"] == "random-2" and p["key"] == "test_nll"]
+    assert [p["round"] for p in floor] == [1, 2] and all(p["pairs"] == 2 for p in floor)
+
+
 def _fake_id(model: str, tasks) -> str:
     import hashlib
 
@@ -330,12 +353,16 @@ def test_tune_driver_runs_every_trial_writes_results_and_reruns_nothing(pool, tm
         # the paired difference: prompt uncertainty - random, same seed and round
         from raysys.loop.results import render as results_text
 
-        p = next(x for x in out["paired"] if x["strategy"] == "prompt-uncertainty" and x["round"] == 2)
-        by = {(r["strategy"], r["seed"]): r["test_rougeL"] for r in rows if r["round"] == 2}
-        diffs = [by[("prompt-uncertainty", s)] - by[("random", s)] for s in cfg.seeds]
-        assert p["differences"] == pytest.approx(diffs) and p["mean"] == pytest.approx(np.mean(diffs))
+        for key in ("test_nll", "test_rougeL"):  # the likelihood first, then Rouge-L
+            p = next(x for x in out["paired"] if x["strategy"] == "prompt-uncertainty" and x["round"] == 2
+                     and x["key"] == key)
+            by = {(r["strategy"], r["seed"]): r[key] for r in rows if r["round"] == 2}
+            diffs = [by[("prompt-uncertainty", s)] - by[("random", s)] for s in cfg.seeds]
+            assert p["differences"] == pytest.approx(diffs) and p["mean"] == pytest.approx(np.mean(diffs))
+        assert [p["key"] for p in out["paired"]] == ["test_nll"] * 2 + ["test_rougeL"] * 2
         assert json.loads((tmp_path / "w" / "summary.json").read_text())["paired"][1]["round"] == 2
-        assert "paired prompt-uncertainty - random, round 2" in results_text(out["summary"], out["paired"])
+        text = results_text(out["summary"], out["paired"])
+        assert "paired prompt-uncertainty - random, round 2, test_nll" in text and "95 % CI" in text
         n_calls = len(calls(fakes.log))
         again = run_loop(cfg, fakes, num_cpus=8, say=lambda m: None)  # finished: nothing is redone
         assert len(calls(fakes.log)) == n_calls and again["rows"] == rows

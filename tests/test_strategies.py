@@ -18,7 +18,8 @@ from scipy import stats as sps
 
 from raysys.config.experiments import StrategiesConfig
 from raysys.errors import ConfigError, RaysysError
-from raysys.experiments.comparison import arm, draw, selection_seed, split_heldout
+from raysys.experiments.comparison import draw, selection_seed, split_heldout
+from raysys.selection.arms import arm
 
 
 def test_the_heldout_split_and_the_draws():

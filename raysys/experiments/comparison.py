@@ -17,26 +17,12 @@ import numpy as np
 
 from raysys.config.experiments import contrast
 from raysys.errors import ConfigError
+from raysys.selection.arms import arm
 from raysys.stats import finite, mean_std, paired
 
 BASE = "base"  # the base model, evaluated once: its row repeats in every seed
 REFERENCE = "random"
 METRICS = ("nll", "label_accuracy", "rougeL", "exact_match")
-
-
-def arm(name: str) -> tuple[str, int]:
-    """(the selection strategy, the offset of its selection seed) of an arm: random-2 is
-    random with its own draws; similarity-test is similarity aimed at the test tasks."""
-    if name == "random-2":
-        return "random", 1
-    return name.removesuffix(TEST_TARGETS), 0
-
-
-TEST_TARGETS = "-test"  # an arm's suffix: its strategy aims at the test tasks, not the development tasks
-
-
-def aims_at_test(name: str) -> bool:
-    return name.endswith(TEST_TARGETS)
 
 
 def selection_seed(seed: int, name: str) -> int:

@@ -33,8 +33,6 @@ from raysys.config.experiments import StrategiesConfig
 from raysys.costs import eval_tokens, score_flops, timed, train_tokens, trained_flops
 from raysys.experiments.comparison import (
     BASE,
-    aims_at_test,
-    arm,
     draw,
     markdown,
     render,
@@ -45,6 +43,7 @@ from raysys.experiments.comparison import (
 from raysys.experiments.outputs import write_outputs
 from raysys.io import atomic_path, read_json, write_json, write_text
 from raysys.models import check_model_path
+from raysys.selection.arms import aims_at_test, arm
 from raysys.selection.strategies import NEEDS_SCORES
 from raysys.stages import RayStages, Stages, StageSettings
 

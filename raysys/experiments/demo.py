@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -133,11 +133,12 @@ def run_demo(cfg: DemoConfig, say: Callable[[str], None] = _say) -> dict:
     """The demo; see the module docstring. Returns the summary (also in summary.json)."""
     from raysys.config import SelectConfig
     from raysys.console import announce
-    from raysys.experiments.comparison import arm, selection_seed
+    from raysys.experiments.comparison import selection_seed
     from raysys.experiments.demo_report import BASE, plot_results, render, summary
     from raysys.io import read_json, write_json
     from raysys.pools.subset import subset_pool
     from raysys.runs.workdir import claim_work_dir
+    from raysys.selection.arms import arm
     from raysys.selection.run import run_taskmap
     from raysys.selection.strategies import check_strategies
     from raysys.stages import RayStages, StageSettings

@@ -52,9 +52,10 @@ def prepare(cfg: LoopConfig, say: Callable[[str], None] = print) -> Prepared:
     from raysys.pools.load import load_pool
     from raysys.pools.subset import pool_copy
     from raysys.runs.workdir import claim_work_dir, work_model, work_pool
+    from raysys.selection.arms import arm
     from raysys.selection.strategies import check_strategies
 
-    check_strategies(*cfg.strategies, targets=cfg.targets)
+    check_strategies(*(arm(a)[0] for a in cfg.strategies), targets=cfg.targets)
     work = claim_work_dir(cfg, Path(CONFIG).stem, hint="use another work_dir, or `raysys loop --resume "
                           f"--work-dir {Path(cfg.work_dir).resolve()}` to continue it")
     pool = work_pool(work, cfg.pool, cfg.synth, say)

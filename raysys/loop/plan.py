@@ -86,9 +86,10 @@ def remaining(universe: Universe, sets: SeedSets, trained: Sequence[str], cfg: L
     return left
 
 
-def selection_seed(seed: int, round_: int) -> int:
-    """Seed of a round's selection (random strategy, tie-breaks): new each round."""
-    return seed * 1000 + round_
+def selection_seed(seed: int, round_: int, offset: int = 0) -> int:
+    """Seed of a round's selection (random strategy, tie-breaks): new each round; an arm's
+    `offset` (raysys.selection.arms: random-2's 1) gives it draws of its own."""
+    return seed * 1000 + round_ + offset * 1_000_000
 
 
 @dataclass(frozen=True)

@@ -22,14 +22,15 @@ from raysys.errors import RaysysError
 from raysys.io import atomic_path, read_json, write_json, write_parquet
 from raysys.loop.rounds import RECORD, round_dir, seed_dir
 from raysys.runs.workdir import model_name
-from raysys.stats import mean_std, paired
+from raysys.stats import finite, mean_std, paired
 
 COLUMNS = ("model", "strategy", "seed", "round", "n_tasks", "n_new", "candidates", "train_loss", "val_loss",
            "val_rougeL", "val_exact_match", "test_rougeL", "test_rougeL_classification", "test_rougeL_generative",
            "test_exact_match", "test_exact_match_classification", "test_exact_match_generative", "test_nll",
            "test_nll_classification", "test_nll_generative", "test_label_accuracy", "selected_prompt_uncertainty", "selected_prediction_probability", "seconds", "score_tokens",
            "train_tokens", "eval_tokens", "score_flops", "train_flops", "eval_flops", "model_dir")
-CURVES = ("test_rougeL", "test_rougeL_classification", "test_rougeL_generative", "test_exact_match", "val_loss")
+CURVES = ("test_nll", "test_rougeL", "test_rougeL_classification", "test_rougeL_generative", "test_exact_match",
+          "val_loss")
 SUMMARY = ("n_tasks", "test_rougeL", "test_exact_match", "test_nll", "val_loss", "selected_prompt_uncertainty")
 
 
@@ -81,16 +82,22 @@ def summarize(rows: Sequence[dict[str, Any]], columns: Sequence[str] = SUMMARY) 
     return out
 
 
+PAIRED_KEYS = ("test_nll", "test_rougeL")  # the held-out NLL per token first: the low-variance metric
+
+
 def paired_differences(rows: Sequence[dict[str, Any]], baseline: str = "random",
-                       key: str = "test_rougeL") -> list[dict[str, Any]]:
-    """Per strategy other than `baseline` and per round after round 0: the difference of
-    `key` with the baseline in the same seed and round (raysys.stats.paired)."""
+                       keys: Sequence[str] = PAIRED_KEYS) -> list[dict[str, Any]]:
+    """Per metric of `keys` the rows hold, per strategy other than `baseline` and per
+    round after round 0: the difference with the baseline in the same seed and round
+    (raysys.stats.paired: mean, 95 % interval, detectable difference; random-2 - random
+    is the noise floor)."""
     strategies = [s for s in dict.fromkeys(r["strategy"] for r in rows) if s != baseline]
     if baseline not in {r["strategy"] for r in rows}:
         return []
     rounds = sorted({r["round"] for r in rows if r["round"] > 0})
+    held = [k for k in keys if any(finite(r.get(k)) for r in rows)]
     return [{"strategy": s, "round": k, **paired([r for r in rows if r["round"] == k], key, s, baseline)}
-            for s in strategies for k in rounds]
+            for key in held for s in strategies for k in rounds]
 
 
 def flops_by_strategy(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -123,8 +130,13 @@ def render(summary: Sequence[dict[str, Any]], paired_rows: Sequence[dict[str, An
                      + " ".join(f(r[c], r[f"{c}_std"], 16) for c in SUMMARY[1:]))
     for p in paired_rows:
         if p["pairs"]:
+            lower = p["key"].endswith("nll")  # NLL: lower is better
+            ahead = p["pairs"] - p["a_better"] if lower else p["a_better"]
+            ci = "" if p["ci95_low"] is None else f", 95 % CI [{p['ci95_low']:+.4g}, {p['ci95_high']:+.4g}]"
+            mde = "" if p["detectable"] is None else f", detectable {p['detectable']:.3g}"
             lines.append(f"paired {p['strategy']} - {p['b']}, round {p['round']}, {p['key']}: "
-                         f"{f(p['mean'], p['std'], 0).strip()} over {p['pairs']} seed(s), ahead in {p['a_better']}")
+                         f"{f(p['mean'], p['std'], 0).strip()}{ci} over {p['pairs']} seed(s){mde}; "
+                         f"{p['strategy']} {'lower' if lower else 'higher'} in {ahead}")
     for c in cost_rows:
         g = {k: "-" if c[k] is None else f"{c[k]:.3g}" for k in ("score_flops", "train_flops", "eval_flops")}
         ratio = c["selection_over_training"]
@@ -164,21 +176,52 @@ def _band(ax, summary: Sequence[dict], strategy: str, x: str, y: str) -> None:
 
 
 def plot_curves(rows: Sequence[dict[str, Any]], path: Path) -> list[str]:
-    """Learning curves: a panel per metric that has values; returns the metrics drawn."""
-    summary = summarize(rows, ("n_tasks", *CURVES))
-    metrics = [m for m in CURVES if any(r[m] is not None for r in summary)]
+    """Learning curves over rounds: a panel per metric that varies (test NLL per token
+    first; a metric all zero or missing is left out), each seed a faint line and the mean
+    over seeds a solid one; then the paired difference of each strategy with random per
+    round, mean and 95 % interval (random-2, the noise floor, in gray). Integer round
+    ticks. Returns the metrics drawn."""
+    metrics = [m for m in CURVES if len({r.get(m) for r in rows if finite(r.get(m))} - {0.0}) > 0
+               and any(finite(r.get(m)) for r in rows)]
     if not metrics:
         return []
     strategies = list(dict.fromkeys(r["strategy"] for r in rows))
-    seeds = len({r["seed"] for r in rows})
-    fig, axes = _figure(len(metrics), f"learning curves (mean ± std over {seeds} seed(s))")
+    seeds = sorted({r["seed"] for r in rows})
+    pairs = [p for p in paired_differences(rows, keys=metrics[:1]) if p["pairs"]]
+    fig, axes = _figure(len(metrics) + bool(pairs), f"learning curves: faint = each of {len(seeds)} seed(s), "
+                                                   "solid = their mean")
+    colors = {s: ("gray" if s == "random-2" else f"C{i % 10}") for i, s in enumerate(strategies)}
+    rounds = sorted({r["round"] for r in rows})
     for ax, m in zip(axes, metrics):
         for s in strategies:
-            _band(ax, summary, s, "n_tasks", m)
-        ax.set_xlabel("training tasks")
-        ax.set_title(m)
+            mine = [r for r in rows if r["strategy"] == s and finite(r.get(m))]
+            for seed in seeds:
+                pts = sorted((r["round"], r[m]) for r in mine if r["seed"] == seed)
+                if pts:
+                    ax.plot(*zip(*pts), color=colors[s], alpha=0.25, lw=0.8)
+            means = [(k, float(np.mean([r[m] for r in mine if r["round"] == k]))) for k in rounds
+                     if any(r["round"] == k for r in mine)]
+            if means:
+                ax.plot(*zip(*means), color=colors[s], marker="o", label=s)
+        ax.set_title(m + (" (lower is better)" if m.endswith("nll") or m.endswith("loss") else ""))
+    if pairs:
+        ax = axes[len(metrics)]
+        names = list(dict.fromkeys(p["strategy"] for p in pairs))
+        for i, s in enumerate(names):
+            mine = [p for p in pairs if p["strategy"] == s]
+            xs = [p["round"] + 0.08 * (i - (len(names) - 1) / 2) for p in mine]
+            ys = [p["mean"] for p in mine]
+            err = [[p["mean"] - p["ci95_low"] if p["ci95_low"] is not None else 0.0 for p in mine],
+                   [p["ci95_high"] - p["mean"] if p["ci95_high"] is not None else 0.0 for p in mine]]
+            ax.errorbar(xs, ys, yerr=err, fmt="o", capsize=4, color=colors[s], label=f"{s} - random")
+        ax.axhline(0.0, color="black", lw=0.8)
+        ax.set_title(f"{metrics[0]}: each strategy minus random\n(same seed; mean and 95 % CI)", fontsize=9)
+        ax.legend(fontsize=7, loc="lower left")
+    for ax in axes:
+        ax.set_xticks(rounds)
+        ax.set_xlabel("round")
         ax.grid(alpha=0.3)
-    axes[0].legend()
+    axes[0].legend(fontsize=7)
     _save(fig, path)
     return metrics
 
@@ -193,7 +236,8 @@ def plot_uncertainty(rows: Sequence[dict[str, Any]], path: Path) -> bool:
     for s in dict.fromkeys(r["strategy"] for r in picked):
         _band(axes[0], summary, s, "round", "selected_prompt_uncertainty")
     axes[0].set_xlabel("round")
-    axes[0].set_ylabel("mean prompt uncertainty")
+    axes[0].set_xticks(sorted({r["round"] for r in picked}))
+    axes[0].set_ylabel("mean prompt uncertainty (± std over seeds)")
     axes[0].grid(alpha=0.3)
     axes[0].legend()
     _save(fig, path)
@@ -231,9 +275,10 @@ def draw_taskmap(cfg: LoopConfig, work: Path) -> dict[str, Any] | None:
     with the shares the loop selects by (cfg.select.taskmap); None when no strategy
     ranked by scores or the loop has a single round."""
     from raysys.selection.run import run_taskmap
+    from raysys.selection.arms import arm
     from raysys.selection.strategies import NEEDS_SCORES
 
-    ranked = [s for s in cfg.strategies if s in NEEDS_SCORES]
+    ranked = [s for s in cfg.strategies if arm(s)[0] in NEEDS_SCORES]
     scores = round_dir(work, ranked[0], cfg.seeds[0], 1) / "scores" / "scores.parquet" if ranked else None
     if scores is None or cfg.rounds < 2 or not scores.is_file():
         return None

@@ -28,6 +28,7 @@ from raysys.config import LoopConfig
 from raysys.io import read_json, write_json
 from raysys.loop.plan import SeedSets, Universe, remaining, round_budget, selection_seed
 from raysys.selection.candidates import read_scores
+from raysys.selection.arms import arm
 from raysys.selection.strategies import NEEDS_SCORES
 from raysys.stages import Stages
 
@@ -118,11 +119,12 @@ def run_round(cfg: LoopConfig, state: LoopState, base_model: str, sets: SeedSets
     budget = round_budget(universe, cfg, state.trained, r)
     pool = remaining(universe, sets, state.trained, cfg, r)
     scores = None
-    if state.strategy in NEEDS_SCORES:
+    strategy, offset = arm(state.strategy)  # random-2: random with draws of its own
+    if strategy in NEEDS_SCORES:
         say(f"{tag}: scoring {len(pool)} remaining tasks")
         scores = stages.score(state.model, pool, out / "scores" / "scores.parquet")
-    say(f"{tag}: selecting {budget:,} {cfg.select.budget_unit} with {state.strategy}")
-    picked = stages.select(state.strategy, budget, selection_seed(state.seed, r), pool, scores, out,
+    say(f"{tag}: selecting {budget:,} {cfg.select.budget_unit} with {strategy}")
+    picked = stages.select(strategy, budget, selection_seed(state.seed, r, offset), pool, scores, out,
                            model=base_model)  # the costs: training tokens as the base model's tokenizer counts
     if scores is None and cfg.score_selected:
         scores = stages.score(state.model, picked, out / "scores-selected" / "scores.parquet")

@@ -203,7 +203,7 @@ def plot_curves(rows: Sequence[dict[str, Any]], path: Path) -> list[str]:
                      if any(r["round"] == k for r in mine)]
             if means:
                 ax.plot(*zip(*means), color=colors[s], marker="o", label=s)
-        ax.set_title(m + (" (lower is better)" if m.endswith("nll") or m.endswith("loss") else ""))
+        ax.set_title(m + (" (lower is better)" if m.endswith(("nll", "loss")) else ""))
     if pairs:
         ax = axes[len(metrics)]
         names = list(dict.fromkeys(p["strategy"] for p in pairs))
@@ -274,8 +274,8 @@ def draw_taskmap(cfg: LoopConfig, work: Path) -> dict[str, Any] | None:
     """taskmap.png/.csv of round 1's scores (the pool under the first seed's round-0 model),
     with the shares the loop selects by (cfg.select.taskmap); None when no strategy
     ranked by scores or the loop has a single round."""
-    from raysys.selection.run import run_taskmap
     from raysys.selection.arms import arm
+    from raysys.selection.run import run_taskmap
     from raysys.selection.strategies import NEEDS_SCORES
 
     ranked = [s for s in cfg.strategies if arm(s)[0] in NEEDS_SCORES]

@@ -27,8 +27,8 @@ import numpy as np
 from raysys.config import LoopConfig
 from raysys.io import read_json, write_json
 from raysys.loop.plan import SeedSets, Universe, remaining, round_budget, selection_seed
-from raysys.selection.candidates import read_scores
 from raysys.selection.arms import arm
+from raysys.selection.candidates import read_scores
 from raysys.selection.strategies import NEEDS_SCORES
 from raysys.stages import Stages
 

@@ -112,10 +112,14 @@ def test_killed_driver_then_rerun_resumes_from_the_checkpoint(pool, tiny_model_d
     (tmp_path / "sel.json").write_text(json.dumps([t.task_id for t in tasks[:16]]))
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "raysys.cli", "train", "--pool", str(path), "--tasks", str(tmp_path / "sel.json"),
-           "--model", str(tiny_model_dir), "--out", str(out), "--epochs", "3", "--batch-size", "8",
+           "--model", tiny_model_dir.name, "--out", str(out), "--epochs", "3", "--batch-size", "8",
            "--micro-batch-size", "4", "--workers", "2", "--demonstrations", "0", "--instances-per-task", "4",
            "--backend", "ddp"]
-    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # the model by a path relative to the command's folder: the workers, which run in the
+    # run's folder, get it absolute
+    here = tiny_model_dir.parent
+    proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            cwd=here)
     deadline = time.time() + 300
     # a checkpoint counts once Ray Train has registered it in the run's snapshot
     while not list(Path(f"{out}.train").glob("*/checkpoint_manager_snapshot.json")) and time.time() < deadline:
@@ -127,7 +131,7 @@ def test_killed_driver_then_rerun_resumes_from_the_checkpoint(pool, tiny_model_d
     while processes("RayTrainWorker", "TrainController", session=proc.pid) and time.time() < deadline:
         time.sleep(0.2)
     assert not out.exists()
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=here)
     assert r.returncode == 0, r.stderr[-3000:]
     history = json.loads((out / "raysys_train.json").read_text())["epochs"]
     assert [e["epoch"] for e in history] == [0, 1, 2]

@@ -111,6 +111,12 @@ def _is_local(name: str) -> bool:
     return Path(name).exists() or name.startswith((".", "/", "~")) or os.sep + os.sep in name
 
 
+def resolved(name: str) -> str:
+    """A local model folder as an absolute path (workers and actors run elsewhere: Ray
+    Train's in its run's folder), a hub name as it is."""
+    return os.path.abspath(os.path.expanduser(name)) if _is_local(name) else name
+
+
 def check_model_path(name: str, weights: bool = True) -> None:
     """Clear errors, before any actor or worker starts, for a local model folder that is
     missing, not a Hugging Face folder, or whose config or weights cannot load: config.json

@@ -30,7 +30,7 @@ from raysys.config.mapping import to_dict
 from raysys.console import Progress, stage, to_log, watch
 from raysys.errors import RaysysError
 from raysys.io import read_json
-from raysys.models import check_model_path, model_kind, prompt_template
+from raysys.models import check_model_path, model_kind, prompt_template, resolved
 from raysys.runs.keys import model_ref, run_key, tasks_content
 from raysys.schema import Task
 from raysys.training.data import training_examples
@@ -87,6 +87,7 @@ def train_model(tasks: Sequence[Task], task_ids: Sequence[str], model: str, out:
 
     start = time.perf_counter()
     check_model_path(model)
+    model = resolved(model)  # the workers run in the run's folder
     name = run_name(model, cfg, task_ids, val_ids, tasks)
     report = Path(out) / REPORT
     if report.is_file():

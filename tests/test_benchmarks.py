@@ -73,6 +73,32 @@ def test_findings_cost_counts_and_estimates(tmp_path):
     assert by["evaluation"]["tokens"] == round(7 + 7 + 8 + 8 + 2 * 7.5) and by["evaluation"]["counted"] == 4
 
 
+def test_bench_dtype_quick():
+    """benchmarks/bench_dtype.py --quick: both dtypes timed, and bf16 against float32 by
+    the numbers the issue asks for (answers changed, delta p and U, Spearman, top-B)."""
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_dtype.py"), "--quick"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    rows = {line.split()[0]: line.split() for line in lines if line.startswith(("float32 ", "bfloat16 "))}
+    assert set(rows) == {"float32", "bfloat16"} and rows["float32"][-1] == "1.00x"
+    facts = dict(kv.rsplit(" ", 1) for kv in lines[-1].split(": ", 1)[1].split(", "))
+    assert int(facts["instances"]) == 12 and 0.0 <= float(facts["answers_changed"]) <= 1.0
+    assert float(facts["max_dU"]) < 0.05 and -1.0 <= float(facts["spearman_U"]) <= 1.0
+    assert {"top1_jaccard", "top10_jaccard", "top25_jaccard"} <= set(facts)
+    assert "matmul peak of the day" in proc.stdout
+
+
+def test_top_overlap_by_hand():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_dtype import top_overlap
+
+    a, b = [0.9, 0.8, 0.1, 0.2, 0.5], [0.8, 0.9, 0.5, 0.1, 0.2]
+    assert top_overlap(a, b, 0.4) == 1.0  # top 2: {0, 1} both
+    assert top_overlap(a, b, 0.6) == 0.5  # top 3: {0, 1, 4} and {0, 1, 2}: 2 shared of 4
+    assert top_overlap(a, b, 0.01) == 0.0  # top 1: {0} and {1}
+
+
 def test_bench_peer_quick(shared_data):
     """benchmarks/bench_peer.py --quick: lm-eval's token-level log-likelihoods equal the
     engine's on the same ids, and the end-to-end table has its three ways."""

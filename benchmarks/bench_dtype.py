@@ -85,11 +85,11 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     import torch
+    from scoring_stats import matmul_peak
 
     from raysys.config import GenerationConfig, PromptConfig, ScoringConfig
     from raysys.models import init_tiny, load_model
     from raysys.scoring.scorer import TaskScorer
-    from scoring_stats import matmul_peak
 
     torch.set_num_threads(args.threads)
     if args.quick:

@@ -97,3 +97,13 @@ def test_rds_strategy_is_a_cosine_ranking(tasks, tiny_lm, tiny_model_dir, tmp_pa
     first = int(np.argmax(sim[:, 0]))  # target 0's nearest, then target 1's nearest other one
     second = max((i for i in range(4) if i != first), key=lambda i: sim[i, 1])
     assert list(per.task_ids) == [rows[first]["task_id"], rows[second]["task_id"]]
+    # the targets were embedded once, kept beside them, and read back by the second selection
+    from raysys.selection.rds import target_embeddings
+
+    kept = list(tmp_path.glob("targets.parquet.rds-*.npy"))
+    assert len(kept) == 1 and np.allclose(np.load(kept[0]), tgt, atol=1e-6)
+    np.save(kept[0], -np.load(kept[0]))  # a cache that is read back, not recomputed, shows it
+    assert np.allclose(target_embeddings(targets, scores), -tgt, atol=1e-6)
+    write_parquet_tasks(tasks[3:], targets)  # other targets: another key, embedded anew
+    assert np.allclose(target_embeddings(targets, scores)[1:], tgt, atol=1e-6)
+    assert len(list(tmp_path.glob("targets.parquet.rds-*.npy"))) == 2

@@ -1,7 +1,9 @@
 """The RDS+ embeddings the rds strategy ranks by (raysys.models.pooling): the candidates'
 from their scores file, the targets' from their own scores file (scored by the same
-model) or embedded now, as the scores' model and scoring config embed a task. Rows come
-back unit-norm, so a dot product is the cosine similarity.
+model) or embedded now, as the scores' model and scoring config embed a task (kept beside
+the targets, `<targets>.rds-<key>.npy`, so that the next selection with the same model,
+config and targets reads them back). Rows come back unit-norm, so a dot product is the
+cosine similarity.
 """
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from raysys.errors import InvalidFile, RaysysError
+from raysys.io import atomic_path
 
 COLUMN = "rds_embedding"
 
@@ -55,4 +58,22 @@ def target_embeddings(targets: str | Path, scores: str | Path) -> np.ndarray:
     tasks = list(load_pool(str(t)).tasks)
     if not tasks:
         raise InvalidFile(t, "no target tasks")
-    return _unit(np.asarray(TaskScorer(model, cfg).embed(tasks), dtype=np.float64))
+    cache = _cache_path(t, model, cfg)
+    if cache.is_file():  # embedded before by the same model and config: every seed of a comparison reuses it
+        return np.load(cache)
+    rows = _unit(np.asarray(TaskScorer(model, cfg).embed(tasks), dtype=np.float64))
+    try:
+        with atomic_path(cache) as tmp, open(tmp, "wb") as f:
+            np.save(f, rows)
+    except (OSError, InvalidFile):  # a read-only folder: embedded again next time
+        pass
+    return rows
+
+
+def _cache_path(targets: Path, model: str, cfg) -> Path:
+    """Beside the targets: keyed by the model, the scoring config and the targets file."""
+    from raysys.config.mapping import to_dict
+    from raysys.runs.keys import model_ref, pool_stats, run_key
+
+    key = run_key({"model": model_ref(model), "cfg": to_dict(cfg), "targets": pool_stats(targets)})
+    return targets.with_name(f"{targets.name}.rds-{key}.npy")

@@ -142,6 +142,14 @@ def test_every_arm_selects_to_the_same_budget_and_the_summary_follows_the_rows(t
     saved.write_text(json.dumps(old))
     again = run_strategies(cfg, _stand_in_stages(calls), say=lambda m: None)
     assert len(calls) == n + 3 and again["rows"] == rows  # (the stand-in counts each seed's scoring call: resumed)
+    # an arm run after a resume is charged the seed's scoring as it was timed, not the lookup
+    kept = json.loads((work / "seed-0" / "scores-seconds.json").read_text())["seconds"]
+    first = next(r for r in rows if r["seed"] == 0 and r["strategy"] == "prompt-uncertainty")
+    assert 0 < kept <= first["select_seconds"]
+    (work / "seed-0" / "prompt-uncertainty" / "record.json").unlink()
+    redone = run_strategies(cfg, _stand_in_stages(calls), say=lambda m: None)["rows"]
+    row = next(r for r in redone if r["seed"] == 0 and r["strategy"] == "prompt-uncertainty")
+    assert row["select_seconds"] >= kept and row["nll"] == first["nll"]
     saved.write_text(json.dumps(old))
     with pytest.raises(RaysysError, match="other settings.*keep_models"):  # a newer setting away from its default
         run_strategies(replace(cfg, keep_models=True), _stand_in_stages(calls), say=lambda m: None)

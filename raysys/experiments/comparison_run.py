@@ -17,8 +17,9 @@ strategies.md (the summary as a Markdown table). A finished row is read back fro
 record.json on a rerun; every stage resumes from its own files.
 
 Costs per row: `select_flops` / `select_seconds` is what choosing cost: the scoring of
-the seed's candidates (FLOPs from the scores' token counts, raysys.costs) for arms that
-rank by scores, plus the selection's own time; random, length and similarity score
+the seed's candidates (FLOPs from the scores' token counts, raysys.costs; its seconds kept
+in seed-N/scores-seconds.json, so a resumed seed charges them too) for arms that rank by
+scores, plus the selection's own time; random, length and similarity score
 nothing (their FLOPs are 0; similarity's sentence-encoder pass is in its seconds).
 `train_flops` / `train_tokens` come from the training report.
 """
@@ -101,7 +102,7 @@ def run_strategies(cfg: StrategiesConfig, stages: Callable[..., Stages] | None =
         candidates = draw(trainable, cfg.candidates, seed, "candidates")
         scores, score_seconds = None, 0.0
         if any(arm(a)[0] in NEEDS_SCORES for a in cfg.strategies):
-            scores, score_seconds = timed(st.score, model, candidates, sd / "scores.parquet")
+            scores, score_seconds = _scored(st, model, candidates, sd)
         rows.append({"model": name, "seed": seed, "strategy": BASE, "n_tasks": 0, "n_examples": 0, "n_tokens": 0,
                      **base})
         for a in cfg.strategies:
@@ -114,6 +115,20 @@ def run_strategies(cfg: StrategiesConfig, stages: Callable[..., Stages] | None =
                     f"test NLL/token {row['nll']:.4f}")
             rows.append(read_json(out / RECORD))
     return _write(work, name, rows, cfg.contrasts)
+
+
+def _scored(st: Stages, model: str, candidates: list[str], sd: Path) -> tuple[str, float]:
+    """The seed's scores and what scoring them took: timed when they are computed now and
+    kept beside them (scores-seconds.json), so that arms run after a resume are charged
+    the scoring's own seconds, not the moment it took to find the file."""
+    out, kept = sd / "scores.parquet", sd / "scores-seconds.json"
+    fresh = not out.is_file()
+    scores, seconds = timed(st.score, model, candidates, out)
+    if fresh:
+        write_json(kept, {"seconds": seconds})
+    elif kept.is_file():
+        seconds = float(read_json(kept)["seconds"])
+    return scores, seconds
 
 
 def _run_arm(cfg: StrategiesConfig, st: Stages, name: str, seed: int, model: str, candidates: list[str],

@@ -39,7 +39,7 @@ def test_the_command_reference_lists_every_verb():
     verbs = {" ".join(v) for v in LEAVES}
     text = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text()
     block = text.split("```")[1]
-    lines = {m.group(1) for m in re.finditer(r"^raysys ((?:[a-z][a-z-]*)(?: [a-z][a-z-]*)?)", block, re.M)}
+    lines = {m.group(1) for m in re.finditer(r"^raysys ((?:[a-z][a-z-]*)(?: [a-z][a-z-]*)?)", block, re.MULTILINE)}
     listed = {v for v in verbs if any(line == v or line.startswith(v + " ") for line in lines)}
     assert listed == verbs, sorted(verbs - listed)
     unknown = [line for line in lines if line not in verbs and line.split()[0] not in verbs]

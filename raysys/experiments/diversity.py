@@ -162,8 +162,9 @@ def render_pairs(pairs: Sequence[dict]) -> str:
     def f(v, fmt):
         return "-" if v is None else format(v, fmt)
 
-    lines = [f"{'family':<14} {'examples':>8} {'more rules - fewer':>22} {'seeds':>5} {'difference':>10} "
-             f"{'95% CI':>18} {'detectable':>10} {'won':>5}"]
+    head = (f"{'family':<14} {'examples':>8} {'more rules - fewer':>22} {'seeds':>5} {'difference':>10} "
+            f"{'95% CI':>18} {'detectable':>10} {'won':>5}")
+    lines = [head]
     for p in pairs:
         ci = f"[{f(p['ci95_low'], '+.3f')}, {f(p['ci95_high'], '+.3f')}]"
         lines.append(f"{p['family']:<14} {p['distinct_examples']:>8} {p['more_rules'] + ' - ' + p['fewer_rules']:>22} "

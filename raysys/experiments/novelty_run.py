@@ -208,7 +208,7 @@ def _with_unrelated(work: Path, pool: str, unrelated_pool: str) -> tuple[str, li
         both = {t.task_id for t in mine} & {t.task_id for t in other}
         if both:
             raise ConfigError(f"unrelated_pool {unrelated_pool} shares {len(both)} task id(s) with the pool, e.g. "
-                              f"{sorted(both)[0]!r}: the unrelated tasks must be other tasks")
+                              f"{min(both)!r}: the unrelated tasks must be other tasks")
         write_parquet_tasks(mine + other, out)
     return str(out), [t.task_id for t in other]
 

@@ -75,7 +75,8 @@ def draw_roles(tasks: Sequence[Task], cfg: NoveltyConfig, seed: int, taken: Sequ
         groups = sorted({group_of(t, cfg.group_by) for t in tasks})
         raise ConfigError(f"no task of group {cfg.group!r} in the pool; its groups: {', '.join(groups[:20])}")
     need_in = cfg.train_tasks + cfg.related_tasks
-    free = [t for t in ids_in if t not in set(taken)]
+    taken = set(taken)
+    free = [t for t in ids_in if t not in taken]
     if len(ids_in) < need_in or len(ids_out) < cfg.unrelated_tasks or len(free) < cfg.train_tasks:
         raise ConfigError(f"group {cfg.group!r} has {len(ids_in)} tasks ({len(free)} not trained on in an earlier "
                           f"draw) and the others {len(ids_out)}: need train_tasks + related_tasks = {need_in}, "
@@ -83,10 +84,12 @@ def draw_roles(tasks: Sequence[Task], cfg: NoveltyConfig, seed: int, taken: Sequ
                           f"{cfg.unrelated_tasks}")
     rng.shuffle(ids_in)
     rng.shuffle(ids_out)
-    train = [t for t in ids_in if t not in set(taken)][:cfg.train_tasks]
-    related = [t for t in ids_in if t not in set(train)][:cfg.related_tasks]
+    train = [t for t in ids_in if t not in taken][:cfg.train_tasks]
+    trained = set(train)
+    related = [t for t in ids_in if t not in trained][:cfg.related_tasks]
     unrelated = ids_out[:cfg.unrelated_tasks]
-    rest = [t for t in ids_in if t not in set(train) | set(related)] + ids_out[cfg.unrelated_tasks:]
+    drawn = trained | set(related)
+    rest = [t for t in ids_in if t not in drawn] + ids_out[cfg.unrelated_tasks:]
     rng.shuffle(rest)
     if len(rest) < cfg.base_tasks:
         raise ConfigError(f"base_tasks = {cfg.base_tasks} but only {len(rest)} tasks are left after the "
@@ -156,7 +159,7 @@ def render(r: Mapping) -> str:
     lines.append(f"novelty ratio (related / unrelated mean change): {f(r['ratio'])}; {r['direction']}")
     lines.append(f"relative ratio (related / unrelated relative change): {f(r['relative_ratio'])}")
     lines.append(f"ceiling (the ratio if the related tasks' U fell to 0): {c(r.get('ceiling'))}")
-    if r.get(SAME + "ratio") is not None or r.get(SAME + "direction"):
+    if SAME + "direction" in r:  # M0's answers were scored under M1 too
         lines.append(f"on M0's answers scored under M1: related {r[SAME + 'related_change']:+.3e}, unrelated "
                      f"{r[SAME + 'unrelated_change']:+.3e}; ratio {f(r[SAME + 'ratio'])} (ceiling "
                      f"{c(r[SAME + 'ceiling'])}); {r[SAME + 'direction']}")

@@ -181,10 +181,10 @@ def plot_curves(rows: Sequence[dict[str, Any]], path: Path) -> list[str]:
     over seeds a solid one; then the paired difference of each strategy with random per
     round, mean and 95 % interval (random-2, the noise floor, in gray). Integer round
     ticks. Returns the metrics drawn."""
-    metrics = [m for m in CURVES if len({r.get(m) for r in rows if finite(r.get(m))} - {0.0}) > 0
-               and any(finite(r.get(m)) for r in rows)]
+    metrics = [m for m in CURVES if {r.get(m) for r in rows if finite(r.get(m))} - {0.0}]
     if not metrics:
         return []
+    summary = summarize(rows, metrics)  # the means over seeds
     strategies = list(dict.fromkeys(r["strategy"] for r in rows))
     seeds = sorted({r["seed"] for r in rows})
     pairs = [p for p in paired_differences(rows, keys=metrics[:1]) if p["pairs"]]
@@ -194,13 +194,12 @@ def plot_curves(rows: Sequence[dict[str, Any]], path: Path) -> list[str]:
     rounds = sorted({r["round"] for r in rows})
     for ax, m in zip(axes, metrics):
         for s in strategies:
-            mine = [r for r in rows if r["strategy"] == s and finite(r.get(m))]
             for seed in seeds:
-                pts = sorted((r["round"], r[m]) for r in mine if r["seed"] == seed)
+                pts = sorted((r["round"], r[m]) for r in rows if r["strategy"] == s and r["seed"] == seed
+                             and finite(r.get(m)))
                 if pts:
                     ax.plot(*zip(*pts), color=colors[s], alpha=0.25, lw=0.8)
-            means = [(k, float(np.mean([r[m] for r in mine if r["round"] == k]))) for k in rounds
-                     if any(r["round"] == k for r in mine)]
+            means = sorted((r["round"], r[m]) for r in summary if r["strategy"] == s and r[m] is not None)
             if means:
                 ax.plot(*zip(*means), color=colors[s], marker="o", label=s)
         ax.set_title(m + (" (lower is better)" if m.endswith(("nll", "loss")) else ""))

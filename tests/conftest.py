@@ -1,9 +1,11 @@
 """Shared fixtures: the real data in ../shared/data and a built-in tiny model folder."""
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -65,21 +67,107 @@ def real_model(tmp_path_factory) -> Path:
 
 
 IN_PROCESS = ("pool", "taskmap")  # verbs that start no Ray, load no model and open no log
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class Head:
+    """A Ray head started by `ray start --head --block` on 127.0.0.1, in its own process
+    group (stop() kills the group: the head and every Ray process it started)."""
+
+    proc: subprocess.Popen
+    address: str  # the GCS, for RAY_ADDRESS
+    url: str  # the dashboard (job submissions, the State API)
+    env: dict
+    temp: str
+
+    def stop(self) -> None:
+        import shutil
+        import signal
+
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        shutil.rmtree(self.temp, ignore_errors=True)
+
+
+def start_head(log: Path, num_cpus: int = 2) -> Head:
+    """A local Ray head (dashboard on loopback, every port one the OS picks, its own
+    temp dir: not /tmp/ray, where a test's ray.init() would find it)."""
+    import tempfile
+    import time
+    import urllib.request
+
+    port, dash = free_port(), free_port()
+    url = f"http://127.0.0.1:{dash}"
+    temp = tempfile.mkdtemp(prefix="rayhead-", dir="/tmp")  # short: Ray's socket paths
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_ADDRESS": "", "RAY_API_SERVER_ADDRESS": url,
+           "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}  # jobs run `python` from the head's PATH
+    with open(log, "w") as out:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen(
+            [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
+             f"--num-cpus={num_cpus}", "--include-dashboard=true", "--dashboard-host=127.0.0.1",
+             f"--dashboard-port={dash}", f"--dashboard-agent-listen-port={free_port()}",  # not the fixed 52365
+             f"--temp-dir={temp}", "--disable-usage-stats"],
+            env=env, start_new_session=True, stdout=out, stderr=subprocess.STDOUT)
+    head = Head(proc, f"127.0.0.1:{port}", url, env, temp)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/api/version", timeout=2):
+                return head
+        except OSError:
+            if proc.poll() is not None:
+                head.stop()
+                raise RuntimeError("ray start failed:\n" + log.read_text()[-3000:]) from None
+            time.sleep(0.5)
+    head.stop()
+    raise RuntimeError("the Ray head's dashboard did not come up in 120 s")
+
+
+_SHARED: list[Head] = []  # this test process's shared head, started on first use
+
+
+def shared_ray() -> str:
+    """The address of a Ray head that this test process's raysys commands join (started
+    on the first call, stopped when the session ends): a command then pays no Ray start
+    and shutdown of its own. Commands that test a local cluster's start, or that must
+    own their processes (the kill-and-resume tests), set RAY_ADDRESS="" themselves."""
+    if not _SHARED:
+        import tempfile
+
+        log = Path(tempfile.mkdtemp(prefix="raysys-shared-head-")) / "head.log"
+        _SHARED.append(start_head(log))
+    return _SHARED[0].address
+
+
+def pytest_sessionfinish(session, exitstatus):
+    while _SHARED:
+        _SHARED.pop().stop()
 
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300,
-            in_process: bool | None = None) -> subprocess.CompletedProcess:
+            in_process: bool | None = None, own_ray: bool = False) -> subprocess.CompletedProcess:
     """`raysys ARGS`: exit code, stdout, stderr. In this process through `main([...])` (no
     interpreter start) for --help and the verbs of IN_PROCESS, else (or with
     in_process=False) as a real subprocess, which the tests of exit codes, logs and
-    terminal output keep."""
+    terminal output keep. A subprocess joins this test process's shared Ray head
+    (`shared_ray`), or with own_ray=True starts its own local cluster."""
     argv = [str(a) for a in args]
     if in_process is None:
         in_process = cwd is None and (("--help" in argv) or (argv[:1] and argv[0] in IN_PROCESS))
     if not in_process:
+        env = {**os.environ, "RAY_ADDRESS": "" if own_ray else shared_ray()}
         return subprocess.run([sys.executable, "-m", "raysys.cli", *argv], capture_output=True, text=True, cwd=cwd,
-                              timeout=timeout)
-    import contextlib
+                              timeout=timeout, env=env)
     import io
 
     from raysys.cli.main import main
@@ -101,22 +189,23 @@ NOISE = ("State API", "PlacementGroupCleaner", "core_worker", "Warning", "WARNIN
 
 def assert_readable(r: subprocess.CompletedProcess, log: Path) -> str:
     """A finished raysys command's terminal holds none of NOISE and names its log, which
-    holds Ray's output; returns the log's text."""
+    holds Ray's output (its local cluster's start, or its joining the shared head);
+    returns the log's text."""
     noisy = [line for line in (r.stdout + r.stderr).splitlines() if any(n in line for n in NOISE)]
     assert not noisy, noisy
     assert f"log: {log}" in r.stderr.splitlines(), r.stderr
     text = log.read_text(encoding="utf-8")
-    assert "Started a local Ray instance" in text
+    assert "Started a local Ray instance" in text or "Connected to Ray cluster" in text
     return text
 
 
 @pytest.fixture(scope="module")
 def ray_local():
-    """A local Ray (2 CPUs, no dashboard) in this process for a module's tests; the stages
-    find it already started (raysys.cluster.ray_init joins it)."""
+    """This process joined to its shared Ray head (2 CPUs, `shared_ray`) for a module's
+    tests; the stages find Ray already started (raysys.cluster.ray_init joins it)."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    ray.init(address=shared_ray(), logging_level="ERROR")
     yield
     ray.shutdown()
 
@@ -171,19 +260,18 @@ def processes(*names: str, session: int | None = None) -> list:
     show their class there: "TaskBatch", "RayTrainWorker"): those of session `session` (a
     command started with start_new_session, whose processes outlive its killed driver),
     else this process's descendants (a Ray started in this process). Never another test's,
-    when tests run side by side."""
+    when tests run side by side. Without `session`, this process's shared head's
+    processes count as its own (its actors run there)."""
     import psutil
 
-    if session is None:
-        pool = psutil.Process().children(recursive=True)
-    else:
-        pool = []
-        for p in psutil.process_iter():
-            try:
-                if os.getsid(p.pid) == session:
-                    pool.append(p)
-            except (OSError, psutil.Error):
-                pass
+    sessions = {session} if session is not None else {h.proc.pid for h in _SHARED}
+    pool = psutil.Process().children(recursive=True) if session is None else []
+    for p in psutil.process_iter():
+        try:
+            if os.getsid(p.pid) in sessions:
+                pool.append(p)
+        except (OSError, psutil.Error):
+            pass
     out = []
     for p in pool:
         try:

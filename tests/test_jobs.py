@@ -5,62 +5,25 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import NOISE
+from conftest import NOISE, start_head
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture()
 def head(tmp_path):
-    """A Ray head on 127.0.0.1 in its own process group (stopped by killing the group)."""
-    port, dash = _free_port(), _free_port()
-    temp = tempfile.mkdtemp(prefix="rayhead-", dir="/tmp")  # short (socket paths) and not /tmp/ray: other
-    # tests' ray.init() must not find this head's address file
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_ADDRESS": "",
-           "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}  # jobs run `python` from the head's PATH
-    proc = subprocess.Popen(
-        [str(BIN / "ray"), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
-         "--num-cpus=2", "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
-         # the agent that takes job submissions: not its fixed default 52365, which a local
-         # cluster of a test running beside this one may hold
-         f"--dashboard-agent-listen-port={_free_port()}",
-         f"--temp-dir={temp}", "--disable-usage-stats"],
-        env=env, start_new_session=True, stdout=open(tmp_path / "head.log", "w"), stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{dash}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/api/version", timeout=2):
-                break
-        except OSError:
-            if proc.poll() is not None:
-                pytest.fail("ray start failed:\n" + (tmp_path / "head.log").read_text()[-3000:])
-            time.sleep(1)
-    else:
-        pytest.fail("the Ray head's dashboard did not come up in 120 s")
-    yield url, env
-    os.killpg(proc.pid, signal.SIGKILL)  # the head and every Ray process it started
-    proc.wait()
-    shutil.rmtree(temp, ignore_errors=True)
+    """A Ray head of its own for the job (conftest.start_head), stopped after the test."""
+    h = start_head(tmp_path / "head.log")
+    yield h.url, h.env
+    h.stop()
 
 
 def _wait(client, sub: str, timeout: float = 480):

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import assert_readable, processes
+from conftest import assert_readable, processes, shared_ray
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from raysys.config import PromptConfig, SynthConfig, TrainConfig
@@ -104,8 +104,8 @@ def _check_export(out: Path, base: Path, pool_path: Path, tmp_path: Path):
 FIRST_EPOCH_LOSS: dict[bool, float] = {}  # lora -> the first run's first-epoch mean loss (all must agree)
 
 
-# Placed before the tests that start this module's in-process cluster (ray_local): it starts its own
-# Ray in subprocesses, better not beside an idle one (130 s in the full suite, 68 s here first).
+# The killed run starts a Ray of its own (killing its session ends every process of it); the
+# rerun joins the shared head.
 @pytest.mark.ray
 def test_killed_driver_then_rerun_resumes_from_the_checkpoint(pool, tiny_model_dir, tmp_path):
     path, tasks = pool
@@ -131,7 +131,10 @@ def test_killed_driver_then_rerun_resumes_from_the_checkpoint(pool, tiny_model_d
     while processes("RayTrainWorker", "TrainController", session=proc.pid) and time.time() < deadline:
         time.sleep(0.2)
     assert not out.exists()
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=here)
+    # the rerun joins this process's shared Ray head (conftest.shared_ray), whose workers run
+    # in another folder than the command's
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=here,
+                       env={**os.environ, "RAY_ADDRESS": shared_ray()})
     assert r.returncode == 0, r.stderr[-3000:]
     history = json.loads((out / "raysys_train.json").read_text())["epochs"]
     assert [e["epoch"] for e in history] == [0, 1, 2]

@@ -1,14 +1,21 @@
-"""The one Ray Data actor pool of raysys: the only module that calls `map_batches`.
+"""The one actor pool of raysys: the only module that calls `map_batches`.
 
 A pool's tasks (canonical Parquet) become a Ray Dataset read block by block; tasks already
-done are filtered out; a pool of actors (one GPU each on GPU clusters, a CPU share each
-otherwise) builds its worker once and processes batches of tasks. The workers a pool can
-run are named in `WORKERS` (a dict of classes sharing the `Worker` protocol): scoring,
-a racing round, evaluation. Each actor writes every finished batch atomically as part
-files (raysys.runs.parts) in the run's folder: those files are the record of what is done.
-The driver only counts progress. A rerun after Ctrl-C, a killed driver or a dead actor
-reads the finished task ids from the parts and processes the rest only; Ray restarts a
-dead actor and retries its batch (Ray Data's defaults for actor pools).
+done are filtered out (`map_batches`); the batches go to a pool of actors (`TaskBatch`: one
+GPU each on GPU clusters, a CPU share each otherwise, spread over the nodes). The workers a
+pool can run are named in `WORKERS` (a dict of classes sharing the `Worker` protocol):
+scoring, a racing round, evaluation. Each actor writes every finished batch atomically as
+part files (raysys.runs.parts) in the run's folder: those files are the record of what is
+done. The driver only counts progress. A rerun after Ctrl-C, a killed driver or a dead
+actor reads the finished task ids from the parts and processes the rest only; Ray restarts
+a dead actor and retries its batch.
+
+Within `raysys.cluster.keep_actors()` (every CLI command, each trial of the loop) the pool
+outlives the call: the driver keeps it for the next call of the same shape (a racing
+round, another evaluation, the next round's scoring), its actors keeping the model they
+loaded, so that a call pays no process start, imports or model load again. Training
+releases it first (`release_pools`: its CPUs and GPUs go back to Ray Train), and so does a
+failed call and the end of keep_actors(); outside it, a call's pool ends with the call.
 
 `generate_rows` is the same pool over free prompt rows (greedy answers, kept in order),
 for pairwise judging.
@@ -21,13 +28,13 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Callable, Iterable, Protocol, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from raysys.cluster import cpu_share, ray_init
+from raysys.cluster import cpu_share, keeping_actors, on_release, ray_init
 from raysys.console import Progress, stage
 from raysys.errors import RaysysError
 from raysys.evaluation.evaluator import Evaluator
@@ -39,9 +46,10 @@ from raysys.scoring.scorer import TaskScorer
 
 
 class Worker(Protocol):
-    """Built once per actor (loads its model); processes batches of tasks."""
+    """Built by a pool actor for a job (with the model it already holds: `loaded`);
+    processes batches of tasks."""
 
-    def __init__(self, model: str, cfg: Any, *, trust_remote_code: bool = False) -> None: ...
+    def __init__(self, model: str, cfg: Any, *, trust_remote_code: bool = False, loaded: Any = None) -> None: ...
 
     def process(self, tasks: Sequence[Task], details: bool = False) -> tuple[list[dict], list[dict]]:
         """(one row per task, detail rows) for a batch."""
@@ -58,42 +66,162 @@ class WorkerFailed(RaysysError):
     """A worker raised on a batch: one line for the terminal (the traceback is logged)."""
 
 
-def _set_threads(torch_threads: int) -> None:
-    import torch
+@dataclass(frozen=True)
+class Job:
+    """What a pool's actors do with the batches of one call: `WORKERS[worker]` on `model`
+    writing part files to `parts_dir`, or (worker "generate") greedy answers to prompt rows."""
 
-    if torch_threads:  # CPU actors share the machine's cores instead of each taking all
-        torch.set_num_threads(torch_threads)
+    worker: str
+    model: str
+    cfg: Any
+    parts_dir: str = ""
+    details: bool = False
+    trust_remote_code: bool = False
+    detail_schema: pa.Schema | None = None
 
 
 class TaskBatch:
-    """Ray Data UDF: builds `WORKERS[worker]` once per actor, processes a pyarrow batch of
-    tasks, writes the batch's rows as part files, and returns the batch's task ids."""
+    """One actor of the pool. It lives as long as its pool (across calls: racing rounds,
+    the evaluations of one model, the stages of a loop's round until training needs the
+    CPUs), keeps the last model it loaded (reloaded only when the folder changes) and
+    the last worker it built (rebuilt when the job's worker, model or config differs)."""
 
-    def __init__(self, worker: str, model: str, cfg: Any, parts_dir: str, details: bool, trust_remote_code: bool,
-                 torch_threads: int = 0, detail_schema: pa.Schema | None = None):
-        _set_threads(torch_threads)
-        self.name = worker
-        try:
-            self.worker = WORKERS[worker](model, cfg, trust_remote_code=trust_remote_code)
-        except Exception as e:
-            logging.getLogger("raysys").exception("the %s worker could not start on %s", worker, model)
-            why = str(e) if isinstance(e, RaysysError) else f"{type(e).__name__}: {e}"
-            raise WorkerFailed(f"the {worker} worker could not start on {model}: {why}") from None
-        self.parts, self.details, self.detail_schema = Parts(Path(parts_dir)), details, detail_schema
+    def __init__(self, torch_threads: int = 0):
+        if torch_threads:  # CPU actors share the machine's cores instead of each taking all
+            import torch
 
-    def __call__(self, batch: pa.Table) -> dict[str, Any]:
+            torch.set_num_threads(torch_threads)
+        self.model_key: tuple = ()
+        self.lm: Any = None
+        self.job: Job | None = None
+        self.worker: Any = None
+        self.counts = {"models loaded": 0, "workers built": 0, "batches": 0}
+
+    def _loaded(self, job: Job) -> Any:
+        from raysys.models.runner import load_for_worker, model_stamp
+
+        key = (job.model, job.trust_remote_code, model_stamp(job.model))
+        if key != self.model_key:
+            self.lm = self.worker = self.job = None  # the old model's memory goes first
+            self.lm = load_for_worker(job.model, trust_remote_code=job.trust_remote_code)
+            self.model_key = key
+            self.counts["models loaded"] += 1
+        return self.lm
+
+    def _worker(self, job: Job) -> Any:
+        if job != self.job or self.worker is None:
+            try:
+                loaded = self._loaded(job)
+                if job.worker == "generate":
+                    from raysys.models.runner import ModelRunner
+
+                    self.worker = ModelRunner(job.model, job.cfg.generation, loaded=loaded)
+                else:
+                    self.worker = WORKERS[job.worker](job.model, job.cfg, trust_remote_code=job.trust_remote_code,
+                                                      loaded=loaded)
+            except Exception as e:
+                logging.getLogger("raysys").exception("the %s worker could not start on %s", job.worker, job.model)
+                why = str(e) if isinstance(e, RaysysError) else f"{type(e).__name__}: {e}"
+                raise WorkerFailed(f"the {job.worker} worker could not start on {job.model}: {why}") from None
+            self.job = job
+            self.counts["workers built"] += 1
+        return self.worker
+
+    def stats(self) -> dict[str, int]:
+        """Models loaded, workers built and batches processed by this actor so far."""
+        return dict(self.counts)
+
+    def run(self, job: Job, batch: pa.Table) -> Any:
+        """A batch of tasks: their rows as part files, the task ids returned; or for
+        "generate", the prompt rows with their greedy `answer` column."""
         from raysys.schema import from_row
 
+        worker = self._worker(job)
+        self.counts["batches"] += 1
+        if job.worker == "generate":
+            answers = worker.generate(batch.column("prompt").to_pylist())
+            return batch.append_column("answer", pa.array(answers, type=pa.string()))
         tasks = [from_row(r) for r in batch.to_pylist()]
         try:
-            rows, detail_rows = self.worker.process(tasks, details=self.details)
+            rows, detail_rows = worker.process(tasks, details=job.details)
         except Exception as e:
-            logging.getLogger("raysys").exception("the %s worker failed on a batch", self.name)
+            logging.getLogger("raysys").exception("the %s worker failed on a batch", job.worker)
             first = tasks[0].task_id if tasks else "?"
             why = str(e) if isinstance(e, RaysysError) else f"{type(e).__name__}: {e}"
-            raise WorkerFailed(f"the {self.name} worker failed on task {first}: {why}") from None
-        self.parts.write(rows, detail_rows if self.details else None, self.detail_schema)
-        return {"task_id": [r["task_id"] for r in rows]}
+            raise WorkerFailed(f"the {job.worker} worker failed on task {first}: {why}") from None
+        Parts(Path(job.parts_dir)).write(rows, detail_rows if job.details else None, job.detail_schema)
+        return [r["task_id"] for r in rows]
+
+
+_POOLS: dict[tuple, list] = {}  # this driver's live pool: (job id, actors, resources, threads) -> actors
+
+
+def _pool(actors: int, resources: dict[str, float], torch_threads: int) -> list:
+    """The driver's pool of `actors` actors with these resources: the live one when it has
+    this shape, else a new one (the old one released first: one pool at a time)."""
+    import ray
+
+    key = (ray.get_runtime_context().get_job_id(), actors, tuple(sorted(resources.items())), torch_threads)
+    if key not in _POOLS:
+        release_pools()
+        actor = ray.remote(TaskBatch).options(max_restarts=-1, max_task_retries=-1, scheduling_strategy="SPREAD",
+                                              **resources)
+        _POOLS[key] = [actor.remote(torch_threads) for _ in range(actors)]
+    return _POOLS[key]
+
+
+def _after_call() -> None:
+    """Outside keep_actors(), a call's pool ends with the call."""
+    if not keeping_actors():
+        release_pools()
+
+
+def release_pools() -> None:
+    """End the driver's pool (its CPUs and GPUs go back to the cluster): before training,
+    which needs them, and after a failed call."""
+    import ray
+
+    pools = list(_POOLS.items())
+    _POOLS.clear()
+    if not ray.is_initialized():
+        return
+    job = ray.get_runtime_context().get_job_id()
+    for key, handles in pools:
+        if key[0] == job:  # a pool of an earlier ray.init in this process ended with it
+            for h in handles:
+                ray.kill(h, no_restart=True)
+
+
+on_release(release_pools)
+
+
+def _run(pool: list, job: Job, batches: Iterable[pa.Table], done: Callable[[Any], None]) -> None:
+    """Each batch to a free actor of `pool` (two in flight per actor); `done` gets each
+    result as it comes. A failure ends the pool and raises (the WorkerFailed inside)."""
+    import ray
+
+    job_ref, batches = ray.put(job), iter(batches)
+    free = [a for _ in range(2) for a in pool]  # popped from the end: one per actor first
+    flying: dict = {}
+
+    def submit() -> None:
+        while free:
+            batch = next(batches, None)
+            if batch is None:
+                return
+            actor = free.pop()
+            flying[actor.run.remote(job_ref, batch)] = actor
+
+    try:
+        submit()
+        while flying:
+            ready, _ = ray.wait(list(flying), num_returns=1)
+            free.append(flying.pop(ready[0]))
+            done(ray.get(ready[0]))
+            submit()
+    except Exception as e:
+        release_pools()  # its actors may still hold this call's batches
+        raise _unwrap(e) from None
 
 
 def actor_resources(actors: int, gpus_per_actor: float | None, cpus: float | None = None,
@@ -150,7 +278,6 @@ def map_pool(worker: str, pool: str, parts_dir: Path, model: str, cfg: Any, *, a
     pool; each batch lands as part files there. `cfg` needs `tasks_per_batch`; `cpus` is
     this call's share of the cluster (default: all)."""
     import ray.data
-    from ray.data import ActorPoolStrategy
 
     if worker not in WORKERS:
         raise RaysysError(f"unknown worker {worker!r}; one of {', '.join(WORKERS)}")
@@ -172,44 +299,24 @@ def map_pool(worker: str, pool: str, parts_dir: Path, model: str, cfg: Any, *, a
             done_arr = pa.array(sorted(done))
             ds = ds.map_batches(lambda t: t.filter(pc.invert(pc.is_in(t["task_id"], value_set=done_arr))),
                                 batch_format="pyarrow", num_cpus=0.25)
-        # blocks of one actor batch each, so that every actor gets work even from a single-file pool
-        ds = ds.repartition(target_num_rows_per_block=cfg.tasks_per_batch)
-        mapped = ds.map_batches(
-            TaskBatch,
-            fn_constructor_kwargs={"worker": worker, "model": model, "cfg": cfg, "parts_dir": str(parts_dir),
-                                   "details": details, "trust_remote_code": trust_remote_code,
-                                   "torch_threads": torch_threads, "detail_schema": detail_schema},
-            compute=ActorPoolStrategy(size=actors),
-            batch_size=cfg.tasks_per_batch,
-            batch_format="pyarrow",
-            **resources,
-        )
         bar = Progress(verb, n_tasks, "tasks", done=n_resumed) if progress else None
+        counted = [0]
+
+        def finished(ids: list[str]) -> None:
+            counted[0] += len(ids)
+            if bar:
+                bar.update(n_resumed + counted[0])
+
+        job = Job(worker, model, cfg, str(parts_dir), details, trust_remote_code, detail_schema)
         try:
-            for batch in mapped.iter_batches(batch_size=None, batch_format="pyarrow"):
-                now += batch.num_rows
-                if bar:
-                    bar.update(n_resumed + now)
-        except Exception as e:
-            raise _unwrap(e) from None
+            _run(_pool(actors, resources, torch_threads), job,
+                 ds.iter_batches(batch_size=cfg.tasks_per_batch, batch_format="pyarrow"), finished)
         finally:
             if bar:
                 bar.close()
+        _after_call()
+        now = counted[0]
     return Mapped(pool_path, order, n_tasks, n_resumed, now)
-
-
-class GenerateBatch:
-    """Ray Data UDF: greedy answers of one model to a batch of prompt rows (`prompt`)."""
-
-    def __init__(self, model: str, cfg: Any, trust_remote_code: bool, torch_threads: int = 0):
-        from raysys.models.runner import ModelRunner
-
-        _set_threads(torch_threads)
-        self.runner = ModelRunner(model, cfg.generation, trust_remote_code=trust_remote_code)
-
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        answers = self.runner.generate(batch.column("prompt").to_pylist())
-        return batch.append_column("answer", pa.array(answers, type=pa.string()))
 
 
 def generate_rows(rows: list[dict[str, Any]], model: str, cfg: Any, *, actors: int = 1,
@@ -218,22 +325,15 @@ def generate_rows(rows: list[dict[str, Any]], model: str, cfg: Any, *, actors: i
     """Each row (with a `prompt`) plus the model's greedy `answer`, generated on an actor
     pool (cfg: any config with `generation` and `tasks_per_batch` (rows per actor
     call)); the result keeps the rows' order."""
-    import ray.data
-    from ray.data import ActorPoolStrategy
-
     if not rows:
         return []
     ray_init(num_cpus)
     resources, torch_threads = actor_resources(actors, gpus_per_actor)
     indexed = [{**r, "_row": i} for i, r in enumerate(rows)]
-    ds = ray.data.from_items(indexed).repartition(target_num_rows_per_block=cfg.tasks_per_batch)
-    out = ds.map_batches(GenerateBatch, fn_constructor_kwargs={"model": model, "cfg": cfg,
-                                                               "trust_remote_code": trust_remote_code,
-                                                               "torch_threads": torch_threads},
-                         compute=ActorPoolStrategy(size=actors), batch_size=cfg.tasks_per_batch,
-                         batch_format="pyarrow", **resources)
-    try:
-        result = sorted(out.take_all(), key=lambda r: r["_row"])
-    except Exception as e:
-        raise _unwrap(e) from None
-    return [{k: v for k, v in r.items() if k != "_row"} for r in result]
+    step = cfg.tasks_per_batch
+    tables = (pa.Table.from_pylist(indexed[i:i + step]) for i in range(0, len(indexed), step))
+    answered: list[dict[str, Any]] = []
+    _run(_pool(actors, resources, torch_threads), Job("generate", model, cfg, trust_remote_code=trust_remote_code),
+         tables, lambda t: answered.extend(t.to_pylist()))
+    _after_call()
+    return [{k: v for k, v in r.items() if k != "_row"} for r in sorted(answered, key=lambda r: r["_row"])]

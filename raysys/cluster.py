@@ -26,7 +26,7 @@ import contextlib
 import logging
 import os
 import socket
-from typing import Iterator
+from typing import Callable, Iterator
 
 from raysys import console
 from raysys.errors import RaysysError
@@ -61,6 +61,35 @@ def ray_init(num_cpus: int | None = None) -> None:
     logging.getLogger("ray.data").setLevel(logging.INFO if console.log_path() else logging.WARNING)
     console.route_library_logs()  # ray.init and Ray Data's import set up their own console handlers
     console.announce()
+
+
+_KEEPING = [0]  # depth of keep_actors() in this process
+_RELEASE: list[Callable[[], None]] = []  # what ends the kept actors (raysys.actors registers its pool)
+
+
+@contextlib.contextmanager
+def keep_actors() -> Iterator[None]:
+    """Within it (a command, a loop's trial), the driver keeps its actor pool between
+    stage calls; at its end, and outside it after every call, the pool is released, so
+    that no idle actor holds CPUs or GPUs another driver on the cluster waits for."""
+    _KEEPING[0] += 1
+    try:
+        yield
+    finally:
+        _KEEPING[0] -= 1
+        if not _KEEPING[0]:
+            for release in _RELEASE:
+                release()
+
+
+def keeping_actors() -> bool:
+    return _KEEPING[0] > 0
+
+
+def on_release(release: Callable[[], None]) -> None:
+    """`release` runs when the outermost keep_actors() ends."""
+    if release not in _RELEASE:
+        _RELEASE.append(release)
 
 
 API_SERVER = "RAY_API_SERVER_ADDRESS"

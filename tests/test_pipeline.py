@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 
 import pyarrow.parquet as pq
 import pytest
@@ -52,6 +53,54 @@ def test_pipeline_matches_in_process_and_resumes(ray_local, pool, tiny_model_dir
     again = score_pool(str(path), str(tiny_model_dir), str(out), CFG, actors=2, details=str(details), progress=False)
     assert (again.n_scored_now, again.n_resumed) == (0, 33)  # nothing redone
     assert out.read_bytes() == before  # the same merge, byte for byte
+
+
+def test_within_keep_actors_the_pool_outlives_a_call_and_keeps_its_model(ray_local, pool, tiny_model_dir,
+                                                                         tmp_path):
+    """Within keep_actors (a command, a loop trial), two calls of the same shape run on the
+    same actors (the same processes), which load the model once; another model folder is
+    loaded anew; training releases the pool, and so does the end of keep_actors. Outside
+    it, a call's actors end with the call."""
+    import shutil
+
+    import ray
+
+    from raysys import actors
+    from raysys.cluster import keep_actors
+    from raysys.evaluation.evaluate import evaluate_pool
+
+    path, tasks = pool
+
+    def gone() -> bool:
+        deadline = time.time() + 30
+        while processes("TaskBatch") and time.time() < deadline:
+            time.sleep(0.2)
+        return not processes("TaskBatch") and not actors._POOLS
+
+    score_pool(str(path), str(tiny_model_dir), str(tmp_path / "a.parquet"), CFG, actors=2, progress=False)
+    assert gone()  # no keep_actors: the call's actors ended with it
+    with keep_actors():
+        score_pool(str(path), str(tiny_model_dir), str(tmp_path / "b.parquet"), CFG, actors=2, progress=False)
+        handles = [h for hs in actors._POOLS.values() for h in hs]
+        pids = {p.pid for p in processes("TaskBatch")}
+        assert len(handles) == 2 and len(pids) == 2
+        score_pool(str(path), str(tiny_model_dir), str(tmp_path / "c.parquet"), replace(CFG, seed=CFG.seed + 1),
+                   actors=2, progress=False)
+        assert [h for hs in actors._POOLS.values() for h in hs] == handles
+        assert {p.pid for p in processes("TaskBatch")} == pids
+        stats = ray.get([h.stats.remote() for h in handles])
+        assert sum(s["batches"] for s in stats) == 2 * -(-len(tasks) // CFG.tasks_per_batch)
+        assert [s["models loaded"] for s in stats] == [1, 1]  # the config changed, the model did not
+        assert [s["workers built"] for s in stats] == [2, 2]
+        copy = shutil.copytree(tiny_model_dir, tmp_path / "model")  # another folder: loaded anew
+        evaluate_pool(str(path), str(copy), str(tmp_path / "eval.json"), actors=2, progress=False)
+        assert [s["models loaded"] for s in ray.get([h.stats.remote() for h in handles])] == [2, 2]
+        assert pq.read_table(tmp_path / "c.parquet").column("task_id").to_pylist() == [t.task_id for t in tasks]
+        actors.release_pools()  # what training does first
+        assert gone()
+        score_pool(str(path), str(tiny_model_dir), str(tmp_path / "d.parquet"), CFG, actors=2, progress=False)
+        assert actors._POOLS
+    assert gone()  # the end of keep_actors
 
 
 def test_killed_actor_is_restarted_and_output_is_complete(ray_local, pool, tiny_model_dir, tmp_path):

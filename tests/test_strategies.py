@@ -230,3 +230,102 @@ def test_the_pilot_numbers_quoted_in_docs_follow_from_its_csv():
     assert (arms.n_tokens.min(), arms.n_tokens.max()) == (14935, 15000) and "14,935-15,000" in text
     assert arms.n_tokens.max() / arms.n_tokens.min() - 1 < 0.005 and "within 0.5 %" in text
     assert (arms.train_tokens.min(), arms.train_tokens.max()) == (27520, 29956) and "27,520-29,956" in text
+
+
+def _power(effect: float, sd: float, n: int) -> float:
+    """Power of a two-sided paired t test at 5 % over n pairs with differences' SD `sd`
+    when the true mean difference is `effect` (the noncentral t, both tails)."""
+    df, crit = n - 1, sps.t.ppf(0.975, n - 1)
+    nc = effect * np.sqrt(n) / sd
+    return sps.nct.sf(crit, df, nc) + sps.nct.cdf(-crit, df, nc)
+
+
+def test_the_readme_strategy_comparison_follows_from_the_shipped_csv():
+    """The README's strategy comparison, every number recomputed from
+    docs/results/strategies.csv with pandas and scipy (not raysys.stats): the table (each
+    arm's tasks, tokens, NLL, paired difference with random and its t interval, seeds below
+    random, detectable effect checked by its power, selection cost), the equal budgets, the
+    floor, the cost and the outcome sentence."""
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    t = pd.read_csv(root / "docs" / "results" / "strategies.csv")
+    readme = (root / "README.md").read_text()
+    section = readme[readme.index("## Is selecting worth it?"):]
+    section = section[:section.index("\n## ", 3)]
+    assert {"model", "seed", "n_tasks", "n_examples", "n_tokens", "train_tokens", "select_flops",
+            "train_flops"} <= set(t.columns) and set(t.model) == {"smollm2-135m-instruct"}
+    seeds = sorted(set(t.seed))
+    assert seeds == list(range(2, 10)) and "seeds 2-9" in section
+    arms = t[t.strategy != "base"]
+    for _, one in arms.groupby("seed"):  # every arm of a seed trained on the same tokens, within 2 %
+        assert len(one) == 9 and one.n_tokens.max() / one.n_tokens.min() - 1 < 0.02
+    assert f"(every selection {arms.n_tokens.min():,.0f}-{arms.n_tokens.max():,.0f})" in section
+    nll = t.pivot(index="seed", columns="strategy", values="nll")
+    assert f"base model: {nll['base'].iloc[0]:.3f}" in section
+    diffs = {}
+    for a in dict.fromkeys(t.strategy):
+        mine = t[t.strategy == a]
+        if a == "base":
+            row = f"| base | 8 | – | – | {nll[a].mean():.3f} | – | – | – | – | – |"
+        else:
+            cost = f"{mine.select_flops.mean() / 1e12:.1f} | {mine.select_seconds.median():.0f} |"
+            head = f"| {a} | 8 | {mine.n_tasks.mean():.0f} | {mine.n_tokens.mean():,.0f} | {nll[a].mean():.3f} |"
+            if a == "random":
+                row = f"{head} – | – | – | {cost}"
+            else:
+                d = (nll[a] - nll["random"]).to_numpy()
+                diffs[a] = d
+                ci = sps.ttest_1samp(d, 0.0).confidence_interval(0.95)
+                m = re.search(re.escape(f"{head} {d.mean():+.3f} [{ci.low:+.3f}, {ci.high:+.3f}] | "
+                                        f"{(d < 0).sum()}/8 | ") + r"(\d\.\d{3})" + re.escape(f" | {cost}"), section)
+                assert m, (a, head, d.mean(), ci)
+                mde, sd = float(m.group(1)), d.std(ddof=1)
+                assert _power(mde - 0.0005, sd, 8) < 0.8 < _power(mde + 0.0005, sd, 8), (a, mde)  # 80 % power
+                continue
+        assert row in section, row
+    floor = (nll["random-2"] - nll["random"]).std(ddof=1)
+    assert f"differ by SD {floor:.3f}" in section
+
+    # the outcome sentence
+    def ci(a):
+        c = sps.ttest_1samp(diffs[a], 0.0).confidence_interval(0.95)
+        return tuple(f"{v:+.3f}".replace("-", "−") for v in (diffs[a].mean(), c.low, c.high))
+
+    text = " ".join(section.split())
+    assert "No strategy beat random at equal training tokens; two did worse." in text
+    assert all(sps.ttest_1samp(d, 0.0).confidence_interval(0.95).high > 0 for d in diffs.values())  # none below 0
+    pu, pu_lo, pu_hi = ci("prompt-uncertainty")
+    pu_mde = re.search(r"\| prompt-uncertainty \|.*\| (\d\.\d{3}) \| [\d.]+ \| \d+ \|", section).group(1)
+    assert f"uncertainty's test NLL was {pu} nats/token above random's (95 % CI {pu_lo} to {pu_hi}; the design " \
+           f"detects {pu_mde})" in text
+    sim, lo, hi = ci("similarity")
+    assert f"similarity came closest ({sim}, {lo} to {hi}, below random in {(diffs['similarity'] < 0).sum()} of 8" in text
+    assert min(diffs, key=lambda a: diffs[a].mean()) == "similarity"
+    worse = [a for a, d in diffs.items() if sps.ttest_1samp(d, 0.0).confidence_interval(0.95).low > 0]
+    assert sorted(worse) == ["length", "rds"]  # "two did worse"
+    for a, name in (("length", "Selecting the longest responses was worse in"), ("rds", "RDS+ in")):
+        p = sps.ttest_1samp(diffs[a], 0.0).pvalue
+        m, lo, hi = ci(a)
+        n_worse = (diffs[a] > 0).sum()
+        said = f"{p:.4f}" if p < 0.001 else f"{p:.2f}"
+        assert f"{name} {n_worse} of 8" in text and f"({m}, {lo} to {hi}; p = {said}, which" in text, (a, m, p)
+        assert (p * 8 < 0.05) == (a == "length")  # Bonferroni over the 8 comparisons: length's survives
+    assert "survives a Bonferroni correction" in text and "(+0.071, +0.005 to +0.137; p = 0.04, which does not)" in text
+
+    # the cost
+    pu_rows = t[t.strategy == "prompt-uncertainty"]
+    assert f"{pu_rows.select_flops.mean() / 1e12:.0f} TFLOPs, {pu_rows.select_seconds.median():.0f} s (median" in text
+    alone = pu_rows[pu_rows.seed.isin([4, 5, 9])].select_seconds
+    assert f"{alone.min():.0f}-{alone.max():.0f} s in seeds 4, 5 and 9" in text
+    assert (pu_rows[pu_rows.seed.isin([3, 6])].select_seconds < 1).all()  # "recorded under 1 s"
+    assert f"against {arms.train_flops.mean() / 1e12:.0f} TFLOPs and {arms.train_seconds.median():.0f} s (median)" in text
+    assert pu_rows.select_seconds.median() > arms.train_seconds.median()  # "scoring costs more time than the training"
+
+    # docs/experiments.md's paragraph on the main run
+    doc = " ".join((root / "docs" / "experiments.md").read_text().split())
+    mdes = [float(x) for x in re.findall(r"\| (\d\.\d{3}) \| [\d.]+ \| \d+ \|", section)]
+    assert len(mdes) == 8 and f"detectable difference {min(mdes):.3f}-{max(mdes):.3f} by arm ({pu_mde} for" in doc
+    assert f"prompt uncertainty {pu} nats/token (95 % CI {pu_lo} to {pu_hi})" in doc
+    assert f"floor is {diffs['random-2'].mean():+.3f} (SD {floor:.3f} between the two draws" in doc
+    assert f"Length ({diffs['length'].mean():+.3f}) and RDS+ ({diffs['rds'].mean():+.3f}) were worse" in doc

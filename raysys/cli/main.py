@@ -24,6 +24,7 @@ from raysys.cli.runs import (
     experiment_strategies,
     loop,
 )
+from raysys.cluster import keep_actors
 from raysys.console import point_at_log, quiet_libraries
 from raysys.errors import RaysysError
 
@@ -447,7 +448,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     quiet_libraries(getattr(args, "verbose", False))
     try:
-        return args.func(args)
+        with keep_actors():  # one actor pool for the command's stages
+            return args.func(args)
     except RaysysError as e:
         print(f"raysys: error: {e}", file=sys.stderr)
         point_at_log()

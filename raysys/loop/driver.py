@@ -96,7 +96,15 @@ def _limit_ray_data(plan: TrialPlan) -> None:
                                                                gpu=plan.gpus_per_trial or None)
 
 
-def _trial(config: dict[str, Any], *, cfg: LoopConfig, stages: Stages, prep: Prepared, plan: TrialPlan) -> None:
+def _trial(config: dict[str, Any], **kwargs: Any) -> None:
+    """One Tune trial, its stages on one actor pool (raysys.cluster.keep_actors)."""
+    from raysys.cluster import keep_actors
+
+    with keep_actors():
+        _run_trial(config, **kwargs)
+
+
+def _run_trial(config: dict[str, Any], *, cfg: LoopConfig, stages: Stages, prep: Prepared, plan: TrialPlan) -> None:
     """One Tune trial: a strategy on a seed, from its checkpoint or its seed's round 0."""
     from ray import tune
 

@@ -15,15 +15,38 @@ from raysys.models import LoadedModel, count_parameters, load_model, prompt_ids
 from raysys.prompts import FittedPrompt, Template, template_for
 
 
+def _device(device: str | None) -> str:
+    return device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_for_worker(model_path: str, *, device: str | None = None, trust_remote_code: bool = False) -> LoadedModel:
+    """The model as a scoring or evaluation worker runs it: on the GPU in bfloat16 when
+    there is one, else on the CPU in float32."""
+    device = _device(device)
+    dtype = "bfloat16" if device.startswith("cuda") else "float32"
+    return load_model(model_path, trust_remote_code=trust_remote_code, dtype=dtype, device=device)
+
+
+def model_stamp(model_path: str) -> tuple:
+    """What tells a model folder's content apart (its files' names, sizes and times): a
+    model kept in memory is the folder's as long as its stamp holds. A hub name: ()."""
+    import os
+
+    path = os.path.expanduser(model_path)
+    if not os.path.isdir(path):
+        return ()
+    return tuple(sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in os.scandir(path) if e.is_file()))
+
+
 class ModelRunner:
-    """`loaded` reuses a model already in memory (tests, in-process experiments)."""
+    """`loaded` reuses a model already in memory (a pool actor's, tests, in-process
+    experiments)."""
 
     def __init__(self, model_path: str, generation: GenerationConfig, *, device: str | None = None,
                  trust_remote_code: bool = False, loaded: LoadedModel | None = None):
         self.generation = generation
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        dtype = "bfloat16" if self.device.startswith("cuda") else "float32"
-        self.lm = loaded or load_model(model_path, trust_remote_code=trust_remote_code, dtype=dtype, device=self.device)
+        self.device = _device(device)
+        self.lm = loaded or load_for_worker(model_path, device=self.device, trust_remote_code=trust_remote_code)
         limit = getattr(self.lm.model.config, "max_position_embeddings", None) or getattr(
             self.lm.tokenizer, "model_max_length", 4096)
         limit = min(limit, 1 << 20)  # tokenizers without a limit report a huge sentinel

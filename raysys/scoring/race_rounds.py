@@ -60,13 +60,13 @@ def score_round(scorer, tasks: Sequence[Task], columns: tuple[int, ...], answers
 class RoundScorer:
     """The actor pool's worker for a racing round (raysys.actors.Worker)."""
 
-    def __init__(self, model: str, cfg: RaceRound, *, trust_remote_code: bool = False):
+    def __init__(self, model: str, cfg: RaceRound, *, trust_remote_code: bool = False, loaded=None):
         import pyarrow.parquet as pq
 
         from raysys.scoring.scorer import TaskScorer
 
         self.cfg = cfg
-        self.scorer = TaskScorer(model, cfg.scoring, trust_remote_code=trust_remote_code)
+        self.scorer = TaskScorer(model, cfg.scoring, trust_remote_code=trust_remote_code, loaded=loaded)
         self.answers = answers_of(pq.read_table(cfg.answers).to_pylist()) if cfg.answers else None
 
     def process(self, tasks: Sequence[Task], details: bool = True):

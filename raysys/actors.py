@@ -249,9 +249,9 @@ def _unwrap(e: Exception) -> Exception:
     """The WorkerFailed inside a Ray error, if any (Ray wraps an actor's exception)."""
     seen = e
     for _ in range(8):
-        if isinstance(seen, WorkerFailed):
-            return seen
         cause = getattr(seen, "cause", None) or seen.__cause__
+        if isinstance(seen, WorkerFailed) and not isinstance(cause, WorkerFailed):
+            return seen  # the worker's own, not Ray's wrapper of it (whose text is a traceback)
         if cause is None:
             break
         seen = cause

@@ -78,12 +78,18 @@ def keep_actors() -> Iterator[None]:
     finally:
         _KEEPING[0] -= 1
         if not _KEEPING[0]:
-            for release in _RELEASE:
-                release()
+            release_actors()
 
 
 def keeping_actors() -> bool:
     return _KEEPING[0] > 0
+
+
+def release_actors() -> None:
+    """End the kept actors now: before handing the CPUs and GPUs to others (training
+    workers, Tune trials)."""
+    for release in _RELEASE:
+        release()
 
 
 def on_release(release: Callable[[], None]) -> None:

@@ -142,7 +142,7 @@ def run_loop(cfg: LoopConfig, stages: Stages | None = None, *, num_cpus: int | N
     import ray
     from ray import tune
 
-    from raysys.cluster import ray_init
+    from raysys.cluster import ray_init, release_actors
     from raysys.loop.results import write_results
 
     prep = prepare(cfg, say)
@@ -177,6 +177,7 @@ def run_loop(cfg: LoopConfig, stages: Stages | None = None, *, num_cpus: int | N
             run_config=tune.RunConfig(name="tune", storage_path=str(prep.work), verbose=0,
                                       failure_config=tune.FailureConfig(max_failures=cfg.max_failures)),
         )
+    release_actors()  # the seeds' base rounds' actor pool: the trials need its CPUs
     with to_log():  # Tune's own prints (its experiment box, where results go)
         grid = tuner.fit()
     failed = [r for r in grid if r.error]

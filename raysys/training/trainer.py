@@ -81,8 +81,7 @@ def train_model(tasks: Sequence[Task], task_ids: Sequence[str], model: str, out:
     from ray.train import CheckpointConfig, FailureConfig, RunConfig
     from ray.train.torch import TorchTrainer
 
-    from raysys.actors import release_pools
-    from raysys.cluster import ray_init
+    from raysys.cluster import ray_init, release_actors
     from raysys.training.memory import check_plan, count_parameters_from_config, memory_plan
     from raysys.training.worker import PROGRESS, micro_batches, optimizer_steps, train_loop
 
@@ -115,7 +114,7 @@ def train_model(tasks: Sequence[Task], task_ids: Sequence[str], model: str, out:
         raise RaysysError("best_by=validation needs validation tasks (--val-tasks)")
     kind = model_kind(model, trust_remote_code)
     ray_init(num_cpus)
-    release_pools()  # the scoring and evaluation actors' CPUs and GPUs, for the training workers
+    release_actors()  # the scoring and evaluation actors' CPUs and GPUs, for the training workers
     use_gpu = ray.cluster_resources().get("GPU", 0) > 0
     if use_gpu:
         n_params, config = count_parameters_from_config(model, trust_remote_code)

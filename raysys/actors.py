@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Protocol, Sequence
+from typing import Any, Callable, Iterable, NoReturn, Protocol, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -109,9 +109,12 @@ class TaskBatch:
         return self.lm
 
     def _worker(self, job: Job) -> Any:
+        try:
+            loaded = self._loaded(job)  # every batch: a folder rewritten under the same job is loaded anew
+        except Exception as e:
+            self._failed_start(job, e)
         if job != self.job or self.worker is None:
             try:
-                loaded = self._loaded(job)
                 if job.worker == "generate":
                     from raysys.models.runner import ModelRunner
 
@@ -120,12 +123,16 @@ class TaskBatch:
                     self.worker = WORKERS[job.worker](job.model, job.cfg, trust_remote_code=job.trust_remote_code,
                                                       loaded=loaded)
             except Exception as e:
-                logging.getLogger("raysys").exception("the %s worker could not start on %s", job.worker, job.model)
-                why = str(e) if isinstance(e, RaysysError) else f"{type(e).__name__}: {e}"
-                raise WorkerFailed(f"the {job.worker} worker could not start on {job.model}: {why}") from None
+                self._failed_start(job, e)
             self.job = job
             self.counts["workers built"] += 1
         return self.worker
+
+    @staticmethod
+    def _failed_start(job: Job, e: Exception) -> NoReturn:
+        logging.getLogger("raysys").exception("the %s worker could not start on %s", job.worker, job.model)
+        why = str(e) if isinstance(e, RaysysError) else f"{type(e).__name__}: {e}"
+        raise WorkerFailed(f"the {job.worker} worker could not start on {job.model}: {why}") from None
 
     def stats(self) -> dict[str, int]:
         """Models loaded, workers built and batches processed by this actor so far."""
@@ -170,12 +177,6 @@ def _pool(actors: int, resources: dict[str, float], torch_threads: int) -> list:
     return _POOLS[key]
 
 
-def _after_call() -> None:
-    """Outside keep_actors(), a call's pool ends with the call."""
-    if not keeping_actors():
-        release_pools()
-
-
 def release_pools() -> None:
     """End the driver's pool (its CPUs and GPUs go back to the cluster): before training,
     which needs them, and after a failed call."""
@@ -197,7 +198,8 @@ on_release(release_pools)
 
 def _run(pool: list, job: Job, batches: Iterable[pa.Table], done: Callable[[Any], None]) -> None:
     """Each batch to a free actor of `pool` (two in flight per actor); `done` gets each
-    result as it comes. A failure ends the pool and raises (the WorkerFailed inside)."""
+    result as it comes. A failure ends the pool and raises (the WorkerFailed inside); so
+    does the call's end outside keep_actors()."""
     import ray
 
     job_ref, batches = ray.put(job), iter(batches)
@@ -222,6 +224,8 @@ def _run(pool: list, job: Job, batches: Iterable[pa.Table], done: Callable[[Any]
     except Exception as e:
         release_pools()  # its actors may still hold this call's batches
         raise _unwrap(e) from None
+    if not keeping_actors():  # outside keep_actors(), a call's pool ends with the call
+        release_pools()
 
 
 def actor_resources(actors: int, gpus_per_actor: float | None, cpus: float | None = None,
@@ -314,7 +318,6 @@ def map_pool(worker: str, pool: str, parts_dir: Path, model: str, cfg: Any, *, a
         finally:
             if bar:
                 bar.close()
-        _after_call()
         now = counted[0]
     return Mapped(pool_path, order, n_tasks, n_resumed, now)
 
@@ -335,5 +338,4 @@ def generate_rows(rows: list[dict[str, Any]], model: str, cfg: Any, *, actors: i
     answered: list[dict[str, Any]] = []
     _run(_pool(actors, resources, torch_threads), Job("generate", model, cfg, trust_remote_code=trust_remote_code),
          tables, lambda t: answered.extend(t.to_pylist()))
-    _after_call()
     return [{k: v for k, v in r.items() if k != "_row"} for r in sorted(answered, key=lambda r: r["_row"])]

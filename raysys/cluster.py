@@ -93,7 +93,7 @@ def release_actors() -> None:
 
 
 def on_release(release: Callable[[], None]) -> None:
-    """`release` runs when the outermost keep_actors() ends."""
+    """`release` runs at release_actors(), and so when the outermost keep_actors() ends."""
     if release not in _RELEASE:
         _RELEASE.append(release)
 

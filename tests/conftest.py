@@ -133,39 +133,18 @@ def start_head(log: Path, num_cpus: int = 2) -> Head:
     raise RuntimeError("the Ray head's dashboard did not come up in 120 s")
 
 
-_SHARED: list[Head] = []  # this test process's shared head, started on first use
-
-
-def shared_ray() -> str:
-    """The address of a Ray head that this test process's raysys commands join (started
-    on the first call, stopped when the session ends): a command then pays no Ray start
-    and shutdown of its own. Commands that test a local cluster's start, or that must
-    own their processes (the kill-and-resume tests), set RAY_ADDRESS="" themselves."""
-    if not _SHARED:
-        import tempfile
-
-        log = Path(tempfile.mkdtemp(prefix="raysys-shared-head-")) / "head.log"
-        _SHARED.append(start_head(log))
-    return _SHARED[0].address
-
-
-def pytest_sessionfinish(session, exitstatus):
-    while _SHARED:
-        _SHARED.pop().stop()
-
-
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300,
-            in_process: bool | None = None, own_ray: bool = False) -> subprocess.CompletedProcess:
+            in_process: bool | None = None) -> subprocess.CompletedProcess:
     """`raysys ARGS`: exit code, stdout, stderr. In this process through `main([...])` (no
     interpreter start) for --help and the verbs of IN_PROCESS, else (or with
     in_process=False) as a real subprocess, which the tests of exit codes, logs and
-    terminal output keep. A subprocess joins this test process's shared Ray head
-    (`shared_ray`), or with own_ray=True starts its own local cluster."""
+    terminal output keep. A subprocess starts its own local cluster, as a user's command
+    does (RAY_ADDRESS cleared)."""
     argv = [str(a) for a in args]
     if in_process is None:
         in_process = cwd is None and (("--help" in argv) or (argv[:1] and argv[0] in IN_PROCESS))
     if not in_process:
-        env = {**os.environ, "RAY_ADDRESS": "" if own_ray else shared_ray()}
+        env = {**os.environ, "RAY_ADDRESS": ""}
         return subprocess.run([sys.executable, "-m", "raysys.cli", *argv], capture_output=True, text=True, cwd=cwd,
                               timeout=timeout, env=env)
     import io
@@ -189,23 +168,22 @@ NOISE = ("State API", "PlacementGroupCleaner", "core_worker", "Warning", "WARNIN
 
 def assert_readable(r: subprocess.CompletedProcess, log: Path) -> str:
     """A finished raysys command's terminal holds none of NOISE and names its log, which
-    holds Ray's output (its local cluster's start, or its joining the shared head);
-    returns the log's text."""
+    holds Ray's output (its local cluster's start); returns the log's text."""
     noisy = [line for line in (r.stdout + r.stderr).splitlines() if any(n in line for n in NOISE)]
     assert not noisy, noisy
     assert f"log: {log}" in r.stderr.splitlines(), r.stderr
     text = log.read_text(encoding="utf-8")
-    assert "Started a local Ray instance" in text or "Connected to Ray cluster" in text
+    assert "Started a local Ray instance" in text
     return text
 
 
 @pytest.fixture(scope="module")
 def ray_local():
-    """This process joined to its shared Ray head (2 CPUs, `shared_ray`) for a module's
-    tests; the stages find Ray already started (raysys.cluster.ray_init joins it)."""
+    """A local Ray (2 CPUs, no dashboard) in this process for a module's tests; the stages
+    find it already started (raysys.cluster.ray_init joins it)."""
     import ray
 
-    ray.init(address=shared_ray(), logging_level="ERROR")
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
     yield
     ray.shutdown()
 
@@ -260,18 +238,19 @@ def processes(*names: str, session: int | None = None) -> list:
     show their class there: "TaskBatch", "RayTrainWorker"): those of session `session` (a
     command started with start_new_session, whose processes outlive its killed driver),
     else this process's descendants (a Ray started in this process). Never another test's,
-    when tests run side by side. Without `session`, this process's shared head's
-    processes count as its own (its actors run there)."""
+    when tests run side by side."""
     import psutil
 
-    sessions = {session} if session is not None else {h.proc.pid for h in _SHARED}
-    pool = psutil.Process().children(recursive=True) if session is None else []
-    for p in psutil.process_iter():
-        try:
-            if os.getsid(p.pid) in sessions:
-                pool.append(p)
-        except (OSError, psutil.Error):
-            pass
+    if session is None:
+        pool = psutil.Process().children(recursive=True)
+    else:
+        pool = []
+        for p in psutil.process_iter():
+            try:
+                if os.getsid(p.pid) == session:
+                    pool.append(p)
+            except (OSError, psutil.Error):
+                pass
     out = []
     for p in pool:
         try:

@@ -12,7 +12,7 @@ from dataclasses import replace
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import assert_readable, processes, shared_ray, synthetic_pool
+from conftest import assert_readable, processes, synthetic_pool
 
 from raysys.config import GenerationConfig, ScoringConfig, SynthConfig
 from raysys.pools.markov import generate
@@ -148,8 +148,7 @@ def test_killed_driver_then_rerun_finishes_the_rest(pool, tiny_model_dir, tmp_pa
         time.sleep(0.2)
     done_before = sum(pq.read_metadata(p).num_rows for p in parts.glob("*/scores-*.parquet"))
     assert 0 < done_before < len(tasks) and not out.exists()
-    # the rerun joins this process's shared Ray head (conftest.shared_ray): no start-up of its own
-    r = subprocess.run(cmd, capture_output=True, text=True, env={**env, "RAY_ADDRESS": shared_ray()}, timeout=600)
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     assert f"({done_before} already done)" in r.stderr
     assert_readable(r, tmp_path / "raysys.log")

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import assert_readable, processes, shared_ray
+from conftest import assert_readable, processes
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from raysys.config import PromptConfig, SynthConfig, TrainConfig
@@ -104,8 +104,8 @@ def _check_export(out: Path, base: Path, pool_path: Path, tmp_path: Path):
 FIRST_EPOCH_LOSS: dict[bool, float] = {}  # lora -> the first run's first-epoch mean loss (all must agree)
 
 
-# The killed run starts a Ray of its own (killing its session ends every process of it); the
-# rerun joins the shared head.
+# The killed run starts a Ray of its own (killing its session ends every process of it), and
+# so does the rerun.
 @pytest.mark.ray
 def test_killed_driver_then_rerun_resumes_from_the_checkpoint(pool, tiny_model_dir, tmp_path):
     path, tasks = pool
@@ -118,8 +118,9 @@ def test_killed_driver_then_rerun_resumes_from_the_checkpoint(pool, tiny_model_d
     # the model by a path relative to the command's folder: the workers, which run in the
     # run's folder, get it absolute
     here = tiny_model_dir.parent
+    env = {**os.environ, "RAY_ADDRESS": ""}
     proc = subprocess.Popen(cmd, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            cwd=here)
+                            cwd=here, env=env)
     deadline = time.time() + 300
     # a checkpoint counts once Ray Train has registered it in the run's snapshot
     while not list(Path(f"{out}.train").glob("*/checkpoint_manager_snapshot.json")) and time.time() < deadline:
@@ -131,10 +132,7 @@ def test_killed_driver_then_rerun_resumes_from_the_checkpoint(pool, tiny_model_d
     while processes("RayTrainWorker", "TrainController", session=proc.pid) and time.time() < deadline:
         time.sleep(0.2)
     assert not out.exists()
-    # the rerun joins this process's shared Ray head (conftest.shared_ray), whose workers run
-    # in another folder than the command's
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=here,
-                       env={**os.environ, "RAY_ADDRESS": shared_ray()})
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=here, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     history = json.loads((out / "raysys_train.json").read_text())["epochs"]
     assert [e["epoch"] for e in history] == [0, 1, 2]

@@ -142,6 +142,39 @@ def test_killed_driver_then_rerun_resumes_from_the_checkpoint(pool, tiny_model_d
     log = assert_readable(r, tmp_path / "raysys.log")
     assert "training train-" in r.stderr and "  training: 24/24 steps" in r.stderr
     assert "(RayTrainWorker pid=" in log and "(TrainController pid=" in log
+    assert "View the dashboard at" in log  # Ray Train's placement-group cleaner asks its State API
+    assert "PreemptionWatcher" not in log  # off on a local cluster
+
+
+@pytest.mark.ray
+def test_shards_are_those_of_ray_datas_equal_split(ray_local):
+    """data.shard hands each worker the rows, in the order, that Ray Data's
+    streaming_split(equal=True) of one row per block did (training used to read them so)."""
+    import threading
+
+    import ray
+
+    from raysys.training.data import chunks, shard
+
+    for n, world in ((37, 2), (24, 3), (5, 2), (120, 2)):
+        splits = ray.data.from_items([{"i": i} for i in range(n)]).streaming_split(world, equal=True)
+        read: list = [None] * world
+
+        def consume(k: int) -> None:
+            read[k] = [int(x) for b in splits[k].iter_batches(batch_size=4, batch_format="numpy") for x in b["i"]]
+
+        threads = [threading.Thread(target=consume, args=(k,)) for k in range(world)]
+        [t.start() for t in threads]
+        [t.join() for t in threads]
+        assert [shard(list(range(n)), k, world) for k in range(world)] == read, (n, world)
+    assert chunks(list(range(7)), 3) == [[0, 1, 2], [3, 4, 5], [6]]
+
+
+def test_training_is_refused_on_a_cluster_started_without_the_dashboard():
+    from raysys.cluster import ray_init, without_training
+
+    with without_training(), pytest.raises(RuntimeError, match="without its dashboard"):
+        ray_init(training=True)
 
 
 @pytest.mark.ray

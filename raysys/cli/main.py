@@ -7,6 +7,7 @@ raysys.log in its output folder (or work dir) unless --verbose (raysys.console).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -24,7 +25,7 @@ from raysys.cli.runs import (
     experiment_strategies,
     loop,
 )
-from raysys.cluster import keep_actors
+from raysys.cluster import keep_actors, without_training
 from raysys.console import point_at_log, quiet_libraries
 from raysys.errors import RaysysError
 
@@ -281,9 +282,12 @@ def _run_flags(p: argparse.ArgumentParser, actors: str = "scorer") -> None:
     _verbose(p)
 
 
-def _verb(verbs, name: str, func, help_: str, cls=None, what: str = "", verbose: bool = False):
+def _verb(verbs, name: str, func, help_: str, cls=None, what: str = "", verbose: bool = False,
+          trains: bool = True):
+    """`trains`=False: the verb runs no Ray Train (its local cluster starts without the
+    dashboard: raysys.cluster.without_training)."""
     p = verbs.add_parser(name, help=help_)
-    p.set_defaults(func=func)
+    p.set_defaults(func=func, trains=trains)
     if cls is not None:
         _config_flags(p, cls, what)
     if verbose:  # a verb that runs Ray or models
@@ -320,7 +324,7 @@ def _stage_verbs(verbs) -> None:
     from raysys.config import AlignConfig, EvalConfig, ScoringConfig, SelectConfig, TaskMapConfig, TrainConfig
 
     p = _verb(verbs, "score", score, "score every task of a pool (prompt uncertainty and baselines) on Ray",
-              ScoringConfig)
+              ScoringConfig, trains=False)
     p.add_argument("--pool", required=True, help="pool file or folder (any format raysys reads)")
     p.add_argument("--model", required=True, help="model folder (or hub name where reachable)")
     p.add_argument("--out", required=True, help="scores .parquet (one row per task, written atomically)")
@@ -329,7 +333,7 @@ def _stage_verbs(verbs) -> None:
     _run_flags(p)
 
     p = _verb(verbs, "select", select, "choose tasks with a strategy (writes selected.json)", SelectConfig,
-              verbose=True)
+              verbose=True, trains=False)
     p.add_argument("--scores", help="scores .parquet from `raysys score` (not needed for random/similarity)")
     p.add_argument("--pool", help="the pool (instructions, classification flags, reference answers)")
     p.add_argument("--out", required=True, help="selected.json (written atomically)")
@@ -351,7 +355,7 @@ def _stage_verbs(verbs) -> None:
     p.add_argument("--groups", help='with --before: JSON {"group": [task ids]} (default: group by category before)')
 
     p = _verb(verbs, "align", align, "align the sentence encoder to a pool's instruction style (for INSTA)",
-              AlignConfig, verbose=True)
+              AlignConfig, verbose=True, trains=False)
     p.add_argument("--pool", required=True, help="pool whose instructions the encoder learns")
     p.add_argument("--out", required=True, help="output encoder folder (sentence-transformers format)")
 
@@ -372,7 +376,7 @@ def _stage_verbs(verbs) -> None:
     for name, func, help_, what in (
             ("eval", evaluate, "evaluate a model on held-out tasks (Rouge-L, exact match) on Ray", ""),
             ("compare", compare, "pairwise comparison of two models' answers by a judge model", " (how A and B answer)")):
-        p = _verb(verbs, name, func, help_, EvalConfig, what)
+        p = _verb(verbs, name, func, help_, EvalConfig, what, trains=False)
         p.add_argument("--pool", required=True, help="pool of the tasks to answer")
         p.add_argument("--tasks", help="only these tasks: selected.json or a JSON list of ids")
         _run_flags(p, "generation")
@@ -448,7 +452,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     quiet_libraries(getattr(args, "verbose", False))
     try:
-        with keep_actors():  # one actor pool for the command's stages
+        # one actor pool for the command's stages; no dashboard where no Ray Train runs
+        with keep_actors(), (contextlib.nullcontext() if getattr(args, "trains", True) else without_training()):
             return args.func(args)
     except RaysysError as e:
         print(f"raysys: error: {e}", file=sys.stderr)

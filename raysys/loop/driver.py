@@ -146,7 +146,7 @@ def run_loop(cfg: LoopConfig, stages: Stages | None = None, *, num_cpus: int | N
     from raysys.loop.results import write_results
 
     prep = prepare(cfg, say)
-    ray_init(num_cpus)
+    ray_init(num_cpus, training=True)
     plan = plan_trials(ray.cluster_resources(), cfg)
     if stages is None:
         check_model_path(prep.model)  # before any trial loads it

@@ -52,6 +52,19 @@ def training_examples(tasks: Sequence[Task], task_ids: Sequence[str], cfg: Train
     return rows
 
 
+def shard(rows: Sequence[Any], rank: int, world: int) -> list[Any]:
+    """Worker `rank`'s rows of `world`: every world-th row from its rank on, as many for
+    every worker (len(rows) // world; the remainder is left out), so that every worker runs
+    as many micro batches. The rows Ray Data's `streaming_split(world, equal=True)` of one
+    row per block handed each worker, in the same order."""
+    return list(rows[rank::world][:len(rows) // world])
+
+
+def chunks(rows: Sequence[Any], size: int) -> list[list[Any]]:
+    """Consecutive runs of `size` rows (the last one possibly shorter)."""
+    return [list(rows[i:i + size]) for i in range(0, len(rows), size)]
+
+
 COST_COLUMNS = ("train_examples", "train_tokens", "response_tokens")
 
 

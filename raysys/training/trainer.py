@@ -3,7 +3,8 @@ TorchTrainer (Ray plumbing; the math is in worker.py, data.py, dsconfig.py, plan
 
 `train_model` turns the pool's selected tasks into examples, checks the memory plan and
 the cluster's resources before launching, runs `workers` Ray Train workers (one GPU each
-on GPU clusters; CPUs locally) over the examples as a Ray Dataset, and exports the chosen
+on GPU clusters; CPUs locally), each on its equal shard of the examples (put in Ray's
+object store once: no Ray Data pipeline and its actors per run), and exports the chosen
 checkpoint (the last epoch's, or the lowest validation loss) as an HF model folder.
 
 Resumption: the run's storage is `<out>.train/<name>` where `name` hashes the model, the
@@ -100,29 +101,28 @@ def train_model(tasks: Sequence[Task], task_ids: Sequence[str], model: str, out:
     if len(rows) < cfg.micro_batch_size * cfg.workers:
         raise RaysysError(f"{len(rows)} training example(s) from {len(task_ids)} task(s): fewer than one micro batch "
                           f"per worker ({cfg.micro_batch_size} x {cfg.workers})")
-    rows_per_worker = len(rows) // cfg.workers  # Ray Train's equal shards
+    rows_per_worker = len(rows) // cfg.workers  # equal shards (data.shard)
     micro_per_worker = micro_batches(cfg, rows_per_worker)
     if cfg.backend == "deepspeed" and micro_per_worker < cfg.accumulation:
         print(f"warning: {len(rows)} examples give each of {cfg.workers} worker(s) {micro_per_worker} micro batch(es) "
               f"an epoch, fewer than the {cfg.accumulation} that make one optimizer step (batch_size "
               f"{cfg.batch_size}): DeepSpeed steps across epochs; lower batch_size", file=sys.stderr)
-    if len(rows) % cfg.workers:  # Ray Train splits the dataset into equal shards (streaming_split(equal=True))
+    if len(rows) % cfg.workers:  # equal shards (data.shard)
         print(f"note: {len(rows)} examples over {cfg.workers} workers: {len(rows) % cfg.workers} left out of every "
               "epoch so that the workers read as many rows (the report's trained_examples counts what trained)",
               file=sys.stderr)
     if cfg.best_by == "validation" and not val_rows:
         raise RaysysError("best_by=validation needs validation tasks (--val-tasks)")
     kind = model_kind(model, trust_remote_code)
-    ray_init(num_cpus)
+    ray_init(num_cpus, training=True)
     release_actors()  # the scoring and evaluation actors' CPUs and GPUs, for the training workers
     use_gpu = ray.cluster_resources().get("GPU", 0) > 0
     if use_gpu:
         n_params, config = count_parameters_from_config(model, trust_remote_code)
         check_plan(memory_plan(n_params, config, cfg, cfg.workers, gpu_memory_gib or 80.0, bf16=cfg.bf16), cfg)
     scaling, threads = _scaling(cfg, use_gpu, cpus)
-    datasets = {"train": ray.data.from_items(rows)}
-    if val_rows:
-        datasets["validation"] = ray.data.from_items(val_rows)
+    # the rows in the object store once; each worker takes its shard (data.shard)
+    rows_refs = {"train": ray.put(rows), **({"validation": ray.put(val_rows)} if val_rows else {})}
     storage_path = str(Path(storage or f"{out}.train").resolve())
     score = {"checkpoint_score_attribute": "val_loss", "checkpoint_score_order": "min"} if val_rows else {}
     progress_file = Path(storage_path) / name / PROGRESS if progress else None
@@ -134,10 +134,9 @@ def train_model(tasks: Sequence[Task], task_ids: Sequence[str], model: str, out:
     trainer = TorchTrainer(
         train_loop,
         train_loop_config={"cfg": cfg, "model": model, "kind": kind, "trust_remote_code": trust_remote_code,
-                           "has_validation": bool(val_rows), "rows_per_worker": rows_per_worker,
+                           "rows": rows_refs, "rows_per_worker": rows_per_worker,
                            "torch_threads": threads, "progress_file": str(progress_file) if progress_file else None},
         scaling_config=scaling,
-        datasets=datasets,
         run_config=RunConfig(name=name, storage_path=storage_path,
                              checkpoint_config=CheckpointConfig(num_to_keep=cfg.num_to_keep, **score),
                              failure_config=FailureConfig(max_failures=cfg.max_failures)),

@@ -4,7 +4,9 @@ peft; Ray only through ray.train's session API).
 Each worker loads the base model (under ZeRO-3 the HF DeepSpeed config is created first,
 so weights are partitioned as they load and no rank holds the whole model), optionally
 wraps it with LoRA, builds a torch AdamW and either `deepspeed.initialize`s it or wraps
-it in DDP. It reads its shard of the training Ray Dataset (`get_dataset_shard`), trains
+it in DDP. It reads its shard of the training rows (`data.shard`: the driver puts the rows
+in Ray's object store once; no Ray Data pipeline, whose actors cost a training run seconds
+of start-up), trains
 `epochs` epochs with gradient accumulation, computes the validation loss when there is a
 validation set, and at the end of every epoch saves a checkpoint and calls
 `ray.train.report` (all workers; it is a barrier). On start it resumes from
@@ -21,8 +23,7 @@ instead of 548 MB for SmolLM2-135M with r 8 on q/k/v/o); export takes the base w
 from the base model.
 
 Metrics per epoch: the losses, tokens/s over the whole epoch and in steady state (after
-the first micro batch: Ray Data's iterator start-up and the first, allocation-heavy step
-left out), the time to the first batch and of the first step, the padded tokens, the
+the first micro batch: the rows' fetch and the first, allocation-heavy step left out), the time to the first batch and of the first step, the padded tokens, the
 set-up time (model load, wrappers), the checkpoint's save time and size, the examples
 and tokens trained by all workers (`trained_examples`, `trained_tokens`: summed across
 ranks), and the model's parameters and the epoch's training FLOPs over all workers
@@ -141,7 +142,7 @@ def train_loop(config: dict[str, Any]) -> None:
     from raysys.costs import train_flops
     from raysys.io import read_json, write_json
     from raysys.models import count_parameters
-    from raysys.training.data import collate, length_grouped
+    from raysys.training.data import chunks, collate, length_grouped, shard
     from raysys.training.dsconfig import deepspeed_config
 
     cfg, model_path, kind = config["cfg"], config["model"], config["kind"]
@@ -206,16 +207,19 @@ def train_loop(config: dict[str, Any]) -> None:
         else contextlib.nullcontext
     setup_seconds = time.perf_counter() - started  # imports, model load, wrappers, resumption
 
+    shards = {name: shard(ray.get(ref), rank, world) for name, ref in config["rows"].items()}
+
     def batches(name: str):
-        shard = ray.train.get_dataset_shard(name)
+        rows = shards[name]
         group = cfg.length_grouping if name == "train" else 1
-        # every worker reads as many rows (streaming_split(equal=True)), so all run as many
-        # micro batches, the last one of an epoch possibly smaller: no row is left out
-        for b in shard.iter_batches(batch_size=cfg.micro_batch_size * group, batch_format="numpy"):
+        # every worker has as many rows (data.shard), so all run as many micro batches, the
+        # last one of an epoch possibly smaller: no row of a shard is left out
+        for run in chunks(rows, cfg.micro_batch_size * group):
+            prompts, targets = [r["prompt"] for r in run], [r["target"] for r in run]
             if group == 1:
-                micro_batches = [collate(tokenizer, kind, list(b["prompt"]), list(b["target"]), cfg)]
+                micro_batches = [collate(tokenizer, kind, prompts, targets, cfg)]
             else:
-                micro_batches = length_grouped(tokenizer, kind, list(b["prompt"]), list(b["target"]), cfg)
+                micro_batches = length_grouped(tokenizer, kind, prompts, targets, cfg)
             for t in micro_batches:
                 yield {k: torch.as_tensor(v, device=device) for k, v in t.items()}
 
@@ -284,7 +288,7 @@ def train_loop(config: dict[str, Any]) -> None:
                    "parameters": n_parameters, "flops": train_flops(int(trained[0]), n_parameters),
                    "first_batch_seconds": first_batch, "first_step_seconds": first_step,
                    "setup_seconds": setup_seconds if epoch == start_epoch else 0.0}
-        if config["has_validation"]:
+        if "validation" in shards:
             module.eval()
             total, count = 0.0, 0
             with torch.no_grad():

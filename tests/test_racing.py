@@ -124,16 +124,22 @@ def test_racing_cli_resumes_after_a_killed_driver(pool, tiny_model_dir, tiny_lm,
     proc = subprocess.Popen([sys.executable, "-m", "raysys.cli", *args], start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     parts = out.parent / "scores.parquet.parts"
-    deadline = time.time() + 240  # kill it once round 2 has a finished batch
-    while time.time() < deadline and not list(parts.glob("*/round-1/scores-*.parquet")) and proc.poll() is None:
-        time.sleep(0.2)
+
+    def rows(round_: int) -> int:
+        return sum(pq.read_metadata(p).num_rows for p in parts.glob(f"*/round-{round_}/scores-*.parquet"))
+
+    # kill it once round 1 is done (round 2, which may finish in a moment, may have begun):
+    # waiting for a batch of round 2 left the race finished before the kill now and then
+    deadline = time.time() + 240
+    while time.time() < deadline and rows(0) < len(tasks) and proc.poll() is None:
+        time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     deadline = time.time() + 60
     while processes("TaskBatch", session=proc.pid) and time.time() < deadline:
         time.sleep(0.2)
-    assert list(parts.glob("*/round-1/scores-*.parquet")) and not out.exists()
-    round0 = sum(pq.read_metadata(p).num_rows for p in parts.glob("*/round-0/scores-*.parquet"))
+    assert not out.exists()
+    round0 = rows(0)
     assert round0 == len(tasks)
     r = run_cli(*args, cwd=tmp_path, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]

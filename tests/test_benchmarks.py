@@ -89,6 +89,30 @@ def test_bench_dtype_quick():
     assert "matmul peak of the day" in proc.stdout
 
 
+def test_racing_cli_bench_compares_what_both_checkouts_wrote(tmp_path):
+    """bench_racing_cli.same: equal files pass; a changed U, a changed spend and another top B
+    are each reported."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_racing_cli import same
+
+    rows = [{"task_id": "a", "prompt_uncertainty": 0.25, "n_perturbations": 10, "racing_selected": True},
+            {"task_id": "b", "prompt_uncertainty": 0.125, "n_perturbations": 5, "racing_selected": False}]
+
+    def write(name, changes):
+        path = tmp_path / f"{name}.parquet"
+        pq.write_table(pa.Table.from_pylist([{**r, **changes.get(r["task_id"], {})} for r in rows]), path)
+        return path
+
+    base = write("base", {})
+    assert same(base, write("equal", {})) == "max |dU| 0, perturbations spent equal, top B equal"
+    assert same(base, write("u", {"b": {"prompt_uncertainty": 0.5}})).startswith("max |dU| 0.38")
+    assert "spent DIFFERENT" in same(base, write("spent", {"b": {"n_perturbations": 7}}))
+    assert "top B DIFFERENT" in same(base, write("top", {"b": {"racing_selected": True}}))
+
+
 def test_top_overlap_by_hand():
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from bench_dtype import top_overlap

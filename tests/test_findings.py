@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 from scipy import stats as sps
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -114,3 +115,29 @@ def test_the_cost_table():
         assert f"| {rows.flops.sum() / seconds[0] / 1e9:.0f} GFLOP/s" in doc
     sim = c[c.experiment == "similarity"]
     assert "(56 over the wall time)" in doc and round(sim.flops.sum() / (33.3 * 60) / 1e9) == 56
+
+
+def test_the_diversity_rules_vs_examples_numbers():
+    """Issue 25's diversity cells (rules {8, 64} x examples per rule {64, 512}): the paired
+    difference, its interval, the detectable difference (power 0.8 there, by scipy's
+    noncentral t), the wins, each cell's mean ± SD and the copy floor, from the cells CSV."""
+    d = pd.read_csv(RESULTS / "diversity_rules_vs_examples.csv")
+    doc = _section(_text("docs/findings.md"), "## Issue 25")
+    em = d.pivot_table(index="seed", columns=["rules", "examples_per_rule"], values="unseen_em")
+    diff = em[(64, 64)] - em[(8, 512)]
+    n, mean, sd = len(diff), diff.mean(), diff.std(ddof=1)
+    half = sps.t.ppf(0.975, n - 1) * sd / np.sqrt(n)
+    assert f"+{mean:.3f} unseen-rule exact match [{_f(mean - half, '+.3f')}, {_f(mean + half, '+.3f')}]" in doc
+    assert f"ahead in {(diff > 0).sum()} of {n} seeds" in doc
+    readme = _section(_text("README.md"), "## Findings on a real model")
+    assert f"64 × 64 − 8 × 512 +{mean:.3f} [{_f(mean - half, '+.3f')}, {_f(mean + half, '+.3f')}]" in readme
+    crit, mde = sps.t.ppf(0.975, n - 1), 0.147
+    power = 1 - sps.nct.cdf(crit, n - 1, mde * np.sqrt(n) / sd) + sps.nct.cdf(-crit, n - 1, mde * np.sqrt(n) / sd)
+    assert abs(power - 0.8) < 0.005 and f"with {mde} detectable at {n} seeds" in doc
+    for (rules, per), cell in em.items():
+        assert f"{rules} × {per} {cell.mean():.3f} ± {cell.std(ddof=1):.3f}" in doc
+    assert f"the {d.copy_em.mean():.2f} copy floor" in doc and em.max().max() < d.copy_em.mean() + 0.1
+    assert f"{d.seconds.sum() / 60:.1f} cell-minutes" in doc
+    pairs = pd.read_csv(RESULTS / "diversity_rules_vs_examples_pairs.csv").iloc[0]
+    assert pairs.difference == pytest.approx(mean) and pairs.ci95_low == pytest.approx(mean - half)
+    assert pairs.detectable == pytest.approx(mde, abs=5e-4) and pairs.more_rules_won == (diff > 0).sum()

@@ -453,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
     quiet_libraries(getattr(args, "verbose", False))
     try:
         # one actor pool for the command's stages; no dashboard where no Ray Train runs
-        with keep_actors(), (contextlib.nullcontext() if getattr(args, "trains", True) else without_training()):
+        with keep_actors(), (contextlib.nullcontext() if args.trains else without_training()):
             return args.func(args)
     except RaysysError as e:
         print(f"raysys: error: {e}", file=sys.stderr)

@@ -23,9 +23,9 @@ instead of 548 MB for SmolLM2-135M with r 8 on q/k/v/o); export takes the base w
 from the base model.
 
 Metrics per epoch: the losses, tokens/s over the whole epoch and in steady state (after
-the first micro batch: the rows' fetch and the first, allocation-heavy step left out), the time to the first batch and of the first step, the padded tokens, the
-set-up time (model load, wrappers), the checkpoint's save time and size, the examples
-and tokens trained by all workers (`trained_examples`, `trained_tokens`: summed across
+the first micro batch: the first collate and the first, allocation-heavy step left out),
+the time to the first batch and of the first step, the padded tokens, the set-up time
+(model load, wrappers), the checkpoint's save time and size, the examples and tokens trained by all workers (`trained_examples`, `trained_tokens`: summed across
 ranks), and the model's parameters and the epoch's training FLOPs over all workers
 (raysys.costs). Every row of a worker's shard trains every epoch: the last micro batch may
 be smaller, and DDP steps on an incomplete last accumulation (its gradient the mean over
@@ -230,7 +230,7 @@ def train_loop(config: dict[str, Any]) -> None:
         t0, losses, tokens, rows, micro = time.perf_counter(), [], 0, 0, 0
         padded, first_batch, first_step, steady_from, steady_tokens = 0, math.nan, math.nan, 0.0, 0
         for batch in batches("train"):
-            if not losses:  # Ray Data's iterator start-up (and the first collate)
+            if not losses:  # the first collate
                 first_batch = time.perf_counter() - t0
             with autocast():
                 out = module(**batch)

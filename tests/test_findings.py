@@ -138,6 +138,8 @@ def test_the_diversity_rules_vs_examples_numbers():
         assert f"{rules} × {per} {cell.mean():.3f} ± {cell.std(ddof=1):.3f}" in doc
     assert f"the {d.copy_em.mean():.2f} copy floor" in doc and em.max().max() < d.copy_em.mean() + 0.1
     assert f"{d.seconds.sum() / 60:.1f} cell-minutes" in doc
+    best = d.loc[d.unseen_em.idxmax()]
+    assert f"(best single cell {best.unseen_em:.2f}, seed {best.seed})" in doc
     pairs = pd.read_csv(RESULTS / "diversity_rules_vs_examples_pairs.csv").iloc[0]
     assert pairs.difference == pytest.approx(mean) and pairs.ci95_low == pytest.approx(mean - half)
     assert pairs.detectable == pytest.approx(mde, abs=5e-4) and pairs.more_rules_won == (diff > 0).sum()

@@ -127,14 +127,18 @@ API_SERVER = "RAY_API_SERVER_ADDRESS"
 def _local_cluster(num_cpus: int | None, dashboard: bool = True) -> tuple[dict, dict[str, str]]:
     """ray.init's arguments for a local cluster (its dashboard on loopback, on a free port
     the OS picks, or none) and the environment its processes get (_cluster_env): Ray
-    Train's preemption watcher off, and the dashboard's address as RAY_API_SERVER_ADDRESS.
+    Train's preemption watcher off; OpenMP threads that sleep when they wait
+    (OMP_WAIT_POLICY=PASSIVE: torch's threads otherwise spin on cores that other processes
+    need, and a machine shared by two commands, a loop's trials or an actor pool beside
+    training spent up to twice the CPU; alone it changes nothing measurable); and the
+    dashboard's address as RAY_API_SERVER_ADDRESS.
     Without the latter, the State API client in a worker
     looks for "the" Ray instance on the machine and fails when there are two (another
     raysys command, a `ray start` head): "Found multiple active Ray instances". The OS's
     choice (not "8265 or the next free one") keeps two raysys commands started at the same
     moment from both picking the same port; ray_init also starts one local cluster at a
     time on a machine (a file lock)."""
-    env = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
+    env = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "OMP_WAIT_POLICY": "PASSIVE"}
     if not dashboard:
         return {"num_cpus": num_cpus, "include_dashboard": False}, env
     with socket.socket() as s:

@@ -12,6 +12,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# The test processes, the commands they run and every Ray process they start: OpenMP
+# threads that sleep when they wait, as on raysys's own local clusters (raysys.cluster).
+# Three test processes share two cores, so torch's spinning threads took CPU the others
+# needed: one actor-pool test used 130 CPU-seconds with spinning threads, 69 without.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 
 SHARED_DATA = Path(os.environ.get("RAYSYS_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
@@ -180,10 +186,20 @@ def assert_readable(r: subprocess.CompletedProcess, log: Path) -> str:
 @pytest.fixture(scope="module")
 def ray_local():
     """A local Ray (2 CPUs, no dashboard) in this process for a module's tests; the stages
-    find it already started (raysys.cluster.ray_init joins it)."""
+    find it already started (raysys.cluster.ray_init joins it). As on raysys's own local
+    clusters, Ray Train starts no preemption watcher (an actor per training run)."""
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    watcher = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
+    before = os.environ.get(watcher)
+    os.environ[watcher] = "0"  # the cluster's processes inherit it
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+    finally:
+        if before is None:
+            os.environ.pop(watcher)
+        else:
+            os.environ[watcher] = before
     yield
     ray.shutdown()
 

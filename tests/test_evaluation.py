@@ -116,8 +116,10 @@ def test_likelihood_and_label_accuracy_equal_a_one_at_a_time_computation(tiny_lm
 
 
 @pytest.mark.ray
-def test_evaluate_pool_matches_a_direct_computation_and_resumes(tiny_model_dir, tiny_lm, tmp_path):
+def test_evaluate_pool_matches_a_direct_computation_and_resumes(tiny_model_dir, tiny_lm, tmp_path, monkeypatch):
     import ray
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)  # as a user's shell has it (the tests set it)
 
     from raysys.evaluation.evaluate import evaluate_pool
     from raysys.evaluation.evaluator import Evaluator
@@ -131,8 +133,10 @@ def test_evaluate_pool_matches_a_direct_computation_and_resumes(tiny_model_dir, 
     try:
         m = evaluate_pool(str(path), str(tiny_model_dir), str(tmp_path / "metrics.json"), cfg, task_ids=ids,
                           actors=2, details=str(tmp_path / "answers.parquet"), num_cpus=2, progress=False)
-        # the local cluster's processes were told where its dashboard is; this process keeps no trace
-        assert "RAY_API_SERVER_ADDRESS" not in os.environ
+        # the local cluster's processes were told where its dashboard is, and to let their
+        # OpenMP threads sleep when they wait; this process keeps no trace of either
+        assert ray.get(ray.remote(lambda: os.environ.get("OMP_WAIT_POLICY")).remote()) == "PASSIVE"
+        assert "RAY_API_SERVER_ADDRESS" not in os.environ and "OMP_WAIT_POLICY" not in os.environ
     finally:
         ray.shutdown()
     assert m["n_tasks"] == 7 and [r["task_id"] for r in m["per_task"]] == ids

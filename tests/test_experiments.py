@@ -366,6 +366,10 @@ def test_novelty_run_with_known_scores(tmp_path):
     assert summary["related_change_mean"] == pytest.approx(np.mean(rel))
     assert summary["related_change_std"] == pytest.approx(np.std(rel, ddof=1))
     assert summary["pooled_ratio"] == pytest.approx(np.mean(rel) / np.mean(unrel))
+    # on M0's answers the related tasks' U fell by 30 %, the unrelated tasks' by 5 %
+    same_rel, same_unrel = [0.6 * r for r in rel], [0.5 * u for u in unrel]
+    assert summary["same_pooled_ratio"] == pytest.approx(np.mean(same_rel) / np.mean(same_unrel))
+    assert summary["same_pooled_direction"] == "both decreased"
     assert summary["directions"] == {"both decreased": 2}
     saved = json.loads((tmp_path / "w" / "novelty.json").read_text())
     assert saved["ratio_mean"] == pytest.approx(np.mean([r / u for r, u in zip(rel, unrel)]))
@@ -374,6 +378,11 @@ def test_novelty_run_with_known_scores(tmp_path):
     assert table["related_change"].tolist() == pytest.approx(rel)
     assert table["same_ratio"].tolist() == pytest.approx([1.2 * r / u for r, u in zip(rel, unrel)])
     assert table["train_tasks"].tolist() == [" ".join(roles_of[s].train) for s in cfg.seeds]
+    tasks = pd.read_csv(summary["tasks"])  # every draw's tasks, the changes' means recomputed from them
+    assert tasks["seed"].unique().tolist() == [0, 3] and set(tasks["model"]) == {str(tmp_path)}
+    for s, want in zip(cfg.seeds, rel):
+        mine = tasks[(tasks.seed == s) & (tasks.role == "related")]
+        assert (mine.uncertainty_m1 - mine.uncertainty_m0).mean() == pytest.approx(want)
     assert saved["same_ratio_mean"] == pytest.approx(np.mean([1.2 * r / u for r, u in zip(rel, unrel)]))
     assert saved["ceiling_mean"] == pytest.approx(np.mean(
         [-np.mean([u0(t) for t in roles_of[s].related]) / u for s, u in zip(cfg.seeds, unrel)]))

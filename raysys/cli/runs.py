@@ -70,7 +70,7 @@ def experiment_novelty(args: argparse.Namespace) -> int:
     from raysys.config.experiments import NoveltyConfig
     from raysys.experiments.novelty_run import run_novelty
 
-    return _experiment(args, NoveltyConfig, run_novelty, ("csv", "figure", "json"))
+    return _experiment(args, NoveltyConfig, run_novelty, ("csv", "tasks", "figure", "json"))
 
 
 def experiment_similarity(args: argparse.Namespace) -> int:

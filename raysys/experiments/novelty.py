@@ -173,16 +173,21 @@ SUMMARIZED = ("related_change", "unrelated_change", "related_relative_change", "
 def summarize(draws: Sequence[Mapping]) -> dict:
     """Mean and sample std (None for one draw) of each draw's changes and ratios (draws
     with an undefined ratio are left out of that ratio's mean and counted), the pooled
-    ratio of the mean changes, and the count of draws per direction."""
+    ratio of the mean changes (of each model's own answers, and of M0's answers when they
+    were scored under M1: `same_pooled_ratio`), and the count of draws per direction. A
+    draw's ratio swings wildly when its unrelated tasks' change is near 0; the pooled ratio
+    does not."""
     out: dict = {"draws": len(draws)}
     for k in SUMMARIZED:
         vals = [float(d[k]) for d in draws if d.get(k) is not None]
         out[f"{k}_mean"] = statistics.fmean(vals) if vals else None
         out[f"{k}_std"] = statistics.stdev(vals) if len(vals) > 1 else None
         out[f"{k}_undefined"] = len(draws) - len(vals)
-    rel, unrel = out["related_change_mean"], out["unrelated_change_mean"]
-    out["pooled_ratio"] = rel / unrel if unrel else None
-    out["pooled_direction"] = _direction(rel, unrel)
+    for view in ("", SAME):  # the pooled ratio of each view scored (M0's answers: with same_answers)
+        rel, unrel = out[f"{view}related_change_mean"], out[f"{view}unrelated_change_mean"]
+        if rel is not None and unrel is not None:
+            out[f"{view}pooled_ratio"] = rel / unrel if unrel else None
+            out[f"{view}pooled_direction"] = _direction(rel, unrel)
     out["directions"] = {d: sum(1 for x in draws if x["direction"] == d) for d in sorted({x["direction"] for x in draws})}
     return out
 
@@ -195,10 +200,13 @@ def render_summary(s: Mapping) -> str:
         return format(m, fmt) + ("" if sd is None else " +- " + format(sd, fmt.lstrip("+")))
 
     pooled = "undefined" if s["pooled_ratio"] is None else f"{s['pooled_ratio']:.2f}x"
+    same = ("undefined" if s.get(SAME + "pooled_ratio") is None else f"{s[SAME + 'pooled_ratio']:.2f}x") + (
+        f", {s[SAME + 'pooled_direction']}" if SAME + "pooled_direction" in s else "")
     return "\n".join([
         f"over {s['draws']} draw(s): related change {pm('related_change', '+.3e')}, unrelated {pm('unrelated_change', '+.3e')}",
         f"relative: related {pm('related_relative_change', '+.1%')}, unrelated {pm('unrelated_relative_change', '+.1%')}",
         f"ratio per draw {pm('ratio', '.2f')}; pooled ratio (mean related / mean unrelated change) {pooled}, "
         f"{s['pooled_direction']}; directions: " + ", ".join(f"{k} {v}" for k, v in s["directions"].items()),
         f"ceiling per draw (the ratio if the related tasks' U fell to 0) {pm('ceiling', '.2f')}",
-        f"on M0's answers under M1: ratio per draw {pm(SAME + 'ratio', '.2f')}, ceiling {pm(SAME + 'ceiling', '.2f')}"])
+        f"on M0's answers under M1: ratio per draw {pm(SAME + 'ratio', '.2f')}; pooled ratio {same}; ceiling per "
+        f"draw {pm(SAME + 'ceiling', '.2f')}"])

@@ -149,11 +149,26 @@ def csv_rows(model_name: str, draws: Sequence[dict]) -> list[dict]:
              "train_tokens": total(v for k, v in d["tokens"].items() if k.startswith("train"))} for d in draws]
 
 
-def plot_draws(draws: Sequence[dict], path: Path, title: str) -> None:
+def _all_tasks(draws: Sequence[dict], model: str, out: Path) -> None:
+    """Every draw's per-task table (each held-out task's role, U and Task Map category under
+    M0 and M1) in one CSV with `model` and `seed` columns: what the draws' changes are means of."""
+    import pandas as pd
+
+    from raysys.io import atomic_path
+
+    tables = [pd.read_csv(d["tasks"]).assign(model=model, seed=d["seed"]) for d in draws]
+    table = pd.concat(tables, ignore_index=True)
+    with atomic_path(out) as tmp:
+        table[["model", "seed", *(c for c in table.columns if c not in ("model", "seed"))]].to_csv(tmp, index=False)
+
+
+def plot_draws(draws: Sequence[dict], path: Path, title: str, unrelated: str = "other groups") -> None:
     """Per role, each draw's mean change of U (points, one colour per seed) and the mean
     over draws (bars, +- sample std), beside the floor: the change if U fell to 0 (dashed;
-    no change can go below it). Left: each model scoring its own answers; right (when
-    scored): M0's answers under M1."""
+    no change can go below it); above each panel the pooled ratio (mean related change /
+    mean unrelated change), each draw's ratio and the mean ceiling. Left: each model
+    scoring its own answers; right (when scored): M0's answers under M1. `unrelated`: where
+    the unrelated tasks come from."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -178,11 +193,13 @@ def plot_draws(draws: Sequence[dict], path: Path, title: str) -> None:
             ax.plot([x - 0.4, x + 0.4], [floor, floor], color="black", ls="--", lw=1,
                     label="floor: U fell to 0 (mean over draws)" if x == 0 else None)
         ceilings = [d[f"{key}ceiling"] for d in draws if d.get(f"{key}ceiling") is not None]
-        top = f"; largest possible ratio (ceiling) {np.mean(ceilings):.2f}" if ceilings else ""
-        ratios = [d[f"{key}ratio"] for d in draws if d.get(f"{key}ratio") is not None]
-        ax.set_title(f"{name}\nratio {np.mean(ratios):.2f} (mean over draws){top}" if ratios else name, fontsize=9)
+        top = f"; ceiling (mean) {np.mean(ceilings):.2f}" if ceilings else ""
+        rel, unrel = (float(np.mean([d[f"{key}{role}_change"] for d in draws])) for role in ("related", "unrelated"))
+        each = ", ".join("-" if d.get(f"{key}ratio") is None else f"{d[f'{key}ratio']:.2f}" for d in draws)
+        pooled = f"pooled ratio {rel / unrel:.2f}" if unrel else "pooled ratio undefined"
+        ax.set_title(f"{name}\n{pooled}; per draw {each}{top}", fontsize=9)
         ax.axhline(0, color="black", lw=0.8)
-        ax.set_xticks([0, 1], ["related (same group)", "unrelated (other groups)"])
+        ax.set_xticks([0, 1], ["related\n(same group)", f"unrelated\n({unrelated})"])
         ax.grid(axis="y", alpha=0.3)
     axes[0][0].set_ylabel("mean change of prompt uncertainty, U(M1) - U(M0)")
     handles, labels = axes[0][0].get_legend_handles_labels()
@@ -232,12 +249,15 @@ def run_novelty(cfg: NoveltyConfig, stages: Stages | None = None, say: Callable[
         draws.append(run_draw(cfg, seed, pool, model, stages, work / f"seed-{seed}", say, taken, others))
     name = model_name(cfg.model)
     write_rows_csv(work / "novelty.csv", csv_rows(name, draws), CSV_COLUMNS)
+    _all_tasks(draws, name, work / "novelty_tasks.csv")
     plot_draws(draws, work / "novelty.png", f"Novelty: M1 = {name} trained on {cfg.group!r} tasks\n"
-                                            f"{len(draws)} draw(s); bars: mean ± std")
+                                            f"{len(draws)} draw(s); bars: mean ± std",
+               Path(cfg.unrelated_pool).stem if cfg.unrelated_pool else "other groups")
     summary = summarize(draws)
     write_json(work / "novelty.json", {"group": cfg.group, "model": name, **summary,
                                        "draws": [{k: v for k, v in d.items() if k != "text"} for d in draws]})
     text = "\n\n".join(f"seed {d['seed']}:\n{d['text']}\nTask Map moves: {json.dumps(d['taskmap_moves'])}\n"
                        f"shift: {d['shift']}" for d in draws) + "\n\n" + render_summary(summary)
     return {**summary, "draws": draws, "text": text, "csv": str(work / "novelty.csv"),
+            "tasks": str(work / "novelty_tasks.csv"),
             "figure": str(work / "novelty.png"), "json": str(work / "novelty.json")}

@@ -208,5 +208,5 @@ def render_summary(s: Mapping) -> str:
         f"ratio per draw {pm('ratio', '.2f')}; pooled ratio (mean related / mean unrelated change) {pooled}, "
         f"{s['pooled_direction']}; directions: " + ", ".join(f"{k} {v}" for k, v in s["directions"].items()),
         f"ceiling per draw (the ratio if the related tasks' U fell to 0) {pm('ceiling', '.2f')}",
-        f"on M0's answers under M1: ratio per draw {pm(SAME + 'ratio', '.2f')}; pooled ratio {same}; ceiling per "
-        f"draw {pm(SAME + 'ceiling', '.2f')}"])
+        (f"on M0's answers under M1: ratio per draw {pm(SAME + 'ratio', '.2f')}; pooled ratio {same}; ceiling per "
+         f"draw {pm(SAME + 'ceiling', '.2f')}")])

@@ -83,8 +83,9 @@ class Job:
 class TaskBatch:
     """One actor of the pool. It lives as long as its pool (across calls: racing rounds,
     the evaluations of one model, the stages of a loop's round until training needs the
-    CPUs), keeps the last model it loaded (reloaded only when the folder changes) and
-    the last worker it built (rebuilt when the job's worker, model or config differs)."""
+    CPUs), keeps the last model it loaded (reloaded only when the folder or the dtype
+    changes) and the last worker it built (rebuilt when the job's worker, model or config
+    differs)."""
 
     def __init__(self, torch_threads: int = 0):
         if torch_threads:  # CPU actors share the machine's cores instead of each taking all
@@ -100,10 +101,11 @@ class TaskBatch:
     def _loaded(self, job: Job) -> Any:
         from raysys.models.runner import load_for_worker, model_stamp
 
-        key = (job.model, job.trust_remote_code, model_stamp(job.model))
+        dtype = getattr(job.cfg, "dtype", "auto")  # the weights' dtype (ScoringConfig, EvalConfig)
+        key = (job.model, job.trust_remote_code, dtype, model_stamp(job.model))
         if key != self.model_key:
             self.lm = self.worker = self.job = None  # the old model's memory goes first
-            self.lm = load_for_worker(job.model, trust_remote_code=job.trust_remote_code)
+            self.lm = load_for_worker(job.model, trust_remote_code=job.trust_remote_code, dtype=dtype)
             self.model_key = key
             self.counts["models loaded"] += 1
         return self.lm

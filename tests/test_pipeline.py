@@ -92,9 +92,12 @@ def test_within_keep_actors_the_pool_outlives_a_call_and_keeps_its_model(ray_loc
         assert [s["batches"] for s in stats] == [2 * -(-len(tasks) // CFG.tasks_per_batch)]
         assert [s["models loaded"] for s in stats] == [1]  # the config changed, the model did not
         assert [s["workers built"] for s in stats] == [2]
+        score_pool(str(path), str(tiny_model_dir), str(tmp_path / "bf16.parquet"), replace(CFG, dtype="bfloat16"),
+                   actors=1, progress=False)  # another dtype: the weights loaded anew
+        assert [s["models loaded"] for s in ray.get([h.stats.remote() for h in handles])] == [2]
         copy = shutil.copytree(tiny_model_dir, tmp_path / "model")  # another folder: loaded anew
         evaluate_pool(str(path), str(copy), str(tmp_path / "eval.json"), actors=1, progress=False)
-        assert [s["models loaded"] for s in ray.get([h.stats.remote() for h in handles])] == [2]
+        assert [s["models loaded"] for s in ray.get([h.stats.remote() for h in handles])] == [3]
         assert pq.read_table(tmp_path / "c.parquet").column("task_id").to_pylist() == [t.task_id for t in tasks]
         actors.release_pools()  # what training does first
         assert gone()

@@ -88,6 +88,39 @@ def test_scorer_matches_reference(model, tasks, request):
     assert rows[0]["is_classification"] is True and rows[0]["n_labels"] == 2
 
 
+def test_bfloat16_weights_score_as_a_bfloat16_model_does(tasks, tiny_model_dir, tiny_lm):
+    """dtype=bfloat16: the worker loads the weights in bfloat16 (float32 is the CPU's
+    default), and each p is the likelihood of its answer under the bfloat16 model computed
+    one at a time (log-probabilities in float32 from bfloat16 logits), within what
+    batching changes in bfloat16; the numbers are not float32's, and the run is another."""
+    from raysys.models import load_model
+    from raysys.runs.keys import run_id
+
+    bf16 = dataclasses.replace(CFG, dtype="bfloat16")
+    scorer = TaskScorer(str(tiny_model_dir), bf16, device="cpu")
+    assert next(scorer.runner.lm.model.parameters()).dtype == torch.bfloat16
+    assert next(TaskScorer(str(tiny_model_dir), CFG, device="cpu").runner.lm.model.parameters()).dtype == torch.float32
+    lm = load_model(str(tiny_model_dir), dtype="bfloat16", device="cpu")
+    _, details = scorer.score(tasks, details=True)
+    _, f32 = TaskScorer("", CFG, loaded=tiny_lm, device="cpu").score(tasks, details=True)
+    got, ref = np.array([d["p"] for d in details]), []
+    for task in tasks:
+        parts = perturb_prompt_parts(task.task_id, task.instruction, task.demonstrations, CFG.perturbations,
+                                     rate=CFG.drop_rate, seed=CFG.seed)
+        mine = [d for d in details if d["task_id"] == task.task_id]
+        answers = [d["target"] for d in mine if d["perturbation"] == 0]
+        for inst, y in zip(sample_instances(task, CFG.instances, CFG.seed), answers):
+            prompts = [format_prompt(CFG.prompt.template, d, inst.input, demos, CFG.prompt.demonstrations)
+                       for d, demos in parts]
+            ref.extend(np.exp(reference_mean_logprobs(lm.model, lm.tokenizer, lm.kind, prompts, [y] * len(prompts))))
+    # bfloat16 keeps about 3 significant digits: log p within 1e-2 (measured: 2e-3)
+    assert np.max(np.abs(np.log(got) - np.log(ref))) < 1e-2
+    assert np.max(np.abs(got - np.array([d["p"] for d in f32]))) > 1e-6  # not float32's numbers
+    assert run_id(bf16, "m", "pool.parquet", False) != run_id(CFG, "m", "pool.parquet", False)
+    with pytest.raises(Exception, match="dtype must be one of"):
+        ScoringConfig(dtype="float16")
+
+
 @torch.inference_mode()
 def new_tokens(lm, prompt: str, max_new: int) -> int:
     """Tokens greedy decoding generates for the prompt, the end of sequence included."""

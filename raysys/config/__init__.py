@@ -167,6 +167,9 @@ class TinyConfig:
         check(self.hidden_size % self.heads == 0, "hidden_size must be a multiple of heads")
 
 
+WEIGHT_DTYPES = ("auto", "float32", "bfloat16")  # auto: bfloat16 on a GPU, float32 on a CPU
+
+
 @dataclass(frozen=True)
 class ScoringConfig:
     """Prompt-uncertainty scoring (raysys.scoring). Defaults follow the method."""
@@ -189,9 +192,11 @@ class ScoringConfig:
     racing_first: int = 3  # perturbations every task gets in racing's first round
     racing_delta: float = 0.05  # racing: 1 - the confidence of each bound on a task's U
     answers_from: str = ""  # a scores file: score its answers instead of this model's own (raysys.scoring.answers)
+    dtype: str = "auto"  # the weights' dtype: auto (bfloat16 on a GPU, float32 on a CPU) | float32 | bfloat16
 
     def __post_init__(self) -> None:
         check_seeds(self)
+        check(self.dtype in WEIGHT_DTYPES, f"dtype must be one of {WEIGHT_DTYPES}")
         check(self.instances >= 1, "instances must be >= 1")
         check(self.racing >= 0, "racing must be >= 0 (0 = off)")
         check(not self.racing or self.perturbations >= 2, "racing needs perturbations >= 2")
@@ -362,9 +367,11 @@ class EvalConfig:
     prompt: PromptConfig = field(default_factory=PromptConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     tasks_per_batch: int = 16  # tasks handed to an evaluator actor at a time
+    dtype: str = "auto"  # the weights' dtype: auto (bfloat16 on a GPU, float32 on a CPU) | float32 | bfloat16
 
     def __post_init__(self) -> None:
         check_seeds(self)
+        check(self.dtype in WEIGHT_DTYPES, f"dtype must be one of {WEIGHT_DTYPES}")
         check(self.instances >= 1, "instances must be >= 1")
         check(self.answer_instances >= 0, "answer_instances must be >= 0")
         check(self.max_labels >= 2, "max_labels must be >= 2")

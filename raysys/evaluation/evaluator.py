@@ -55,7 +55,8 @@ class Evaluator:
 
         self.cfg = cfg
         self.runner, self.parameters, self.template = worker_setup(
-            model, cfg.generation, cfg.prompt, device=device, trust_remote_code=trust_remote_code, loaded=loaded)
+            model, cfg.generation, cfg.prompt, device=device, trust_remote_code=trust_remote_code, loaded=loaded,
+            dtype=cfg.dtype)
         lm = self.runner.lm
         self.engine = make_scorer(lm.model, lm.tokenizer, lm.kind, max_prompt_tokens=self.runner.max_prompt)
 

@@ -19,12 +19,22 @@ def _device(device: str | None) -> str:
     return device or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def load_for_worker(model_path: str, *, device: str | None = None, trust_remote_code: bool = False) -> LoadedModel:
-    """The model as a scoring or evaluation worker runs it: on the GPU in bfloat16 when
-    there is one, else on the CPU in float32."""
+def weight_dtype(dtype: str, device: str) -> str:
+    """The dtype a worker loads the weights in: `dtype` as configured, "auto" being bfloat16
+    on a GPU and float32 on a CPU."""
+    if dtype != "auto":
+        return dtype
+    return "bfloat16" if device.startswith("cuda") else "float32"
+
+
+def load_for_worker(model_path: str, *, device: str | None = None, trust_remote_code: bool = False,
+                    dtype: str = "auto") -> LoadedModel:
+    """The model as a scoring or evaluation worker runs it: on the GPU when there is one,
+    its weights in `dtype` (weight_dtype). Log-probabilities are taken in float32 whatever
+    the weights' dtype (raysys.scoring.likelihood)."""
     device = _device(device)
-    dtype = "bfloat16" if device.startswith("cuda") else "float32"
-    return load_model(model_path, trust_remote_code=trust_remote_code, dtype=dtype, device=device)
+    return load_model(model_path, trust_remote_code=trust_remote_code, dtype=weight_dtype(dtype, device),
+                      device=device)
 
 
 def model_stamp(model_path: str) -> tuple:
@@ -43,10 +53,11 @@ class ModelRunner:
     experiments)."""
 
     def __init__(self, model_path: str, generation: GenerationConfig, *, device: str | None = None,
-                 trust_remote_code: bool = False, loaded: LoadedModel | None = None):
+                 trust_remote_code: bool = False, loaded: LoadedModel | None = None, dtype: str = "auto"):
         self.generation = generation
         self.device = _device(device)
-        self.lm = loaded or load_for_worker(model_path, device=self.device, trust_remote_code=trust_remote_code)
+        self.lm = loaded or load_for_worker(model_path, device=self.device, trust_remote_code=trust_remote_code,
+                                            dtype=dtype)
         limit = getattr(self.lm.model.config, "max_position_embeddings", None) or getattr(
             self.lm.tokenizer, "model_max_length", 4096)
         limit = min(limit, 1 << 20)  # tokenizers without a limit report a huge sentinel
@@ -147,10 +158,11 @@ class ModelRunner:
 
 
 def worker_setup(model: str, generation: GenerationConfig, prompt: PromptConfig, *, device: str | None = None,
-                 trust_remote_code: bool = False, loaded: LoadedModel | None = None
+                 trust_remote_code: bool = False, loaded: LoadedModel | None = None, dtype: str = "auto"
                  ) -> tuple[ModelRunner, int, Template]:
     """What every model-running worker (scoring, evaluation) starts with: the runner, the
     model's parameter count (for FLOPs) and its prompt template."""
-    runner = ModelRunner(model, generation, device=device, trust_remote_code=trust_remote_code, loaded=loaded)
+    runner = ModelRunner(model, generation, device=device, trust_remote_code=trust_remote_code, loaded=loaded,
+                         dtype=dtype)
     lm = runner.lm
     return runner, count_parameters(lm.model), template_for(prompt.template, prompt.chat_body, lm.tokenizer, lm.name)

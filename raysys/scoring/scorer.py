@@ -35,7 +35,8 @@ class TaskScorer:
                  trust_remote_code: bool = False, loaded: LoadedModel | None = None):
         self.cfg = cfg
         self.runner, self.parameters, self.template = worker_setup(
-            model_path, cfg.generation, cfg.prompt, device=device, trust_remote_code=trust_remote_code, loaded=loaded)
+            model_path, cfg.generation, cfg.prompt, device=device, trust_remote_code=trust_remote_code, loaded=loaded,
+            dtype=cfg.dtype)
         lm = self.runner.lm
         self.engine = make_scorer(lm.model, lm.tokenizer, lm.kind, Budget(tokens=cfg.token_budget),
                                   self.runner.max_prompt)

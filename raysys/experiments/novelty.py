@@ -175,8 +175,8 @@ def summarize(draws: Sequence[Mapping]) -> dict:
     with an undefined ratio are left out of that ratio's mean and counted), the pooled
     ratio of the mean changes (of each model's own answers, and of M0's answers when they
     were scored under M1: `same_pooled_ratio`), and the count of draws per direction. A
-    draw's ratio swings wildly when its unrelated tasks' change is near 0; the pooled ratio
-    does not."""
+    draw's ratio swings wildly, sign included, when its unrelated tasks' change is near 0;
+    the pooled ratio averages the changes over the draws first."""
     out: dict = {"draws": len(draws)}
     for k in SUMMARIZED:
         vals = [float(d[k]) for d in draws if d.get(k) is not None]

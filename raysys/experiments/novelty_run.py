@@ -162,13 +162,13 @@ def _all_tasks(draws: Sequence[dict], model: str, out: Path) -> None:
         table[["model", "seed", *(c for c in table.columns if c not in ("model", "seed"))]].to_csv(tmp, index=False)
 
 
-def plot_draws(draws: Sequence[dict], path: Path, title: str, unrelated: str = "other groups") -> None:
+def plot_draws(draws: Sequence[dict], path: Path, title: str, pooled: dict, unrelated: str = "other groups") -> None:
     """Per role, each draw's mean change of U (points, one colour per seed) and the mean
     over draws (bars, +- sample std), beside the floor: the change if U fell to 0 (dashed;
     no change can go below it); above each panel the pooled ratio (mean related change /
-    mean unrelated change), each draw's ratio and the mean ceiling. Left: each model
-    scoring its own answers; right (when scored): M0's answers under M1. `unrelated`: where
-    the unrelated tasks come from."""
+    mean unrelated change: `summarize`'s, in `pooled`), each draw's ratio and the mean
+    ceiling. Left: each model scoring its own answers; right (when scored): M0's answers
+    under M1. `unrelated`: where the unrelated tasks come from."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -194,10 +194,10 @@ def plot_draws(draws: Sequence[dict], path: Path, title: str, unrelated: str = "
                     label="floor: U fell to 0 (mean over draws)" if x == 0 else None)
         ceilings = [d[f"{key}ceiling"] for d in draws if d.get(f"{key}ceiling") is not None]
         top = f"; ceiling (mean) {np.mean(ceilings):.2f}" if ceilings else ""
-        rel, unrel = (float(np.mean([d[f"{key}{role}_change"] for d in draws])) for role in ("related", "unrelated"))
         each = ", ".join("-" if d.get(f"{key}ratio") is None else f"{d[f'{key}ratio']:.2f}" for d in draws)
-        pooled = f"pooled ratio {rel / unrel:.2f}" if unrel else "pooled ratio undefined"
-        ax.set_title(f"{name}\n{pooled}; per draw {each}{top}", fontsize=9)
+        ratio = pooled.get(f"{key}pooled_ratio")
+        ax.set_title(f"{name}\npooled ratio {'undefined' if ratio is None else f'{ratio:.2f}'}; per draw {each}{top}",
+                     fontsize=9)
         ax.axhline(0, color="black", lw=0.8)
         ax.set_xticks([0, 1], ["related\n(same group)", f"unrelated\n({unrelated})"])
         ax.grid(axis="y", alpha=0.3)
@@ -250,10 +250,10 @@ def run_novelty(cfg: NoveltyConfig, stages: Stages | None = None, say: Callable[
     name = model_name(cfg.model)
     write_rows_csv(work / "novelty.csv", csv_rows(name, draws), CSV_COLUMNS)
     _all_tasks(draws, name, work / "novelty_tasks.csv")
-    plot_draws(draws, work / "novelty.png", f"Novelty: M1 = {name} trained on {cfg.group!r} tasks\n"
-                                            f"{len(draws)} draw(s); bars: mean ± std",
-               Path(cfg.unrelated_pool).stem if cfg.unrelated_pool else "other groups")
     summary = summarize(draws)
+    plot_draws(draws, work / "novelty.png", f"Novelty: M1 = {name} trained on {cfg.group!r} tasks\n"
+                                            f"{len(draws)} draw(s); bars: mean ± std", summary,
+               Path(cfg.unrelated_pool).stem if cfg.unrelated_pool else "other groups")
     write_json(work / "novelty.json", {"group": cfg.group, "model": name, **summary,
                                        "draws": [{k: v for k, v in d.items() if k != "text"} for d in draws]})
     text = "\n\n".join(f"seed {d['seed']}:\n{d['text']}\nTask Map moves: {json.dumps(d['taskmap_moves'])}\n"

@@ -145,3 +145,19 @@ def test_bench_peer_quick(shared_data):
     assert set(ways) == {"peer", "full", "racing"}
     assert float(ways["full"][4]) == 1.0 and 0 <= float(ways["racing"][4]) <= 1.0  # top-B Jaccard
     assert "12/12 greedy answers equal raysys's" in next(line for line in lines if line.startswith("peer "))
+
+
+def test_bench_race_replay_quick():
+    """benchmarks/bench_race_replay.py --quick: racing replayed on a synthetic full run; a
+    race whose first round is all K perturbations spends the full run and finds its top B."""
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_race_replay.py"), "--quick"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [line.split() for line in proc.stdout.splitlines()[2:]]
+    assert len(rows) == 2 * 3 * 2  # budgets x first rounds (2, 3 and K) x deltas
+    for b, first, delta, rounds, forwards, jaccard, misplaced in rows:
+        assert 0 < float(forwards.rstrip("%")) <= 100 and 0 <= float(jaccard) <= 1
+        if first == "10":
+            assert (rounds, forwards, jaccard, misplaced) == ("1", "100.0%", "1.000", "0")
+        else:
+            assert float(forwards.rstrip("%")) < 100  # racing decided some tasks early

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from dataclasses import replace
 
 import numpy as np
@@ -107,6 +108,18 @@ def test_race_in_process_matches_the_full_run(pool, tiny_lm):
     assert len(chosen) == CFG.racing
     assert result.forwards < result.forwards_full  # fewer perturbed forwards than the full run
     assert result.forwards == sum(r["n_instances"] * r["n_perturbations"] for r in result.rows)
+    # replayed offline from the full run's details (benchmarks/bench_race_replay.py), the race
+    # decides as it did live: the same perturbations spent and the same top B
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import bench_race_replay
+
+    ids, k, run_round = bench_race_replay.replay(full_details)
+    assert ids == [t.task_id for t in tasks] and k == CFG.perturbations
+    again = race(ids, CFG, run_round)
+    assert [(r["task_id"], r["n_perturbations"], r["racing_selected"]) for r in again.rows] == [
+        (r["task_id"], r["n_perturbations"], r["racing_selected"]) for r in result.rows]
+    assert again.forwards == result.forwards and again.rounds == result.rounds
+    assert bench_race_replay.full_u(full_details) == pytest.approx(full_u, abs=1e-9)
     wide = replace(CFG, racing_delta=1e-12)  # bounds so wide that nothing is decided before K
     exact = race([t.task_id for t in tasks], wide, in_process(TaskScorer("", wide, loaded=tiny_lm), tasks))
     assert {r["task_id"] for r in exact.rows if r["racing_selected"]} == race_rule.top_b(

@@ -190,16 +190,11 @@ def ray_local():
     clusters, Ray Train starts no preemption watcher (an actor per training run)."""
     import ray
 
-    watcher = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
-    before = os.environ.get(watcher)
-    os.environ[watcher] = "0"  # the cluster's processes inherit it
-    try:
-        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
-    finally:
-        if before is None:
-            os.environ.pop(watcher)
-        else:
-            os.environ[watcher] = before
+    from raysys.cluster import _cluster_env, _local_cluster
+
+    kwargs, env = _local_cluster(2, dashboard=False)  # the environment raysys gives its own
+    with _cluster_env(env):
+        ray.init(logging_level="ERROR", **kwargs)
     yield
     ray.shutdown()
 

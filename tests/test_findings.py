@@ -189,5 +189,9 @@ def test_the_novelty_dose8_numbers():
     above = int((c_ratio > 1).sum())
     assert above == 2 and f"pooled ratio {c_pooled:.2f}, a ratio above 1 in {above} of 3 draws" in doc
     assert f"(ratio {_f(c_ratio.iloc[0], '.2f')})" in doc and f"pooled ratio {c_pooled:.2f} in" in readme
-    # the pilot's ceilings that chose the dose are quoted as the pilot printed them
-    assert "ceilings 4.15 (8 instances per trained task), 1.66 (16) and 1.46 (32)" in doc
+    # the pilot's ceilings on M0's answers, and the dose its rule (largest with ceiling >= 2) chose
+    pilot = pd.read_csv(RESULTS / "novelty_dose_pilot.csv").set_index("instances_per_task")
+    c = pilot.related_before / -pilot.same_unrelated_change
+    assert c.tolist() == pytest.approx(pilot.same_ceiling.tolist())
+    assert f"ceilings {c[8]:.2f} (8 instances per trained task), {c[16]:.2f} (16) and {c[32]:.2f} (32)" in doc
+    assert max(d for d in c.index if c[d] >= 2) == 8

@@ -72,7 +72,8 @@ def real_model(tmp_path_factory) -> Path:
     return out
 
 
-IN_PROCESS = ("pool", "taskmap")  # verbs that start no Ray, load no model and open no log
+IN_PROCESS = ("pool", "taskmap", "model")  # verbs that start no Ray and open no log
+IN_PROCESS_FLAGS = ("--help", "--plan")  # `train --plan` prints a memory plan: no Ray, no weights
 BIN = Path(sys.executable).parent
 
 
@@ -142,13 +143,13 @@ def start_head(log: Path, num_cpus: int = 2) -> Head:
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300,
             in_process: bool | None = None) -> subprocess.CompletedProcess:
     """`raysys ARGS`: exit code, stdout, stderr. In this process through `main([...])` (no
-    interpreter start) for --help and the verbs of IN_PROCESS, else (or with
+    interpreter start) for IN_PROCESS_FLAGS and the verbs of IN_PROCESS, else (or with
     in_process=False) as a real subprocess, which the tests of exit codes, logs and
     terminal output keep. A subprocess starts its own local cluster, as a user's command
     does (RAY_ADDRESS cleared)."""
     argv = [str(a) for a in args]
     if in_process is None:
-        in_process = cwd is None and (("--help" in argv) or (argv[:1] and argv[0] in IN_PROCESS))
+        in_process = cwd is None and (any(f in argv for f in IN_PROCESS_FLAGS) or (argv[:1] and argv[0] in IN_PROCESS))
     if not in_process:
         env = {**os.environ, "RAY_ADDRESS": ""}
         return subprocess.run([sys.executable, "-m", "raysys.cli", *argv], capture_output=True, text=True, cwd=cwd,
@@ -284,11 +285,15 @@ def synthetic_pool(folder: Path, **synth) -> tuple[Path, list]:
     return folder / "pool.parquet", tasks
 
 
-# The longest test files first (their minutes under `bash tests/run.sh`, 2026-12-05): with
-# one file per process, a long file started last would run on alone at the end.
-LONGEST_FIRST = ("test_jobs.py", "test_training.py", "test_pipeline.py", "test_demo.py", "test_racing.py",
-                 "test_multinode.py", "test_boundary.py", "test_loop.py", "test_real_model.py", "test_similarity.py",
-                 "test_strategies.py", "test_select_cli.py")
+# The longest test files first (their wall seconds beside the others under
+# `bash tests/run.sh`, 2026-12-05: training 400, pipeline 305, demo 163, jobs 123, ...):
+# with one file per process, a long file started last would run on alone at the end.
+# tests/run.sh passes --no-loadscope-reorder: pytest-xdist otherwise sends the files with
+# the most tests first (test_bad_types' 725 quick ones), whatever this order says.
+LONGEST_FIRST = ("test_training.py", "test_pipeline.py", "test_demo.py", "test_jobs.py", "test_multinode.py",
+                 "test_boundary.py", "test_strategies.py", "test_similarity.py", "test_racing.py",
+                 "test_select_cli.py", "test_loop.py", "test_experiments.py", "test_real_model.py",
+                 "test_modelimport.py", "test_align.py", "test_evaluation.py", "test_pairwise.py")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -305,16 +310,17 @@ def _machine_cpu_seconds() -> float:
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item, nextitem):
     """With RAYSYS_TEST_CPU_LOG=FILE, one line per test (set-up and teardown included):
-    node id, wall seconds, the machine's busy CPU-seconds meanwhile. Run with `-n 0` on a
-    quiet machine, the CPU column is the test's own (its subprocesses and Ray's included):
-    where the suite's CPU work goes (docs/testing.md)."""
+    node id, wall seconds, the machine's busy CPU-seconds meanwhile, its start (Unix time:
+    when each file ran, side by side). Run with `-n 0` on a quiet machine, the CPU column is
+    the test's own (its subprocesses and Ray's included): where the suite's CPU work goes
+    (docs/testing.md)."""
     log = os.environ.get("RAYSYS_TEST_CPU_LOG")
     if not log:
         yield
         return
     import time
 
-    t0, c0 = time.perf_counter(), _machine_cpu_seconds()
+    start, t0, c0 = time.time(), time.perf_counter(), _machine_cpu_seconds()
     yield
     with open(log, "a", encoding="utf-8") as f:
-        f.write(f"{item.nodeid}\t{time.perf_counter() - t0:.2f}\t{_machine_cpu_seconds() - c0:.2f}\n")
+        f.write(f"{item.nodeid}\t{time.perf_counter() - t0:.2f}\t{_machine_cpu_seconds() - c0:.2f}\t{start:.1f}\n")

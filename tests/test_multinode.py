@@ -48,7 +48,9 @@ def test_scoring_actors_spread_over_nodes_and_match_one_process(cluster, tiny_mo
     got = pq.read_table(tmp_path / "s.parquet").to_pydict()
     want, _ = TaskScorer("", cfg, loaded=tiny_lm, device="cpu").score(tasks)
     assert got["task_id"] == [r["task_id"] for r in want]
-    assert got["prompt_uncertainty"] == pytest.approx([r["prompt_uncertainty"] for r in want], abs=1e-9)
+    # float32 forwards in processes with different thread counts sum in different orders
+    # (2026-12-05: one task's U 1.3e-9 apart), so the same tolerance as test_racing's
+    assert got["prompt_uncertainty"] == pytest.approx([r["prompt_uncertainty"] for r in want], abs=1e-6)
 
 
 @pytest.mark.ray

@@ -72,8 +72,10 @@ def real_model(tmp_path_factory) -> Path:
     return out
 
 
-IN_PROCESS = ("pool", "taskmap", "model")  # verbs that start no Ray and open no log
-IN_PROCESS_FLAGS = ("--help", "--plan")  # `train --plan` prints a memory plan: no Ray, no weights
+# the verbs (argv prefixes) that start no Ray and open no log, and the flags that make any
+# verb such (`train --plan` prints a memory plan: no Ray, no weights)
+IN_PROCESS = (("pool",), ("taskmap",), ("model", "init-tiny"), ("model", "info"))
+IN_PROCESS_FLAGS = ("--help", "--plan")
 BIN = Path(sys.executable).parent
 
 
@@ -149,7 +151,8 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300,
     does (RAY_ADDRESS cleared)."""
     argv = [str(a) for a in args]
     if in_process is None:
-        in_process = cwd is None and (any(f in argv for f in IN_PROCESS_FLAGS) or (argv[:1] and argv[0] in IN_PROCESS))
+        in_process = cwd is None and (any(f in argv for f in IN_PROCESS_FLAGS)
+                                      or any(tuple(argv[:len(v)]) == v for v in IN_PROCESS))
     if not in_process:
         env = {**os.environ, "RAY_ADDRESS": ""}
         return subprocess.run([sys.executable, "-m", "raysys.cli", *argv], capture_output=True, text=True, cwd=cwd,

@@ -161,3 +161,17 @@ def test_bench_race_replay_quick():
             assert (rounds, forwards, jaccard, misplaced) == ("1", "100.0%", "1.000", "0")
         else:
             assert float(forwards.rstrip("%")) < 100  # racing decided some tasks early
+
+
+def test_bench_call_quick(tmp_path):
+    """bench_call.py --quick: both ways of handing the pool to Ray Data give the pool's rows
+    in order (the script asserts it) and every row of its table has its two figures."""
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_call.py"), "--quick", "--tasks", "8"],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "RAY_ADDRESS": ""},
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    rows = lines[lines.index("-" * 56) + 1:]
+    assert [r[:40].strip() for r in rows] == ["Ray Data read tasks (read_parquet)", "read by the driver (from_arrow)",
+                                              "score_pool, warm (raysys now)"]
+    assert all(float(x) > 0 for r in rows for x in r[40:].split())

@@ -55,7 +55,7 @@ def test_ray_job_submit_runs_the_loop_on_a_local_head(head, tmp_path):
         r = subprocess.run(
             [str(BIN / "ray"), "job", "submit", "--no-wait", "--address", url, "--submission-id", f"{sub}-{attempt}",
              "--working-dir", str(ROOT), "--", "python", "jobs/loop.py", "--config", "jobs/configs/loop_tiny.yaml",
-             f"work_dir={work}"],
+             f"work_dir={work}", "train.workers=1"],  # one Ray Train worker: tests/test_training.py runs two
             env=env, capture_output=True, text=True, timeout=120, cwd=ROOT)
         if r.returncode == 0 or "No available agent to submit job" not in r.stdout + r.stderr:
             break

@@ -134,10 +134,11 @@ def test_similarity_run_selects_trains_and_summarizes(tmp_path):
 
 
 def test_similarity_with_the_tiny_model_through_the_cli(tmp_path):
-    """The real stages end to end: the aligned encoder, Ray Train (2 workers), evaluation."""
+    """The real stages end to end: the aligned encoder, Ray Train (one worker; two in
+    tests/test_training.py), evaluation."""
     r = run_cli("experiment", "similarity", "--work-dir", tmp_path / "w", "synth.rules=40", "target_tasks=3",
                 "budget=4", "seeds=[0]", "strategies=[similarity-aligned,random]", "train.epochs=1",
-                "train.batch_size=8", "train.micro_batch_size=4",
+                "train.batch_size=8", "train.micro_batch_size=4", "train.workers=1",
                 "evaluation.instances=2", timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert not [n for n in NOISE if n in r.stdout + r.stderr], r.stderr[-3000:]

@@ -195,7 +195,7 @@ def test_strategies_with_the_tiny_model_through_the_cli(tmp_path):
     """The real stages end to end: scoring, selection by tokens, Ray Train, evaluation by likelihood."""
     r = run_cli("experiment", "strategies", "--work-dir", tmp_path / "w", "synth.rules=40", "heldout_tasks=6",
                 "candidates=24", "budget=2500", "seeds=[0]", "strategies=[random,prompt-uncertainty]",
-                "train.epochs=1", timeout=900)
+                "train.epochs=1", "train.workers=1", timeout=900)  # two workers: tests/test_training.py
     assert r.returncode == 0, r.stderr[-3000:]
     assert not [n for n in NOISE if n in r.stdout + r.stderr], r.stderr[-3000:]
     table = pd.read_csv(tmp_path / "w" / "strategies.csv")

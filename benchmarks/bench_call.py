@@ -22,8 +22,8 @@ def machine_cpu() -> float:
     return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
-def measured(fn) -> tuple[float, float]:
-    time.sleep(1)  # the previous call's processes settle
+def measured(fn, settle: float) -> tuple[float, float]:
+    time.sleep(settle)  # the previous call's processes settle
     c, t = machine_cpu(), time.perf_counter()
     fn()
     return machine_cpu() - c, time.perf_counter() - t
@@ -33,9 +33,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tasks", type=int, default=16, help="synthetic tasks in the pool")
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--quick", action="store_true", help="2 rounds")
+    ap.add_argument("--quick", action="store_true", help="one round, no settling: a smoke test, not a measurement")
     args = ap.parse_args()
-    rounds = 2 if args.quick else args.rounds
+    rounds, settle = (1, 0.0) if args.quick else (args.rounds, 1.0)
 
     import pyarrow.parquet as pq
     import ray
@@ -72,9 +72,9 @@ def main() -> None:
         score_pool(str(pool), model, str(tmp / "warm.parquet"), cfg, actors=1, progress=False)  # actors up
         for r in range(rounds):  # interleaved: a drift of the machine's speed hits every row alike
             for name, make in inputs.items():
-                runs[name].append(measured(lambda make=make: ids(make())))
+                runs[name].append(measured(lambda make=make: ids(make()), settle))
             runs["score_pool, warm (raysys now)"].append(measured(lambda r=r: score_pool(
-                str(pool), model, str(tmp / f"s{r}.parquet"), cfg, actors=1, progress=False)))
+                str(pool), model, str(tmp / f"s{r}.parquet"), cfg, actors=1, progress=False), settle))
     ray.shutdown()
     print(f"pool: {args.tasks} tasks; {rounds} rounds; medians; machine CPU-s include every process")
     print(f"{'input':40s} {'CPU-s':>7s} {'wall s':>7s}")

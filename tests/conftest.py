@@ -289,14 +289,14 @@ def synthetic_pool(folder: Path, **synth) -> tuple[Path, list]:
 
 
 # The longest test files first (their wall seconds beside the others under
-# `bash tests/run.sh`, 2026-12-05: training 400, pipeline 305, demo 163, jobs 123, ...):
+# `bash tests/run.sh`, 2 processes, 2026-12-05: training 228, pipeline 121, demo 117, ...):
 # with one file per process, a long file started last would run on alone at the end.
 # tests/run.sh passes --no-loadscope-reorder: pytest-xdist otherwise sends the files with
 # the most tests first (test_bad_types' 725 quick ones), whatever this order says.
-LONGEST_FIRST = ("test_training.py", "test_pipeline.py", "test_demo.py", "test_jobs.py", "test_multinode.py",
-                 "test_boundary.py", "test_strategies.py", "test_similarity.py", "test_racing.py",
-                 "test_select_cli.py", "test_loop.py", "test_experiments.py", "test_real_model.py",
-                 "test_modelimport.py", "test_align.py", "test_evaluation.py", "test_pairwise.py")
+LONGEST_FIRST = ("test_training.py", "test_pipeline.py", "test_demo.py", "test_multinode.py", "test_jobs.py",
+                 "test_strategies.py", "test_similarity.py", "test_select_cli.py", "test_boundary.py", "test_loop.py",
+                 "test_racing.py", "test_benchmarks.py", "test_real_model.py", "test_align.py", "test_experiments.py",
+                 "test_evaluation.py", "test_scorer.py", "test_modelimport.py", "test_pairwise.py")
 
 
 def pytest_collection_modifyitems(config, items):

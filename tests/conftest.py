@@ -160,6 +160,7 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300,
     import io
 
     from raysys.cli.main import main
+    from raysys.console import stop_log
 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -167,6 +168,8 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300,
             code = main(argv)
         except SystemExit as e:  # argparse: --help (0) and usage errors (2)
             code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        finally:
+            stop_log()  # a verb that opened its log (select, align): this process's next test has none
     return subprocess.CompletedProcess(["raysys", *argv], code or 0, out.getvalue(), err.getvalue())
 
 

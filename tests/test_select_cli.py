@@ -10,9 +10,11 @@ from conftest import run_cli
 from raysys.pools.load import load_pool
 
 
+# `select` and `align` start no Ray (no strategy here needs the model's embeddings): they run
+# in this process (conftest.run_cli), with the encoder loaded once, not in a new interpreter each
 def _select(tmp_path, name, *args):
     out = tmp_path / f"{name}.json"
-    r = run_cli("select", "--out", out, *args)
+    r = run_cli("select", "--out", out, *args, in_process=True)
     assert r.returncode == 0, r.stderr
     return json.loads(out.read_text()), r
 
@@ -110,7 +112,7 @@ def _uniform_scores(tasks, tmp_path):
 def test_select_mistakes_are_clear_errors(niv2_scored, tmp_path, args, message):
     pool, _ = niv2_scored
     args = [str(pool) if a == "P" else a for a in args]
-    r = run_cli("select", "--out", tmp_path / "s.json", *args)
+    r = run_cli("select", "--out", tmp_path / "s.json", *args, in_process=True)
     assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr
     assert not (tmp_path / "s.json").exists()
 
@@ -119,12 +121,12 @@ def test_align_cli_writes_an_encoder_and_resumes(shared_data, tmp_path):
     pool = shared_data / "self_instruct" / "seed_tasks.jsonl"
     args = ["align", "--pool", pool, "--out", tmp_path / "enc", "--epochs", "1", "--heldout-fraction", "0.9",
             "--batch-size", "8"]
-    r = run_cli(*args)
+    r = run_cli(*args, in_process=True)
     assert r.returncode == 0, r.stderr
     report = json.loads((tmp_path / "enc" / "raysys_align.json").read_text())
     assert report["n_train"] == 17 and report["n_heldout"] == 158 and "retrieval" in r.stdout
     assert (tmp_path / "enc" / "modules.json").is_file()
-    r = run_cli(*args)
+    r = run_cli(*args, in_process=True)
     assert r.returncode == 0 and "up to date" in r.stdout
     sel, _ = _select(tmp_path, "enc", "--pool", pool, "--strategy", "similarity", "--targets", pool, "--budget", "2",
                      "--encoder", tmp_path / "enc")

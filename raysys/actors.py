@@ -302,8 +302,8 @@ def map_pool(worker: str, pool: str, parts_dir: Path, model: str, cfg: Any, *, a
         ray_init(num_cpus)
         resources, torch_threads = actor_resources(actors, gpus_per_actor, cpus)
         # read here, not by Ray Data's read tasks: their worker processes cost a call about
-        # 1.5 CPU-seconds (2 cores, a 16-task pool; 0.05 from a table), and each batch comes
-        # back through the driver to go to an actor
+        # 2.5 CPU-seconds (2 cores, a 16-task pool; 0.05 from a table: benchmarks/bench_call.py),
+        # and each batch comes back through the driver to go to an actor
         ds = ray.data.from_arrow(pq.read_table(pool_path))
         if done:
             done_arr = pa.array(sorted(done))

@@ -307,12 +307,6 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file keeps its order
 
 
-def _machine_cpu_seconds() -> float:
-    """Busy CPU time of the whole machine so far (/proc/stat: all but idle and iowait)."""
-    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
-
-
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item, nextitem):
     """With RAYSYS_TEST_CPU_LOG=FILE, one line per test (set-up and teardown included):
@@ -326,7 +320,11 @@ def pytest_runtest_protocol(item, nextitem):
         return
     import time
 
-    start, t0, c0 = time.time(), time.perf_counter(), _machine_cpu_seconds()
+    if str(ROOT / "benchmarks") not in sys.path:
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_call import machine_cpu  # the benchmarks' machine-wide CPU counter
+
+    start, t0, c0 = time.time(), time.perf_counter(), machine_cpu()
     yield
     with open(log, "a", encoding="utf-8") as f:
-        f.write(f"{item.nodeid}\t{time.perf_counter() - t0:.2f}\t{_machine_cpu_seconds() - c0:.2f}\t{start:.1f}\n")
+        f.write(f"{item.nodeid}\t{time.perf_counter() - t0:.2f}\t{machine_cpu() - c0:.2f}\t{start:.1f}\n")

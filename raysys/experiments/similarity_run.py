@@ -19,7 +19,7 @@ and every stage resumes from its own files.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -134,11 +134,13 @@ def run_similarity(cfg: SimilarityConfig, stages: Callable[..., Stages] | None =
     summary = summarize(rows)
     title = f"Instruction similarity ({name}): Rouge-L on the targets"
     return write_outputs(work, "similarity", name, rows, CSV_COLUMNS, summary, render(summary),
-                         lambda path: plot(rows, path, title))
+                         lambda path: plot(rows, summary, path, title))
 
 
-def plot(rows: Sequence[dict], path: Path, title: str) -> None:
-    """Rouge-L per strategy: one point per seed joined across strategies, the mean +- std as a bar."""
+def plot(rows: Sequence[dict], summary: Mapping[str, Any], path: Path, title: str) -> None:
+    """Left: Rouge-L per strategy, one point per seed joined across strategies, the bar its
+    mean with +- 1 SD over seeds. Right: each strategy's paired difference with random,
+    one point per seed, its mean with the 95 % t interval, zero marked."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -149,10 +151,14 @@ def plot(rows: Sequence[dict], path: Path, title: str) -> None:
 
     strategies = list(dict.fromkeys(r["strategy"] for r in rows))
     seeds = list(dict.fromkeys(r["seed"] for r in rows))
-    fig, ax = plt.subplots(figsize=(1.6 * len(strategies) + 2, 4))
+    vs = {k.split(" - ")[0]: d["rougeL"] for k, d in summary["paired"].items()
+          if k.endswith(" - random") and d["rougeL"]["pairs"]}
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(1.6 * len(strategies) + 1.2 * len(vs) + 3, 4),
+                                 gridspec_kw={"width_ratios": [len(strategies), max(len(vs), 1) + 0.5]})
     for x, s in enumerate(strategies):
         m, sd = mean_std(r["rougeL"] for r in rows if r["strategy"] == s)
-        ax.bar(x, m, yerr=sd or 0.0, capsize=6, alpha=0.35, color=f"C{x}", width=0.6)
+        ax.bar(x, m, yerr=sd or 0.0, capsize=6, alpha=0.35, color=f"C{x}", width=0.6,
+               label=f"mean ± 1 SD over {len(seeds)} seeds" if x == 0 else None)
     for i, seed in enumerate(seeds):
         by = {r["strategy"]: r["rougeL"] for r in rows if r["seed"] == seed}
         xs = [x for x, s in enumerate(strategies) if s in by]
@@ -163,6 +169,19 @@ def plot(rows: Sequence[dict], path: Path, title: str) -> None:
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
+    for x, (s, d) in enumerate(vs.items()):
+        bx.scatter([x] * len(d["differences"]), d["differences"], color="gray", alpha=0.7, s=16,
+                   label="one seed" if x == 0 else None)
+        if d["ci95_low"] is not None:
+            bx.errorbar(x, d["mean"], yerr=[[d["mean"] - d["ci95_low"]], [d["ci95_high"] - d["mean"]]], fmt="D",
+                        color=f"C{strategies.index(s)}", capsize=6, label="mean, 95 % t interval" if x == 0 else None)
+    bx.axhline(0.0, color="black", lw=0.8)
+    bx.set_xticks(range(len(vs)), list(vs))
+    bx.set_xlim(-0.6, len(vs) - 0.4)
+    bx.set_ylabel("Rouge-L, strategy - random (same seed)")
+    bx.set_title("Paired difference with random", fontsize=10)
+    bx.legend(fontsize=8)
+    bx.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)

@@ -3,7 +3,7 @@ and found on a pool already scored with all K perturbations (issue 26, item 1).
 
     raysys score --pool P --model M --out S.parquet --perturbations 20 --details D.parquet
     python benchmarks/bench_race_replay.py --details D.parquet [--budgets 0.01 0.1]
-        [--first 2 3] [--deltas 0.05 0.2]
+        [--first 2 3] [--deltas 0.05 0.2] [--rules t moderated]
     python benchmarks/bench_race_replay.py --quick        # synthetic details, no model
 
 The detail rows keep every p_ij of the full run. Racing's rounds are replayed from them:
@@ -11,7 +11,7 @@ raysys.scoring.race_rounds.race, the driver `raysys score --racing` runs, with a
 function that reads the details instead of scoring. Perturbation j of a task is the same
 in a raced and a full run (it depends on (seed, task, j) only), so the replay decides as
 the live race would, in seconds instead of hours, and a rule can be tried on a real pool
-at every budget B, first round and delta. Per setting it prints the rounds, the perturbed
+at every budget B, first round, delta and rule. Per setting it prints the rounds, the perturbed
 forwards racing would have scored (the share of the full run's), the overlap (Jaccard) of
 its top B with the full run's and the tasks it misplaced. --quick makes a synthetic full
 run (tasks with known spreads of U) and checks that a race whose first round is all K
@@ -63,8 +63,8 @@ def full_u(details: list[dict]) -> dict[str, float]:
     return out
 
 
-def settings_table(details: list[dict], budgets, firsts, deltas) -> list[dict]:
-    """One row per (B, first round, delta): what the replayed race spent and found."""
+def settings_table(details: list[dict], budgets, firsts, deltas, rules=("t",)) -> list[dict]:
+    """One row per (B, first round, delta, rule): what the replayed race spent and found."""
     from raysys.config import ScoringConfig
     from raysys.scoring import race_rule
     from raysys.scoring.race_rounds import race
@@ -77,13 +77,15 @@ def settings_table(details: list[dict], budgets, firsts, deltas) -> list[dict]:
         truth = race_rule.top_b([u[t] for t in ids], ids, budget)
         for first in firsts:
             for delta in deltas:
-                cfg = ScoringConfig(perturbations=k, racing=budget, racing_first=min(first, k), racing_delta=delta)
-                result = race(ids, cfg, run_round)
-                chosen = {r["task_id"] for r in result.rows if r["racing_selected"]}
-                rows.append({"B": budget, "first": min(first, k), "delta": delta, "rounds": len(result.rounds),
-                             "forwards": result.forwards / result.forwards_full,
-                             "jaccard": len(chosen & truth) / len(chosen | truth),
-                             "misplaced": len(truth - chosen)})
+                for rule in rules:
+                    cfg = ScoringConfig(perturbations=k, racing=budget, racing_first=min(first, k), racing_delta=delta,
+                                        racing_rule=rule)
+                    result = race(ids, cfg, run_round)
+                    chosen = {r["task_id"] for r in result.rows if r["racing_selected"]}
+                    rows.append({"B": budget, "first": min(first, k), "delta": delta, "rule": rule,
+                                 "rounds": len(result.rounds), "forwards": result.forwards / result.forwards_full,
+                                 "jaccard": len(chosen & truth) / len(chosen | truth),
+                                 "misplaced": len(truth - chosen)})
     return rows
 
 
@@ -112,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="B as a share of the tasks (< 1) or a count (>= 1)")
     ap.add_argument("--first", type=int, nargs="+", default=[2, 3], help="perturbations in the first round")
     ap.add_argument("--deltas", type=float, nargs="+", default=[0.05, 0.2])
+    ap.add_argument("--rules", nargs="+", default=["t", "moderated"], choices=["t", "moderated"],
+                    help="racing's bounds (raysys.scoring.race_rule.intervals)")
     ap.add_argument("--quick", action="store_true", help="a synthetic full run (60 tasks, n 2, K 10); no model")
     a = ap.parse_args(argv)
     if a.quick:
@@ -125,9 +129,10 @@ def main(argv: list[str] | None = None) -> int:
     ids = {d["task_id"] for d in details}
     k = max(int(d["perturbation"]) for d in details)
     print(f"{len(ids)} tasks, K = {k}, {'synthetic' if a.quick else a.details}")
-    print(f"{'B':>5} {'first':>5} {'delta':>6} {'rounds':>6} {'forwards':>9} {'jaccard':>8} {'misplaced':>9}")
-    for r in settings_table(details, a.budgets, firsts, a.deltas):
-        print(f"{r['B']:>5} {r['first']:>5} {r['delta']:>6.2f} {r['rounds']:>6} {r['forwards']:>8.1%} "
+    print(f"{'B':>5} {'first':>5} {'delta':>6} {'rule':>9} {'rounds':>6} {'forwards':>9} {'jaccard':>8} "
+          f"{'misplaced':>9}")
+    for r in settings_table(details, a.budgets, firsts, a.deltas, a.rules):
+        print(f"{r['B']:>5} {r['first']:>5} {r['delta']:>6.2f} {r['rule']:>9} {r['rounds']:>6} {r['forwards']:>8.1%} "
               f"{r['jaccard']:>8.3f} {r['misplaced']:>9}")
     return 0
 

@@ -154,8 +154,9 @@ def test_bench_race_replay_quick():
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = [line.split() for line in proc.stdout.splitlines()[2:]]
-    assert len(rows) == 2 * 3 * 2  # budgets x first rounds (2, 3 and K) x deltas
-    for b, first, delta, rounds, forwards, jaccard, misplaced in rows:
+    assert len(rows) == 2 * 3 * 2 * 2  # budgets x first rounds (2, 3 and K) x deltas x rules (t, moderated)
+    assert {r[3] for r in rows} == {"t", "moderated"}
+    for b, first, delta, rule, rounds, forwards, jaccard, misplaced in rows:
         assert 0 < float(forwards.rstrip("%")) <= 100 and 0 <= float(jaccard) <= 1
         if first == "10":
             assert (rounds, forwards, jaccard, misplaced) == ("1", "100.0%", "1.000", "0")

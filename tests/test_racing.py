@@ -42,6 +42,65 @@ def test_interval_is_the_finite_population_t_interval():
     assert race_rule.interval(np.array([0.2, 0.2, 0.2]), 10, 0.05) == pytest.approx((0.2, 0.2), abs=1e-12)  # no spread
 
 
+def test_trigamma_inverse():
+    from scipy.special import polygamma
+
+    for x in (1e-8, 0.01, 0.3, 1.0, 7.5, 1e3, 1e8):
+        assert float(polygamma(1, race_rule.trigamma_inverse(x))) == pytest.approx(x, rel=1e-6)
+
+
+def test_moderated_interval_by_hand():
+    d = np.array([0.1, 0.3, 0.2])
+    # prior CV^2 0.25 with 6 df: s~^2 = (6 * 0.25 * 0.2^2 + 2 * 0.01) / 8 = 0.01; t_{8, 0.975} = 2.306004
+    lo, hi = race_rule.moderated_interval(d, 10, 0.05, 0.25, 6.0)
+    half = 2.306004 * math.sqrt(0.01 / 3) * math.sqrt(7 / 9)
+    assert lo == pytest.approx(0.2 - half, abs=1e-6) and hi == pytest.approx(0.2 + half, abs=1e-6)
+    # d0 infinite: the prior's variance (0.25 * 0.04) and the normal quantile 1.959964
+    lo, hi = race_rule.moderated_interval(d, 10, 0.05, 0.25, math.inf)
+    assert hi - 0.2 == pytest.approx(1.959964 * math.sqrt(0.01 / 3) * math.sqrt(7 / 9), abs=1e-6)
+    # no spread of its own still gets the prior's width; m = K is exact
+    lo, hi = race_rule.moderated_interval(np.array([0.2, 0.2, 0.2]), 10, 0.05, 0.25, 6.0)
+    assert hi - 0.2 == pytest.approx(2.306004 * math.sqrt(6 * 0.01 / 8 / 3) * math.sqrt(7 / 9), abs=1e-6)
+    assert race_rule.moderated_interval(np.array([0.1, 0.3, 0.2, 0.4]), 4, 0.05, 0.25, 6.0) == (0.25, 0.25)
+
+
+def _hierarchical(rng, tasks: int, k: int, c2: float, d0: float) -> list[np.ndarray]:
+    """Each task's k deviations: U_t ~ U(0.05, 0.5), sigma_t^2 = c2 U_t^2 d0 / chi2(d0), normal."""
+    u = rng.uniform(0.05, 0.5, tasks)
+    sigma = np.sqrt(c2 * u ** 2 * d0 / rng.chisquare(d0, tasks))
+    return [ut + st * rng.standard_normal(k) for ut, st in zip(u, sigma)]
+
+
+def test_relative_prior_recovers_the_generating_prior():
+    """Deviations drawn from the hierarchical model the moderated rule assumes: the moment
+    fit finds its prior CV^2 and degrees of freedom; with one CV for all, d0 is infinite."""
+    rng = np.random.default_rng(0)
+    ds = [d[:5] for d in _hierarchical(rng, 20_000, 5, 0.01, 8.0)]
+    c2, d0 = race_rule.relative_prior(ds)
+    assert c2 == pytest.approx(0.01, rel=0.1) and d0 == pytest.approx(8.0, rel=0.3)
+    same = [u + 0.1 * u * rng.standard_normal(5) for u in rng.uniform(0.05, 0.5, 5_000)]
+    c2, d0 = race_rule.relative_prior(same)
+    assert c2 == pytest.approx(0.01, rel=0.1) and d0 > 200
+    assert race_rule.relative_prior(ds[:2]) is None  # too few tasks: the t rule
+    lo, hi = race_rule.intervals(ds[:2], 10, 0.05, "moderated")
+    assert (lo, hi) == (pytest.approx([race_rule.interval(d, 10, 0.05)[0] for d in ds[:2]]),
+                        pytest.approx([race_rule.interval(d, 10, 0.05)[1] for d in ds[:2]]))
+
+
+@pytest.mark.parametrize("rule", ["t", "moderated"])
+def test_interval_coverage_on_the_model_it_assumes(rule):
+    """From the first 3 of K = 10 deviations, the share of tasks whose bounds contain the
+    mean of all 10 (the full run's U) is about 1 - delta; the moderated bounds are narrower."""
+    rng = np.random.default_rng(1)
+    full = _hierarchical(rng, 4_000, 10, 0.09, 6.0)
+    lo, hi = race_rule.intervals([d[:3] for d in full], 10, 0.05, rule)
+    u = np.array([d.mean() for d in full])
+    assert 0.93 < np.mean((lo <= u) & (u <= hi)) < 0.975
+    t_lo, t_hi = race_rule.intervals([d[:3] for d in full], 10, 0.05, "t")
+    if rule == "moderated":
+        assert np.median(hi - lo) < 0.8 * np.median(t_hi - t_lo)
+
+
 def test_decide_by_hand():
     # bounds: a [0.8, 0.9], b [0.5, 0.7], c [0.45, 0.6], d [0.0, 0.1]; top 2
     lo, hi = [0.8, 0.5, 0.45, 0.0], [0.9, 0.7, 0.6, 0.1]
@@ -120,6 +179,9 @@ def test_race_in_process_matches_the_full_run(pool, tiny_lm):
         (r["task_id"], r["n_perturbations"], r["racing_selected"]) for r in result.rows]
     assert again.forwards == result.forwards and again.rounds == result.rounds
     assert bench_race_replay.full_u(full_details) == pytest.approx(full_u, abs=1e-9)
+    moderated = race(ids, replace(CFG, racing_rule="moderated"), run_round)  # decides no worse here
+    assert moderated.forwards <= result.forwards and {r["task_id"] for r in moderated.rows if r["racing_selected"]} \
+        == race_rule.top_b([full_u[t] for t in ids], ids, CFG.racing)
     wide = replace(CFG, racing_delta=1e-12)  # bounds so wide that nothing is decided before K
     exact = race([t.task_id for t in tasks], wide, in_process(TaskScorer("", wide, loaded=tiny_lm), tasks))
     assert {r["task_id"] for r in exact.rows if r["racing_selected"]} == race_rule.top_b(

@@ -167,6 +167,7 @@ class TinyConfig:
         check(self.hidden_size % self.heads == 0, "hidden_size must be a multiple of heads")
 
 
+RACING_RULES = ("t", "moderated")  # raysys.scoring.race_rule.intervals
 WEIGHT_DTYPES = ("auto", "float32", "bfloat16")  # auto: bfloat16 on a GPU, float32 on a CPU
 
 
@@ -191,6 +192,7 @@ class ScoringConfig:
     racing: int = 0  # B > 0: find the B most prompt-uncertain tasks by racing perturbations (raysys.scoring.race_rule)
     racing_first: int = 3  # perturbations every task gets in racing's first round
     racing_delta: float = 0.05  # racing: 1 - the confidence of each bound on a task's U
+    racing_rule: str = "t"  # racing's bounds: t (each task alone) | moderated (variances shrunk toward the pool's)
     answers_from: str = ""  # a scores file: score its answers instead of this model's own (raysys.scoring.answers)
     dtype: str = "auto"  # the weights' dtype: auto (bfloat16 on a GPU, float32 on a CPU) | float32 | bfloat16
 
@@ -202,6 +204,7 @@ class ScoringConfig:
         check(not self.racing or self.perturbations >= 2, "racing needs perturbations >= 2")
         check(self.racing_first >= 2, "racing_first must be >= 2")
         check(0.0 < self.racing_delta < 1.0, "racing_delta must be in (0, 1)")
+        check(self.racing_rule in RACING_RULES, f"racing_rule must be one of {RACING_RULES}")
         check(not (self.racing and self.answers_from), "racing decodes its own answers: answers_from must be empty")
         check(self.perturbations >= 0, "perturbations must be >= 0")
         check(0.0 <= self.drop_rate <= 1.0, "drop_rate must be in [0, 1]")

@@ -116,10 +116,8 @@ def race(task_ids: Sequence[str], cfg: ScoringConfig, run_round: RunRound,
                 by_id[row["task_id"]]["flops"] += row["flops"]
             for t in open_ids:
                 m_of[t] = m
-        lo, hi = np.empty(len(ids)), np.empty(len(ids))
-        for i, t in enumerate(ids):
-            d = race_rule.deviations(p[t][:, 0], p[t][:, 1: m_of[t] + 1])
-            lo[i], hi[i] = race_rule.interval(d, k, cfg.racing_delta)
+        lo, hi = race_rule.intervals([race_rule.deviations(p[t][:, 0], p[t][:, 1: m_of[t] + 1]) for t in ids], k,
+                                     cfg.racing_delta, cfg.racing_rule)
         status = race_rule.decide(lo, hi, budget, status)
         if r == len(sched) - 1:
             status = race_rule.finish(status, [_u(p[t], m_of[t]) for t in ids], ids, budget)

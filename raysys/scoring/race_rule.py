@@ -33,9 +33,25 @@ was compared with, missed the full-run value in the round it was decided: at mos
 (tasks x rounds) x delta in expectation by the union bound, and far fewer in practice
 because only tasks near the boundary can be misplaced. The benchmark measures the top-B
 overlap with the full run (benchmarks/bench_peer.py).
+
+**The moderated rule** (`racing_rule: moderated`). At m = 3 a task's own s_m has 2 degrees
+of freedom (t_{2, 0.975} = 4.3): most of the t rule's width is the uncertainty of s_m
+itself. Every task's deviations say something about every other's spread, so the
+moderated rule shrinks each task's variance toward the pool's, as limma's moderated t does
+(Smyth 2004), on the relative scale (a task's spread grows with its U): with
+r_t = s_t^2 / U_t^2 over the tasks with a spread, a scaled-F fit by moments gives a prior
+CV^2 c^2 and prior degrees of freedom d0, and a task's variance becomes
+    s~^2 = (d0 * c^2 * U_m^2 + (m - 1) * s_m^2) / (d0 + m - 1)
+with d0 + m - 1 degrees of freedom (the normal quantile when the r_t agree beyond their
+sampling noise: d0 infinite). The interval is the t rule's with s~ and those degrees of
+freedom; exact at m = K as before. Its guarantee is empirical-Bayes: about 1 - delta
+coverage when the tasks' relative spreads follow the fitted prior; the replay benchmark
+(benchmarks/bench_race_replay.py) measures what it decides on real pools. Fewer than 3
+tasks with a spread: the t rule.
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
@@ -69,6 +85,77 @@ def interval(d: np.ndarray, k: int, delta: float) -> tuple[float, float]:
         return -np.inf, np.inf
     half = student_t.ppf(1 - delta / 2, m - 1) * d.std(ddof=1) / np.sqrt(m) * np.sqrt((k - m) / (k - 1))
     return float(est - half), float(est + half)
+
+
+def intervals(ds: Sequence[np.ndarray], k: int, delta: float, rule: str = "t") -> tuple[np.ndarray, np.ndarray]:
+    """Every task's (lower, upper) bounds on its full-run U from its deviations so far
+    (`ds`, one array per task) by `rule`: "t" (each task alone, `interval`) or "moderated"
+    (each task's variance shrunk toward the pool's; module docstring)."""
+    prior = relative_prior(ds) if rule == "moderated" else None
+    bounds = [interval(d, k, delta) if prior is None else moderated_interval(d, k, delta, *prior) for d in ds]
+    return np.array([b[0] for b in bounds], dtype=float), np.array([b[1] for b in bounds], dtype=float)
+
+
+def relative_prior(ds: Sequence[np.ndarray]) -> tuple[float, float] | None:
+    """(c^2, d0): the prior relative variance and its degrees of freedom, fitted by moments
+    to r_t = s_t^2 / U_t^2 of the tasks with m >= 2 and a spread (limma's fitFDist without
+    covariates: log r_t's mean and variance against those of a scaled chi^2 / df); d0 is
+    inf when log r_t vary no more than sampling alone explains. None below 3 such tasks."""
+    from scipy.special import digamma, polygamma
+
+    rel, df = [], []
+    for d in ds:
+        if len(d) >= 2 and d.mean() > 0 and d.var(ddof=1) > 0:
+            rel.append(d.var(ddof=1) / d.mean() ** 2)
+            df.append(len(d) - 1)
+    if len(rel) < 3:
+        return None
+    half = np.asarray(df, dtype=float) / 2
+    e = np.log(rel) - digamma(half) + np.log(half)
+    emean = float(e.mean())
+    evar = float(e.var(ddof=1) - polygamma(1, half).mean())
+    if evar <= 0:
+        return float(np.exp(emean)), math.inf
+    d0 = 2 * trigamma_inverse(evar)
+    return float(np.exp(emean + digamma(d0 / 2) - math.log(d0 / 2))), d0
+
+
+def trigamma_inverse(x: float) -> float:
+    """y with trigamma(y) = x (x > 0), by limma's Newton iteration."""
+    from scipy.special import polygamma
+
+    if x > 1e7:
+        return 1 / math.sqrt(x)
+    if x < 1e-6:
+        return 1 / x
+    y = 0.5 + 1 / x
+    for _ in range(50):
+        tri = float(polygamma(1, y))
+        step = tri * (1 - tri / x) / float(polygamma(2, y))
+        y += step
+        if -step / y < 1e-8:
+            break
+    return y
+
+
+def moderated_interval(d: np.ndarray, k: int, delta: float, c2: float, d0: float) -> tuple[float, float]:
+    """`interval` with the moderated variance (module docstring): prior relative variance
+    c2 with d0 degrees of freedom (inf: the prior alone, normal quantile)."""
+    from scipy.stats import norm
+    from scipy.stats import t as student_t
+
+    m = len(d)
+    est = float(d.mean())
+    if m >= k:
+        return est, est
+    prior = c2 * est ** 2
+    if math.isinf(d0):
+        var, q = prior, float(norm.ppf(1 - delta / 2))
+    else:
+        own = float(d.var(ddof=1)) * (m - 1) if m >= 2 else 0.0
+        var, q = (d0 * prior + own) / (d0 + m - 1), float(student_t.ppf(1 - delta / 2, d0 + m - 1))
+    half = q * math.sqrt(var / m) * math.sqrt((k - m) / (k - 1))
+    return est - half, est + half
 
 
 IN, OUT, OPEN = "in", "out", "open"

@@ -9,9 +9,11 @@ probabilities, so a small error in p can reorder tasks even when p itself agrees
 Scores the same Alpaca tasks (the first --tasks of the 5,000-task subset, the model's chat
 template around the Alpaca text, word-dropout perturbations as `raysys score` makes them)
 in one process with raysys.scoring.scorer.TaskScorer, the model's weights in float32 and
-in bfloat16 (each decodes its own greedy answers, as a bf16 run would); after an untimed
-warm-up on 8 tasks, --repeats timed passes of each, interleaved, the best kept. Prints per dtype the seconds and tasks/s, the measured float32 and bfloat16
-matmul peaks of the day, and for bf16 against float32: the share of instances whose
+in bfloat16 (each decodes its own greedy answers, as a bf16 run would), and float32
+answers scored by bfloat16 forwards (`--forward-dtype bfloat16`: the answers are
+float32's, every p comes from a bfloat16 copy of the weights); after an untimed
+warm-up on 8 tasks, --repeats timed passes of each, interleaved, the best kept. Prints per setting the seconds and tasks/s, the measured float32 and bfloat16
+matmul peaks of the day, and for each bfloat16 setting against float32: the share of instances whose
 greedy answer changed, max and mean |delta p_i0|, max and mean |delta U|, Spearman's rho
 of U, and the overlap (Jaccard) of the top-B tasks by U at B = 1 %, 10 % and 25 % of the
 tasks. --quick: the tiny model on 12 synthetic tasks (tests/test_benchmarks.py).
@@ -22,12 +24,15 @@ import argparse
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).parent))
+
+MIXED = "float32+bf16-forwards"  # float32 weights decode, a bfloat16 copy scores
 
 
 def top_overlap(a, b, share: float) -> float:
@@ -110,8 +115,10 @@ def main(argv=None) -> int:
             folder = args.model
         peaks = {d: matmul_peak("cpu", getattr(torch, d)) for d in ("float32", "bfloat16")}
         out: dict = {}
-        scorers = {d: TaskScorer("", cfg, loaded=load_model(folder, dtype=d, device="cpu"), device="cpu")
-                   for d in ("float32", "bfloat16")}
+        models = {d: load_model(folder, dtype=d, device="cpu") for d in ("float32", "bfloat16")}
+        scorers = {d: TaskScorer("", cfg, loaded=models[d], device="cpu") for d in ("float32", "bfloat16")}
+        # float32 answers (the decode), bfloat16 forwards (every p): raysys score --forward-dtype bfloat16
+        scorers[MIXED] = TaskScorer("", replace(cfg, forward_dtype="bfloat16"), loaded=models["float32"], device="cpu")
         for d, scorer in scorers.items():
             scorer.score(tasks[:8])  # warm-up, untimed
         for _ in range(args.repeats):  # interleaved; the best time of each dtype
@@ -124,12 +131,13 @@ def main(argv=None) -> int:
           f"answers <= {args.max_new_tokens} tokens, {args.threads} threads")
     print(f"matmul peak of the day: float32 {peaks['float32'] / 1e9:.0f} GFLOP/s, "
           f"bfloat16 {peaks['bfloat16'] / 1e9:.0f} GFLOP/s")
-    print(f"{'dtype':<9} {'seconds':>8} {'tasks/s':>8} {'speed-up':>8}")
+    print(f"{'dtype':<22} {'seconds':>8} {'tasks/s':>8} {'speed-up':>8}")
     for dtype, (sec, _, _) in out.items():
-        print(f"{dtype:<9} {sec:>8.1f} {len(tasks) / sec:>8.2f} {out['float32'][0] / sec:>7.2f}x")
-    c = compare(out["float32"][1], out["bfloat16"][1], out["float32"][2], out["bfloat16"][2])
-    print("bfloat16 against float32: " + ", ".join(
-        f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in c.items()))
+        print(f"{dtype:<22} {sec:>8.1f} {len(tasks) / sec:>8.2f} {out['float32'][0] / sec:>7.2f}x")
+    for other in ("bfloat16", MIXED):
+        c = compare(out["float32"][1], out[other][1], out["float32"][2], out[other][2])
+        print(f"{other} against float32: " + ", ".join(
+            f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in c.items()))
     return 0
 
 

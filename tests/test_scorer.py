@@ -2,6 +2,7 @@
 forward passes with full logits, greedy decoding by argmax, the formulas written out."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 
@@ -119,6 +120,30 @@ def test_bfloat16_weights_score_as_a_bfloat16_model_does(tasks, tiny_model_dir, 
     assert run_id(bf16, "m", "pool.parquet", False) != run_id(CFG, "m", "pool.parquet", False)
     with pytest.raises(Exception, match="dtype must be one of"):
         ScoringConfig(dtype="float16")
+
+
+def test_float32_answers_scored_by_bfloat16_forwards(tasks, tiny_lm):
+    """forward_dtype=bfloat16 with float32 weights: the greedy answers are float32's
+    exactly (the same decode), every p is the likelihood of that answer under a bfloat16
+    copy of the weights computed one at a time, the float32 model stays float32, and the
+    run is another."""
+    from raysys.runs.keys import run_id
+
+    mixed = dataclasses.replace(CFG, forward_dtype="bfloat16")
+    scorer = TaskScorer("", mixed, loaded=tiny_lm, device="cpu")
+    _, details = scorer.score(tasks, details=True)
+    _, f32 = TaskScorer("", CFG, loaded=tiny_lm, device="cpu").score(tasks, details=True)
+    assert next(tiny_lm.model.parameters()).dtype == torch.float32
+    assert [d["target"] for d in details] == [d["target"] for d in f32]  # float32's answers
+    b16 = copy.deepcopy(tiny_lm.model).to(torch.bfloat16)
+    got, ref = np.array([d["p"] for d in details]), []
+    for d in details:
+        ref.extend(np.exp(reference_mean_logprobs(b16, tiny_lm.tokenizer, tiny_lm.kind, [d["prompt"]], [d["target"]])))
+    assert np.max(np.abs(np.log(got) - np.log(ref))) < 1e-2
+    assert np.max(np.abs(got - np.array([d["p"] for d in f32]))) > 1e-6  # not float32's numbers
+    assert run_id(mixed, "m", "pool.parquet", False) != run_id(CFG, "m", "pool.parquet", False)
+    with pytest.raises(Exception, match="forward_dtype must be"):
+        ScoringConfig(forward_dtype="auto")
 
 
 @torch.inference_mode()

@@ -195,10 +195,12 @@ class ScoringConfig:
     racing_rule: str = "t"  # racing's bounds: t (each task alone) | moderated (variances shrunk toward the pool's)
     answers_from: str = ""  # a scores file: score its answers instead of this model's own (raysys.scoring.answers)
     dtype: str = "auto"  # the weights' dtype: auto (bfloat16 on a GPU, float32 on a CPU) | float32 | bfloat16
+    forward_dtype: str = ""  # the likelihood forwards' weights if not dtype's: float32 answers, bfloat16 forwards
 
     def __post_init__(self) -> None:
         check_seeds(self)
         check(self.dtype in WEIGHT_DTYPES, f"dtype must be one of {WEIGHT_DTYPES}")
+        check(self.forward_dtype in ("", "float32", "bfloat16"), "forward_dtype must be '', float32 or bfloat16")
         check(self.instances >= 1, "instances must be >= 1")
         check(self.racing >= 0, "racing must be >= 0 (0 = off)")
         check(not self.racing or self.perturbations >= 2, "racing needs perturbations >= 2")
@@ -371,10 +373,12 @@ class EvalConfig:
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     tasks_per_batch: int = 16  # tasks handed to an evaluator actor at a time
     dtype: str = "auto"  # the weights' dtype: auto (bfloat16 on a GPU, float32 on a CPU) | float32 | bfloat16
+    forward_dtype: str = ""  # the likelihood forwards' weights if not dtype's: float32 answers, bfloat16 forwards
 
     def __post_init__(self) -> None:
         check_seeds(self)
         check(self.dtype in WEIGHT_DTYPES, f"dtype must be one of {WEIGHT_DTYPES}")
+        check(self.forward_dtype in ("", "float32", "bfloat16"), "forward_dtype must be '', float32 or bfloat16")
         check(self.instances >= 1, "instances must be >= 1")
         check(self.answer_instances >= 0, "answer_instances must be >= 0")
         check(self.max_labels >= 2, "max_labels must be >= 2")

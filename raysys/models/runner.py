@@ -27,6 +27,17 @@ def weight_dtype(dtype: str, device: str) -> str:
     return "bfloat16" if device.startswith("cuda") else "float32"
 
 
+def in_dtype(model, dtype: str):
+    """`model` itself when `dtype` is "" or its weights' dtype already, else a copy of it with
+    its weights in `dtype` (the likelihood forwards of a run that decodes in another dtype:
+    ScoringConfig.forward_dtype)."""
+    if not dtype or getattr(torch, dtype) == model.dtype:
+        return model
+    import copy
+
+    return copy.deepcopy(model).to(getattr(torch, dtype))
+
+
 def load_for_worker(model_path: str, *, device: str | None = None, trust_remote_code: bool = False,
                     dtype: str = "auto") -> LoadedModel:
     """The model as a scoring or evaluation worker runs it: on the GPU when there is one,

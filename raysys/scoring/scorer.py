@@ -23,7 +23,7 @@ from raysys.config import ScoringConfig
 from raysys.costs import forward_flops
 from raysys.models import LoadedModel, prompt_ids
 from raysys.models.pooling import task_means
-from raysys.models.runner import worker_setup
+from raysys.models.runner import in_dtype, worker_setup
 from raysys.schema import Task
 from raysys.scoring.answers import given_answers, read_answers
 from raysys.scoring.items import Batch, TaskPlan, build_items, detail_rows, plan_task, task_rows, tokens
@@ -38,8 +38,10 @@ class TaskScorer:
             model_path, cfg.generation, cfg.prompt, device=device, trust_remote_code=trust_remote_code, loaded=loaded,
             dtype=cfg.dtype)
         lm = self.runner.lm
-        self.engine = make_scorer(lm.model, lm.tokenizer, lm.kind, Budget(tokens=cfg.token_budget),
-                                  self.runner.max_prompt)
+        # the greedy answers come from the weights in cfg.dtype; the forwards that score them
+        # may run in another (forward_dtype: float32 answers, bfloat16 forwards)
+        self.engine = make_scorer(in_dtype(lm.model, cfg.forward_dtype), lm.tokenizer, lm.kind,
+                                  Budget(tokens=cfg.token_budget), self.runner.max_prompt)
         # IFD scores y with no prompt at all, but the engine needs >= 1 prompt token: a
         # tokenizer that adds no BOS to "" gets its BOS (or EOS) text instead
         alone = lm.tokenizer("").input_ids

@@ -97,6 +97,21 @@ def test_bench_dtype_quick():
     assert "matmul peak of the day" in proc.stdout
 
 
+def test_bench_decode_quick():
+    """benchmarks/bench_decode.py --quick: both ways timed with their decode's share, and
+    p_i0 from the decode changes no answer and no p beyond float32 rounding."""
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_decode.py"), "--quick"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    assert [line[:22].strip() for line in lines[2:4]] == ["p_i0 by a forward", "p_i0 from the decode"]
+    for line in lines[2:4]:
+        assert 0 < float(line.split()[-2].rstrip("%")) <= 100  # the decode's share
+    last = lines[-1]
+    assert last.startswith("decode-scored answers 12 of 12; answers equal 60 of 60 items")
+    assert float(last.split("max |dp| ")[1].split(";")[0]) < 1e-6 and float(last.split("max |dU| ")[1]) < 1e-6
+
+
 def test_racing_cli_bench_compares_what_both_checkouts_wrote(tmp_path):
     """bench_racing_cli.same: equal files pass; a changed U, a changed spend and another top B
     are each reported."""

@@ -58,3 +58,39 @@ def test_score_with_the_chat_template_equals_a_plain_reference(real_model, niv2_
     scores = pq.read_table(out).to_pylist()
     assert [s["task_id"] for s in scores] == [t for t in TASKS if t in {s["task_id"] for s in scores}]
     assert all(0.0 < s["prediction_probability"] <= 1.0 for s in scores)
+
+
+def test_the_decode_scores_its_own_answer_as_a_plain_forward_does(real_model, niv2_pair):
+    """ModelRunner.generate_scored on SmolLM2: each answer's likelihood, taken from the
+    greedy decode's logits (its answer ended by EOS, or cut at max_new_tokens and EOS's
+    log-probability from one step more), equals the plain one-at-a-time reference; the
+    answers are those of a decode without it. Then the scorer with and without decode_p0:
+    the same answers, every p within 1e-5."""
+    import dataclasses
+
+    from raysys.config import GenerationConfig, PromptConfig, ScoringConfig
+    from raysys.models import load_model
+    from raysys.pools.load import load_pool
+    from raysys.scoring.items import TaskPrompts
+    from raysys.scoring.scorer import TaskScorer
+
+    lm = load_model(str(real_model), dtype="float32", device="cpu")
+    cfg = ScoringConfig(instances=3, perturbations=2, entropy=False, ifd=False, prompt=PromptConfig("chat", 0),
+                        generation=GenerationConfig(max_new_tokens=6, batch=4))
+    tasks = load_pool(niv2_pair).tasks
+    scorer = TaskScorer("", cfg, loaded=lm, device="cpu")
+    texts = [TaskPrompts.original(t, scorer.template).text(0, i, 0) for t in tasks for i in t.instances[:4]]
+    prompts = [lm.tokenizer(text).input_ids for text in texts]
+    answers, _, _, scored = scorer.runner.generate_scored(prompts, embed=False)
+    assert answers == scorer.runner.generate_embedded(prompts, embed=False)[0]
+    lengths = set()
+    for text, y, got in zip(texts, answers, scored):
+        assert got is not None
+        lengths.add(len(got[0]) - 1)
+        assert got[0] == lm.tokenizer(y, add_special_tokens=False).input_ids + [lm.tokenizer.eos_token_id]
+        assert abs(math.exp(got[1]) - reference_p(lm.model, lm.tokenizer, text, y)) < 1e-5
+    assert min(lengths) < 6 and max(lengths) == 6  # answers ended by EOS and answers cut at the cap
+    on = scorer.score(tasks, True)[1]
+    off = TaskScorer("", dataclasses.replace(cfg, decode_p0=False), loaded=lm, device="cpu").score(tasks, True)[1]
+    assert [d["target"] for d in on] == [d["target"] for d in off]
+    assert max(abs(a["p"] - b["p"]) for a, b in zip(on, off)) < 1e-5

@@ -287,3 +287,22 @@ def test_scoring_the_answers_of_another_scoring(tasks, tiny_lm, tmp_path):
                    tmp_path / "old.parquet")
     with pytest.raises(InvalidFile, match="old.parquet: no answers column"):
         read_answers(tmp_path / "old.parquet")
+
+
+def test_the_decode_recorder_by_hand():
+    """Recorder: per step the raw argmax and the log-softmax at it and at EOS (id 0); an
+    answer's likelihood is the mean over its tokens and EOS; a step that chose another
+    token than the argmax, or steps that stop short, give None."""
+    from raysys.models.runner import Recorder
+
+    rec = Recorder(eos=0)
+    steps = [torch.tensor([[0.0, 2.0, 1.0], [1.0, 0.0, 3.0]]), torch.tensor([[3.0, 0.0, 0.0], [0.0, 0.0, 5.0]])]
+    for s in steps:
+        assert rec(None, s) is s  # the scores pass unchanged
+    lsm = [torch.log_softmax(s.double(), dim=-1) for s in steps]
+    ids, mean = rec.likelihood(0, [1])  # row 0: token 1, then EOS (step 2's argmax)
+    assert ids == [1, 0] and mean == pytest.approx(float(lsm[0][0, 1] + lsm[1][0, 0]) / 2, abs=1e-6)
+    ids, mean = rec.likelihood(1, [2])  # row 1: token 2, then EOS's log-prob though 2 wins again
+    assert ids == [2, 0] and mean == pytest.approx(float(lsm[0][1, 2] + lsm[1][1, 0]) / 2, abs=1e-6)
+    assert rec.likelihood(0, [2]) is None  # not the argmax: a logits processor chose it
+    assert rec.likelihood(0, [1, 0]) is None  # no step after the answer: no EOS log-prob

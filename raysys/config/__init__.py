@@ -196,6 +196,7 @@ class ScoringConfig:
     answers_from: str = ""  # a scores file: score its answers instead of this model's own (raysys.scoring.answers)
     dtype: str = "auto"  # the weights' dtype: auto (bfloat16 on a GPU, float32 on a CPU) | float32 | bfloat16
     forward_dtype: str = ""  # the likelihood forwards' weights if not dtype's: float32 answers, bfloat16 forwards
+    decode_p0: bool = True  # p_i0 from the greedy decode's own logits (no second forward) where its tokens match
 
     def __post_init__(self) -> None:
         check_seeds(self)
@@ -374,6 +375,7 @@ class EvalConfig:
     tasks_per_batch: int = 16  # tasks handed to an evaluator actor at a time
     dtype: str = "auto"  # the weights' dtype: auto (bfloat16 on a GPU, float32 on a CPU) | float32 | bfloat16
     forward_dtype: str = ""  # the likelihood forwards' weights if not dtype's: float32 answers, bfloat16 forwards
+    decode_p0: bool = True  # p_i0 from the greedy decode's own logits (no second forward) where its tokens match
 
     def __post_init__(self) -> None:
         check_seeds(self)

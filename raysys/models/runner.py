@@ -103,19 +103,34 @@ class ModelRunner:
         answers, tokens, _ = self.generate_embedded(ids, embed=False)
         return answers, tokens
 
-    @torch.inference_mode()
     def generate_embedded(self, ids: Sequence[Sequence[int]], embed: bool = True
                           ) -> tuple[list[str], list[int], torch.Tensor | None]:
         """generate_counted's answers and tokens, and each prompt's RDS+ embedding
         (raysys.models.pooling) from the prefill of its decode: (prompts, d) float32."""
+        return self.generate_scored(ids, embed, scored=False)[:3]
+
+    @torch.inference_mode()
+    def generate_scored(self, ids: Sequence[Sequence[int]], embed: bool = True, scored: bool = True
+                        ) -> tuple[list[str], list[int], torch.Tensor | None, list[tuple[list[int], float] | None]]:
+        """generate_embedded's answers, tokens and embeddings, and with `scored` (causal LMs)
+        per prompt its answer's own likelihood as the decode computed it: (the answer's
+        token ids and EOS, the mean log-probability of those tokens), each a log-softmax of
+        the decode's float32 logits (Recorder). To have EOS's log-probability after an
+        answer cut at max_new_tokens, the decode runs one step more, whose token is
+        dropped (the answers are those of a decode to max_new_tokens: greedy steps do
+        not look ahead). None per prompt otherwise, or where the decode's choice was not
+        the raw argmax (a logits processor of the model's generation config)."""
         from raysys.models.pooling import capture_body, position_weighted_mean
 
         ids = [list(p[-self.max_prompt:]) for p in ids]
         embeddings = None
         tokens = [len(p) for p in ids]
         tok, model, gen = self.lm.tokenizer, self.lm.model, self.generation
+        scored = scored and self.lm.kind != "seq2seq"
+        cap = gen.max_new_tokens
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))  # little padding per batch
         answers = [""] * len(ids)
+        likelihoods: list[tuple[list[int], float] | None] = [None] * len(ids)
         pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         for s in range(0, len(order), gen.batch):
             batch = order[s: s + gen.batch]
@@ -127,10 +142,12 @@ class ModelRunner:
                     x[r, : len(ids[i])], m[r, : len(ids[i])] = torch.tensor(ids[i]), 1
                 else:
                     x[r, width - len(ids[i]):], m[r, width - len(ids[i]):] = torch.tensor(ids[i]), 1
+            recorder = Recorder(tok.eos_token_id) if scored else None
             with capture_body(model, self.lm.kind) if embed else contextlib.nullcontext([]) as seen:
                 out = model.generate(input_ids=x.to(self.device), attention_mask=m.to(self.device), do_sample=False,
-                                     max_new_tokens=gen.max_new_tokens, pad_token_id=pad,
-                                     eos_token_id=tok.eos_token_id)
+                                     max_new_tokens=cap + 1 if scored else cap, pad_token_id=pad,
+                                     eos_token_id=tok.eos_token_id,
+                                     logits_processor=[recorder] if scored else None)
             if embed:
                 pooled = position_weighted_mean(seen[0], m.to(seen[0].device)).cpu()
                 if embeddings is None:
@@ -138,13 +155,16 @@ class ModelRunner:
                 embeddings[batch] = pooled
             new = out[:, 1:] if self.lm.kind == "seq2seq" else out[:, width:]  # drop decoder start / prompt
             for r, i in enumerate(batch):
-                row = new[r].tolist()
-                if tok.eos_token_id in row:
+                row = new[r].tolist()[:cap]
+                ended = tok.eos_token_id in row
+                if ended:
                     row = row[: row.index(tok.eos_token_id)]
                     tokens[i] += 1
                 tokens[i] += len(row)
                 answers[i] = tok.decode(row, skip_special_tokens=True)
-        return answers, tokens, embeddings
+                if recorder is not None:
+                    likelihoods[i] = recorder.likelihood(r, row)
+        return answers, tokens, embeddings, likelihoods
 
     @torch.inference_mode()
     def embed_prompts(self, ids: Sequence[Sequence[int]]) -> torch.Tensor:
@@ -166,6 +186,37 @@ class ModelRunner:
             out.append(position_weighted_mean(h[0] if isinstance(h, tuple) else h.last_hidden_state,
                                               m.to(self.device)).cpu())
         return torch.cat(out) if out else torch.zeros(0, 0)
+
+
+class Recorder:
+    """A logits processor that changes nothing and keeps, per decode step and row, the raw
+    logits' argmax and the float32 log-softmax at it and at EOS: the answer's likelihood
+    without a second forward (ModelRunner.generate_scored)."""
+
+    def __init__(self, eos: int) -> None:
+        self.eos = eos
+        self.steps: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        s = scores.float()
+        lse = torch.logsumexp(s, dim=-1)
+        top, arg = s.max(dim=-1)
+        self.steps.append((arg.cpu(), (top - lse).cpu(), (s[:, self.eos] - lse).cpu()))
+        return scores
+
+    def likelihood(self, r: int, answer: Sequence[int]) -> tuple[list[int], float] | None:
+        """Row r's answer tokens and EOS, with their mean log-probability; None when a step
+        chose another token than the raw argmax, or the steps stop short."""
+        if len(self.steps) <= len(answer):
+            return None
+        total = 0.0
+        for step, t in enumerate(answer):
+            arg, top, _ = self.steps[step]
+            if int(arg[r]) != t:
+                return None
+            total += float(top[r])
+        total += float(self.steps[len(answer)][2][r])
+        return [*answer, self.eos], total / (len(answer) + 1)
 
 
 def worker_setup(model: str, generation: GenerationConfig, prompt: PromptConfig, *, device: str | None = None,

@@ -17,6 +17,8 @@ of another scoring are scored instead of decoded (raysys.scoring.answers).
 from __future__ import annotations
 
 from functools import partial
+
+import numpy as np
 from typing import Any, Sequence
 
 from raysys.config import ScoringConfig
@@ -40,8 +42,11 @@ class TaskScorer:
         lm = self.runner.lm
         # the greedy answers come from the weights in cfg.dtype; the forwards that score them
         # may run in another (forward_dtype: float32 answers, bfloat16 forwards)
-        self.engine = make_scorer(in_dtype(lm.model, cfg.forward_dtype), lm.tokenizer, lm.kind,
-                                  Budget(tokens=cfg.token_budget), self.runner.max_prompt)
+        forward = in_dtype(lm.model, cfg.forward_dtype)
+        self.engine = make_scorer(forward, lm.tokenizer, lm.kind, Budget(tokens=cfg.token_budget),
+                                  self.runner.max_prompt)
+        # p_i0 from the decode's own logits when the forwards run on the weights that decode
+        self.decode_p0 = cfg.decode_p0 and forward is lm.model and lm.kind != "seq2seq"
         # IFD scores y with no prompt at all, but the engine needs >= 1 prompt token: a
         # tokenizer that adds no BOS to "" gets its BOS (or EOS) text instead
         alone = lm.tokenizer("").input_ids
@@ -60,17 +65,35 @@ class TaskScorer:
         return self._items(plans, answers)[0]
 
     def _items(self, plans: Sequence[TaskPlan], answers: Sequence[str] | None = None,
-               columns: Sequence[int] | None = None) -> tuple[Batch, list[int], list | None]:
+               columns: Sequence[int] | None = None) -> tuple[Batch, list[int], list | None, dict[int, float]]:
         """The batch, per instance the tokens its greedy answer cost (0 when `answers` are
-        given), and per task its RDS+ embedding from the decode's prefill (None when
-        `answers` are given: nothing was decoded)."""
-        fits = self._fits(plans)
-        spent, embedded = [0] * len(fits), None
+        given), per task its RDS+ embedding from the decode's prefill (None when `answers`
+        are given: nothing was decoded), and the items the decode already scored (item
+        index -> mean log-prob; see _decoded_p0)."""
+        fits = self.fits(plans)
+        spent, embedded, decoded = [0] * len(fits), None, None
         if answers is None:
-            answers, spent, vectors = self.runner.generate_embedded([f.ids for f in fits])
+            answers, spent, vectors, decoded = self.runner.generate_scored([f.ids for f in fits],
+                                                                           scored=self.decode_p0)
             embedded = task_means(vectors, [len(plan.instances) for plan in plans])
         batch = build_items(plans, fits, answers, self.alone_prompt if self.cfg.ifd else None, columns)
-        return batch, spent, embedded
+        return batch, spent, embedded, self._decoded_p0(batch, decoded) if self.decode_p0 and decoded else {}
+
+    def _decoded_p0(self, batch: Batch, decoded: Sequence) -> dict[int, float]:
+        """Item index -> the decode's mean log-prob (raysys.models.runner.Recorder) for each
+        j = 0 item whose target tokenizes to exactly the tokens the decode scored, its
+        answer and EOS: the same sequence the engine would score. `decoded`: one entry per
+        sampled instance, task after task (None where the decode could not score it)."""
+        known, n = {}, 0
+        targets = target_ids(self.runner.lm.tokenizer, [y for t in batch.tasks for y in t.answers])
+        for t in batch.tasks:
+            c = t.columns.index(0) if 0 in t.columns else None
+            for r in range(len(t.answers)):
+                got = decoded[n]
+                if c is not None and got is not None and got[0] == targets[n]:
+                    known[int(t.perturbed[r, c])] = got[1]
+                n += 1
+        return known
 
     def item_tokens(self, batch: Batch) -> list[int]:
         """Per item, the tokens a forward pass over it reads: its prompt's (cut to the
@@ -79,7 +102,7 @@ class TaskScorer:
         return [len(p) + len(t) for p, t in zip(prompt_ids(tok, batch.items.prompts, limit),
                                                  target_ids(tok, batch.items.targets))]
 
-    def _fits(self, plans: Sequence[TaskPlan]) -> list:
+    def fits(self, plans: Sequence[TaskPlan]) -> list:
         """Each sampled instance's original prompt fitted to the model, task after task."""
         return [self.runner.fit_prompt(partial(plan.prompts.text, 0, inst), self.cfg.prompt.demonstrations)
                 for plan in plans for inst in plan.instances]
@@ -88,7 +111,7 @@ class TaskScorer:
         """Each task's RDS+ embedding as `score` stores it, by forward passes alone (target
         tasks of the rds strategy)."""
         plans = [plan_task(t, self.cfg, self.template) for t in tasks]
-        fits = self._fits(plans)
+        fits = self.fits(plans)
         return task_means(self.runner.embed_prompts([f.ids for f in fits]), [len(p.instances) for p in plans])
 
     def score(self, tasks: Sequence[Task], details: bool = False, *, columns: Sequence[int] | None = None,
@@ -102,8 +125,22 @@ class TaskScorer:
         if answers is None and self.fixed is not None:
             answers = given_answers(self.fixed, tasks, [[i.id for i in p.instances] for p in plans],
                                     self.cfg.answers_from)
-        batch, spent, embedded = self._items(plans, answers, columns)
-        logp = self.engine.score(batch.items.prompts, batch.items.targets, batch.items.groups)
+        batch, spent, embedded, known = self._items(plans, answers, columns)
+        its, logp = batch.items, np.empty(len(batch.items))
+        # the decode scored some j = 0 items; an item with the same prompt and target (a
+        # perturbation that changed nothing) takes the same number, as the engine's own
+        # duplicates do; the engine scores the rest
+        same = {(its.prompts[i], its.targets[i]): v for i, v in known.items()}
+        rest = []
+        for i in range(len(its)):
+            v = same.get((its.prompts[i], its.targets[i]))
+            if v is None:
+                rest.append(i)
+            else:
+                logp[i] = v
+        if rest:
+            logp[rest] = self.engine.score([its.prompts[i] for i in rest], [its.targets[i] for i in rest],
+                                           [its.groups[i] for i in rest])
         counts = tokens(batch, self.item_tokens(batch), spent)
         if columns is not None and 0 not in columns:
             rows = [{"task_id": t.plan.task.task_id, "tokens": n, "flops": forward_flops(n, self.parameters)}

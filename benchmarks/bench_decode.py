@@ -1,0 +1,111 @@
+"""The greedy decode's share of scoring, before and after p_i0 comes from the decode itself
+(issue 26, item 3; ScoringConfig.decode_p0).
+
+    python benchmarks/bench_decode.py [--quick] [--model smollm2|tiny|DIR] [--tasks 64]
+        [--perturbations 20] [--instances 1] [--max-new-tokens 48] [--threads 2] [--repeats 1]
+
+Scores the first --tasks Alpaca tasks of the 5,000-task subset (the model's chat template
+around the Alpaca text, word dropout) in one process with TaskScorer, float32: once with
+decode_p0 off (the decode answers, then the engine scores every item, j = 0 included) and
+once on (the decode keeps each answer's own likelihood, and the engine skips the j = 0
+items whose tokens match). Each is timed whole, and its decode alone (the same prompts
+through ModelRunner.generate_scored, with and without the likelihood); after an untimed
+warm-up, --repeats interleaved passes, the best kept. Prints the seconds, the decode's
+share of each, the share of j = 0 items the decode scored, and what changed: the answers
+(none may), max |delta p| over all items and max |delta U| over tasks. --quick: the tiny
+model on 12 synthetic tasks (tests/test_benchmarks.py).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+for path in (ROOT, Path(__file__).parent):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+from bench_dtype import tasks_of  # noqa: E402
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--model", default="smollm2")
+    ap.add_argument("--tasks", type=int, default=64)
+    ap.add_argument("--perturbations", type=int, default=20)
+    ap.add_argument("--instances", type=int, default=1)
+    ap.add_argument("--max-new-tokens", type=int, default=48)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--shared", default=str(ROOT.parent / "shared" / "data"))
+    ap.add_argument("--cache-dir", default="~/.cache/raysys-bench")
+    args = ap.parse_args(argv)
+
+    import tempfile
+
+    import numpy as np
+    import torch
+
+    from raysys.config import GenerationConfig, PromptConfig, ScoringConfig
+    from raysys.models import init_tiny, load_model
+    from raysys.scoring.items import plan_task
+    from raysys.scoring.scorer import TaskScorer
+
+    torch.set_num_threads(args.threads)
+    if args.quick:
+        args.model, args.perturbations, args.max_new_tokens = "tiny", 4, 8
+    tasks = tasks_of(args)
+    cfg = ScoringConfig(instances=args.instances, perturbations=args.perturbations, entropy=False, ifd=False,
+                        generation=GenerationConfig(max_new_tokens=args.max_new_tokens),
+                        prompt=PromptConfig("plain" if args.model == "tiny" else "chat", 0, chat_body="alpaca"))
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.model == "tiny":
+            folder = str(init_tiny(Path(tmp) / "tiny"))
+        elif args.model == "smollm2":
+            from scoring_models import smollm2_folder
+
+            folder = str(smollm2_folder(args))
+        else:
+            folder = args.model
+        lm = load_model(folder, dtype="float32", device="cpu")
+    ways = {"p_i0 by a forward": False, "p_i0 from the decode": True}
+    scorers = {w: TaskScorer("", replace(cfg, decode_p0=on), loaded=lm, device="cpu") for w, on in ways.items()}
+    one = next(iter(scorers.values()))
+    ids = [f.ids for f in one.fits([plan_task(t, cfg, one.template) for t in tasks])]
+    for s in scorers.values():
+        s.score(tasks[:4])  # warm-up, untimed
+    best: dict[str, dict] = {}
+    for _ in range(args.repeats):
+        for w, s in scorers.items():
+            t0 = time.perf_counter()
+            rows, details = s.score(tasks, True)
+            whole = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            _, _, _, decoded = s.runner.generate_scored(ids, scored=ways[w])
+            decode = time.perf_counter() - t0
+            if w not in best or whole < best[w]["whole"]:
+                best[w] = {"whole": whole, "decode": decode, "rows": rows, "details": details, "decoded": decoded}
+    print(f"model {args.model}, {len(tasks)} tasks, n = {args.instances}, k = {args.perturbations}, "
+          f"answers <= {args.max_new_tokens} tokens, {args.threads} threads, float32")
+    print(f"{'way':<22} {'seconds':>8} {'decode s':>9} {'decode share':>13} {'speed-up':>9}")
+    base = best["p_i0 by a forward"]["whole"]
+    for w, b in best.items():
+        print(f"{w:<22} {b['whole']:>8.1f} {b['decode']:>9.1f} {b['decode'] / b['whole']:>12.1%} "
+              f"{base / b['whole']:>8.2f}x")
+    off, on = best["p_i0 by a forward"], best["p_i0 from the decode"]
+    p_off, p_on = np.array([d["p"] for d in off["details"]]), np.array([d["p"] for d in on["details"]])
+    u_off = np.array([r["prompt_uncertainty"] for r in off["rows"]])
+    u_on = np.array([r["prompt_uncertainty"] for r in on["rows"]])
+    same = sum(a["target"] == b["target"] for a, b in zip(off["details"], on["details"]))
+    scored = sum(d is not None for d in on["decoded"])
+    print(f"decode-scored answers {scored} of {len(ids)}; answers equal {same} of {len(p_on)} items; "
+          f"max |dp| {np.abs(p_on - p_off).max():.3g}; max |dU| {np.abs(u_on - u_off).max():.3g}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -112,6 +112,40 @@ def test_bench_decode_quick():
     assert float(last.split("max |dp| ")[1].split(";")[0]) < 1e-6 and float(last.split("max |dU| ")[1]) < 1e-6
 
 
+def test_bench_scale_table_from_its_results(tmp_path):
+    """bench_scale.table from step summaries written by hand: the full run's seconds summed
+    over its shards and its top B the truth, racing's forwards and Jaccard against it,
+    lm-eval's seconds per task extrapolated to the pool; a missing shard leaves the
+    Jaccard unknown. timed_command times a command and reports a non-negative memory rise."""
+    import argparse
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_scale import table, timed_command
+
+    a = argparse.Namespace(shards=2, budget=2, tasks=6, k=4)
+    u = {"a": 0.9, "b": 0.8, "c": 0.1, "d": 0.5, "e": 0.2, "f": 0.05}
+    for i, ids in enumerate((["a", "b", "c"], ["d", "e", "f"])):
+        pq.write_table(pa.table({"task_id": ids, "prompt_uncertainty": [u[t] for t in ids]}),
+                       tmp_path / f"full-{i}.parquet")
+        (tmp_path / f"full-{i}.json").write_text(json.dumps({"seconds": 10.0 + i, "tasks": 3, "forwards": 12,
+                                                             "peak_memory_rise": 1e9 * (i + 1)}))
+    (tmp_path / "fast.json").write_text(json.dumps({"seconds": 7.0, "tasks": 6, "forwards": 12, "flags": "--x",
+                                                    "peak_memory_rise": 5e8, "chosen": ["a", "d"]}))
+    (tmp_path / "peer.json").write_text(json.dumps({"seconds_per_task": 10.5, "tasks": 2}))
+    peer, full, fast = table(a, tmp_path)
+    assert peer["seconds"] == 63.0 and peer["speedup"] == 1.0
+    assert full["seconds"] == 21.0 and full["speedup"] == 3.0 and full["memory"] == 2e9 and full["jaccard"] == 1.0
+    assert fast["forwards"] == 0.5 and fast["jaccard"] == 1 / 3 and fast["speedup"] == 9.0  # {a, d} vs {a, b}
+    (tmp_path / "full-1.json").unlink()
+    assert [r["jaccard"] for r in table(a, tmp_path)] == [None, None, None]
+    r = timed_command([sys.executable, "-c", "print('hi')"], tmp_path / "log")
+    assert r["seconds"] > 0 and r["peak_memory_rise"] >= 0 and (tmp_path / "log").read_text() == "hi\n"
+
+
 def test_racing_cli_bench_compares_what_both_checkouts_wrote(tmp_path):
     """bench_racing_cli.same: equal files pass; a changed U, a changed spend and another top B
     are each reported."""

@@ -28,50 +28,23 @@ for path in (ROOT, Path(__file__).parent):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-from bench_dtype import tasks_of  # noqa: E402
+from bench_dtype import alpaca_args, alpaca_setup, model_folder  # noqa: E402
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--model", default="smollm2")
-    ap.add_argument("--tasks", type=int, default=64)
-    ap.add_argument("--perturbations", type=int, default=20)
-    ap.add_argument("--instances", type=int, default=1)
-    ap.add_argument("--max-new-tokens", type=int, default=48)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=1)
-    ap.add_argument("--shared", default=str(ROOT.parent / "shared" / "data"))
-    ap.add_argument("--cache-dir", default="~/.cache/raysys-bench")
-    args = ap.parse_args(argv)
+    args = alpaca_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]), 64).parse_args(argv)
 
     import tempfile
 
     import numpy as np
-    import torch
 
-    from raysys.config import GenerationConfig, PromptConfig, ScoringConfig
-    from raysys.models import init_tiny, load_model
+    from raysys.models import load_model
     from raysys.scoring.items import plan_task
     from raysys.scoring.scorer import TaskScorer
 
-    torch.set_num_threads(args.threads)
-    if args.quick:
-        args.model, args.perturbations, args.max_new_tokens = "tiny", 4, 8
-    tasks = tasks_of(args)
-    cfg = ScoringConfig(instances=args.instances, perturbations=args.perturbations, entropy=False, ifd=False,
-                        generation=GenerationConfig(max_new_tokens=args.max_new_tokens),
-                        prompt=PromptConfig("plain" if args.model == "tiny" else "chat", 0, chat_body="alpaca"))
+    tasks, cfg = alpaca_setup(args)
     with tempfile.TemporaryDirectory() as tmp:
-        if args.model == "tiny":
-            folder = str(init_tiny(Path(tmp) / "tiny"))
-        elif args.model == "smollm2":
-            from scoring_models import smollm2_folder
-
-            folder = str(smollm2_folder(args))
-        else:
-            folder = args.model
-        lm = load_model(folder, dtype="float32", device="cpu")
+        lm = load_model(model_folder(args, Path(tmp)), dtype="float32", device="cpu")
     ways = {"p_i0 by a forward": False, "p_i0 from the decode": True}
     scorers = {w: TaskScorer("", replace(cfg, decode_p0=on), loaded=lm, device="cpu") for w, on in ways.items()}
     one = next(iter(scorers.values()))

@@ -75,44 +75,63 @@ def tasks_of(args):
     return list(load_pool(str(Path(args.shared) / "alpaca" / "alpaca_random5000_subset.json")).tasks)[:args.tasks]
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def alpaca_args(ap: argparse.ArgumentParser, tasks: int) -> argparse.ArgumentParser:
+    """The options of the benchmarks that score the first Alpaca tasks in one process
+    (this one, bench_decode.py)."""
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--model", default="smollm2")
-    ap.add_argument("--tasks", type=int, default=200)
+    ap.add_argument("--tasks", type=int, default=tasks)
     ap.add_argument("--perturbations", type=int, default=20)
     ap.add_argument("--instances", type=int, default=1)
     ap.add_argument("--max-new-tokens", type=int, default=48)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=1, help="timed passes per dtype, interleaved (best kept)")
+    ap.add_argument("--repeats", type=int, default=1, help="timed passes of each way, interleaved (best kept)")
     ap.add_argument("--shared", default=str(ROOT.parent / "shared" / "data"))
     ap.add_argument("--cache-dir", default="~/.cache/raysys-bench")
-    args = ap.parse_args(argv)
+    return ap
 
+
+def alpaca_setup(args):
+    """The tasks and the scoring config of alpaca_args' options (--quick: the tiny model's
+    settings); torch's threads set."""
     import torch
-    from scoring_stats import matmul_peak
 
     from raysys.config import GenerationConfig, PromptConfig, ScoringConfig
-    from raysys.models import init_tiny, load_model
-    from raysys.scoring.scorer import TaskScorer
 
     torch.set_num_threads(args.threads)
     if args.quick:
         args.model, args.perturbations, args.max_new_tokens = "tiny", 4, 8
-    tasks = tasks_of(args)
-    chat = args.model != "tiny"
     cfg = ScoringConfig(instances=args.instances, perturbations=args.perturbations, entropy=False, ifd=False,
                         generation=GenerationConfig(max_new_tokens=args.max_new_tokens),
-                        prompt=PromptConfig("chat" if chat else "plain", 0, chat_body="alpaca"))
-    with tempfile.TemporaryDirectory() as tmp:
-        if args.model == "tiny":
-            folder = str(init_tiny(Path(tmp) / "tiny"))
-        elif args.model == "smollm2":
-            from scoring_models import smollm2_folder
+                        prompt=PromptConfig("plain" if args.model == "tiny" else "chat", 0, chat_body="alpaca"))
+    return tasks_of(args), cfg
 
-            folder = str(smollm2_folder(args))
-        else:
-            folder = args.model
+
+def model_folder(args, tmp: Path) -> str:
+    """--model's folder: the tiny model written into `tmp`, SmolLM2's import, or a folder."""
+    from raysys.models import init_tiny
+
+    if args.model == "tiny":
+        return str(init_tiny(tmp / "tiny"))
+    if args.model == "smollm2":
+        from scoring_models import smollm2_folder
+
+        return str(smollm2_folder(args))
+    return args.model
+
+
+def main(argv=None) -> int:
+    args = alpaca_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]), 200).parse_args(argv)
+
+    import torch
+    from scoring_stats import matmul_peak
+
+    from raysys.models import load_model
+    from raysys.scoring.scorer import TaskScorer
+
+    tasks, cfg = alpaca_setup(args)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = model_folder(args, Path(tmp))
         peaks = {d: matmul_peak("cpu", getattr(torch, d)) for d in ("float32", "bfloat16")}
         out: dict = {}
         models = {d: load_model(folder, dtype=d, device="cpu") for d in ("float32", "bfloat16")}

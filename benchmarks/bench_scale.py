@@ -84,7 +84,6 @@ def score_cmd(a: argparse.Namespace, pool: Path, out: Path, *extra: str) -> list
 def shards(a: argparse.Namespace, work: Path) -> list[Path]:
     """The pool (the first --tasks Alpaca tasks) in --shards equal consecutive parts."""
     from raysys.pools.canonical import write_parquet_tasks
-    from raysys.pools.load import load_pool
 
     paths = [work / f"shard-{i}.parquet" for i in range(a.shards)]
     whole = work / "pool.parquet"

@@ -196,7 +196,7 @@ def test_loop_taskmap_agrees_with_the_category_selections_when_shares_change(poo
     scores.parent.mkdir(parents=True)
     pq.write_table(pa.table({"task_id": ids, "prompt_uncertainty": rng.permutation(30) / 30.0,
                              "prediction_probability": rng.permutation(30) / 30.0}), scores)
-    tm = draw_taskmap(cfg, tmp_path / "w")
+    tm = draw_taskmap(cfg, tmp_path / "w", cfg.seeds[0])
     counts = {r["category"]: r["tasks"] for r in tm["counts"]}
     assert counts == {"Ambiguous": 6, "Easy": 6, "Difficult": 18}  # 0.2 x 30, then 0.25 x 24
     stages = RayStages(StageSettings.of(cfg), path, path)
@@ -370,6 +370,27 @@ def test_tune_driver_runs_every_trial_writes_results_and_reruns_nothing(pool, tm
             run_loop(replace(cfg, schedule=(4, 8)), fakes, num_cpus=8, say=lambda m: None)
         with pytest.raises(RaysysError, match="needs at least"):
             run_loop(replace(cfg, work_dir=str(tmp_path / "big"), actors=40), fakes, say=lambda m: None)
+        # the same loop in two pieces (--seeds-now), the second in a "new checkout" that kept
+        # only the first piece's records (no Tune folder, no models): the same rows
+        import shutil
+
+        def same(rs):  # a row's numbers, not where its model lies or how long it took
+            return [{k: v for k, v in r.items() if k not in ("model_dir", "seconds")} for r in rs]
+
+        pieces, said = replace(cfg, work_dir=str(tmp_path / "w2")), []
+        first = run_loop(pieces, fakes, num_cpus=8, say=said.append, seeds_now=[cfg.seeds[0]])
+        assert same(first["rows"]) == same(r for r in rows if r["seed"] == cfg.seeds[0])
+        assert any(f"results over 1 of the config's 2 seeds (seeds {cfg.seeds[0]})" in m for m in said)
+        for path in sorted((tmp_path / "w2").rglob("*"), reverse=True):
+            if path.name.startswith("tune") or path.name == "model":
+                shutil.rmtree(path, ignore_errors=True)
+        n_calls = len(calls(fakes.log))
+        second = run_loop(pieces, fakes, num_cpus=8, say=lambda m: None, seeds_now=[cfg.seeds[1]])
+        assert same(second["rows"]) == same(rows)
+        redone = calls(fakes.log)[n_calls:]
+        assert redone and all(f"seed-{cfg.seeds[1]}" in c["at"] for c in redone)  # the first seed's: not redone
+        with pytest.raises(RaysysError, match="--seeds-now must name seeds of the config"):
+            run_loop(pieces, fakes, num_cpus=8, say=lambda m: None, seeds_now=[99])
     finally:
         ray.shutdown()
 
@@ -401,7 +422,8 @@ def test_killed_driver_resumes_without_redoing_finished_rounds(pool, tmp_path):
     log = tmp_path / "calls.jsonl"
     script = tmp_path / "drive.py"
     script.write_text(SCRIPT.format(tests=str(TESTS), cfg=str(tmp_path / "cfg.json"), log=str(log)))
-    env = {**os.environ, "RAY_ADDRESS": "", "PYTHONPATH": str(TESTS)}
+    paths = [str(TESTS), os.environ.get("PYTHONPATH")]  # a checkout given by PYTHONPATH stays first after the tests
+    env = {**os.environ, "RAY_ADDRESS": "", "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
     proc = subprocess.Popen([sys.executable, str(script), "2"], start_new_session=True, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = time.time() + 240

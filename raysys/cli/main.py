@@ -431,6 +431,9 @@ def _run_verbs(verbs) -> None:
         p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help=f"e.g. {example}")
     verbs.choices["loop"].add_argument("--resume", action="store_true",
                                        help="continue the loop in --work-dir with its saved settings")
+    verbs.choices["loop"].add_argument("--seeds-now", type=int, nargs="+", metavar="SEED",
+                                       help="run only these of the config's seeds now (a long run in pieces); "
+                                            "the results cover every seed finished so far")
 
     p = _verb(verbs, "demo", demo, "the demo: a real pretrained model on real tasks, one round of selection",
               verbose=True)

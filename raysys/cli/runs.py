@@ -36,7 +36,7 @@ def loop(args: argparse.Namespace) -> int:
         _log(args, cfg.work_dir)
     else:
         cfg = _experiment_setup(LoopConfig, args)
-    out = run_loop(cfg)
+    out = run_loop(cfg, seeds_now=args.seeds_now)
     print(render(out["summary"], out["paired"], out["costs"]))
     print("\n".join(f"{k}: {out[k]}" for k in ("table", "csv", "json", "curves", "uncertainty", "taskmap") if k in out))
     return 0

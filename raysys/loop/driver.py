@@ -17,7 +17,7 @@ import sys
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from raysys.config import LoopConfig
 from raysys.config.mapping import from_mapping
@@ -136,16 +136,20 @@ def _run_trial(config: dict[str, Any], *, cfg: LoopConfig, stages: Stages, prep:
 
 
 def run_loop(cfg: LoopConfig, stages: Stages | None = None, *, num_cpus: int | None = None,
-             say: Callable[[str], None] = print) -> dict[str, Any]:
+             say: Callable[[str], None] = print, seeds_now: Sequence[int] | None = None) -> dict[str, Any]:
     """The whole loop (or the rest of it); see the module docstring. Returns the results
-    (rows and output paths, raysys.loop.results)."""
+    (rows and output paths, raysys.loop.results). `seeds_now`: run only these of the
+    config's seeds now (a piece of a long run: `raysys loop --seeds-now`); the results
+    then cover every seed whose trials have all finished, in this run or an earlier one."""
     import ray
     from ray import tune
 
     from raysys.cluster import ray_init, release_actors
     from raysys.loop.results import write_results
 
-    prep = prepare(cfg, say)
+    now = _seeds_now(cfg, seeds_now)
+    full, cfg = cfg, replace(cfg, seeds=now)  # the work dir holds the whole protocol; this run, its piece
+    prep = prepare(full, say)
     ray_init(num_cpus, training=True)
     plan = plan_trials(ray.cluster_resources(), cfg)
     if stages is None:
@@ -164,7 +168,7 @@ def run_loop(cfg: LoopConfig, stages: Stages | None = None, *, num_cpus: int | N
     # placement group), sized from the trial's share of the cluster.
     trainable = tune.with_resources(tune.with_parameters(_trial, cfg=cfg, stages=stages, prep=prep, plan=plan),
                                     {"cpu": 0, "memory": 2**20})
-    path = prep.work / "tune"
+    path = prep.work / ("tune" if cfg.seeds == full.seeds else "tune-seeds-" + "-".join(map(str, cfg.seeds)))
     if tune.Tuner.can_restore(str(path)):
         say(f"resuming the Tune experiment in {path}")
         tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=True)
@@ -187,4 +191,28 @@ def run_loop(cfg: LoopConfig, stages: Stages | None = None, *, num_cpus: int | N
         raise RaysysError(f"{len(failed)} of {len(grid)} trial(s) failed:\n" + "\n".join(lines)
                           + f"\nfinished rounds are kept; continue with: raysys loop --resume --work-dir {cfg.work_dir}")
     print(f"loop finished: {len(grid)} trials", file=sys.stderr)
-    return write_results(cfg, prep.work)
+    done = finished_seeds(full, prep.work)
+    if len(done) < len(full.seeds):
+        say(f"results over {len(done)} of the config's {len(full.seeds)} seeds (seeds {', '.join(map(str, done))}); "
+            "run the others with --seeds-now")
+    return write_results(full, prep.work, done)
+
+
+def _seeds_now(cfg: LoopConfig, seeds_now: Sequence[int] | None) -> tuple[int, ...]:
+    """The seeds to run now: all of the config's, or `seeds_now`, each one of them."""
+    if seeds_now is None:
+        return tuple(cfg.seeds)
+    now = tuple(dict.fromkeys(int(s) for s in seeds_now))
+    other = [s for s in now if s not in cfg.seeds]
+    if not now or other:
+        raise RaysysError(f"--seeds-now must name seeds of the config ({', '.join(map(str, cfg.seeds))})"
+                          + (f"; {', '.join(map(str, other))} is not one" if other else ""))
+    return now
+
+
+def finished_seeds(cfg: LoopConfig, work: Path) -> tuple[int, ...]:
+    """The config's seeds whose every strategy has recorded every round."""
+    from raysys.loop.rounds import round_dir
+
+    return tuple(s for s in cfg.seeds if (seed_dir(work, s) / RECORD).is_file() and all(
+        (round_dir(work, a, s, r) / RECORD).is_file() for a in cfg.strategies for r in range(1, cfg.rounds)))

@@ -49,13 +49,13 @@ def round_tokens(folder: Path, model_dir: str, workers: int) -> dict[str, int | 
             "eval_flops": total(eval_flops(p) for p in evals)}
 
 
-def collect(cfg: LoopConfig, work: Path) -> list[dict[str, Any]]:
-    """Every round's row, in strategy, seed, round order (round 0 is the seed's shared base);
-    `model` names the base model (its path as configured, or "tiny"), `model_dir` holds
-    the round's fine-tuned one."""
+def collect(cfg: LoopConfig, work: Path, seeds: Sequence[int] | None = None) -> list[dict[str, Any]]:
+    """Every round's row, in strategy, seed, round order (round 0 is the seed's shared base),
+    of `seeds` (default the config's); `model` names the base model (its path as configured,
+    or "tiny"), `model_dir` holds the round's fine-tuned one."""
     rows = []
     for strategy in cfg.strategies:
-        for seed in cfg.seeds:
+        for seed in cfg.seeds if seeds is None else seeds:
             for r in range(cfg.rounds):
                 folder = seed_dir(work, seed) if r == 0 else round_dir(work, strategy, seed, r)
                 if not (folder / RECORD).is_file():
@@ -243,11 +243,12 @@ def plot_uncertainty(rows: Sequence[dict[str, Any]], path: Path) -> bool:
     return True
 
 
-def write_results(cfg: LoopConfig, work: Path) -> dict[str, Any]:
-    """results.parquet/.csv, curves.png, uncertainty.png, taskmap.png/.csv in `work`."""
+def write_results(cfg: LoopConfig, work: Path, seeds: Sequence[int] | None = None) -> dict[str, Any]:
+    """results.parquet/.csv, curves.png, uncertainty.png, taskmap.png/.csv in `work`, over
+    `seeds` (default the config's)."""
     import pyarrow.csv as pacsv
 
-    rows = collect(cfg, work)
+    rows = collect(cfg, work, seeds)
     table = pa.Table.from_pylist(rows)
     write_parquet(work / "results.parquet", table)
     with atomic_path(work / "results.csv") as tmp:
@@ -263,14 +264,14 @@ def write_results(cfg: LoopConfig, work: Path) -> dict[str, Any]:
         out["curves"] = str(work / "curves.png")
     if plot_uncertainty(rows, work / "uncertainty.png"):
         out["uncertainty"] = str(work / "uncertainty.png")
-    tm = draw_taskmap(cfg, work)
+    tm = draw_taskmap(cfg, work, (seeds or cfg.seeds)[0])
     if tm:
         out["taskmap"], out["taskmap_counts"] = tm["map"], tm["counts"]
     return out
 
 
-def draw_taskmap(cfg: LoopConfig, work: Path) -> dict[str, Any] | None:
-    """taskmap.png/.csv of round 1's scores (the pool under the first seed's round-0 model),
+def draw_taskmap(cfg: LoopConfig, work: Path, seed: int) -> dict[str, Any] | None:
+    """taskmap.png/.csv of round 1's scores (the pool under `seed`'s round-0 model),
     with the shares the loop selects by (cfg.select.taskmap); None when no strategy
     ranked by scores or the loop has a single round."""
     from raysys.selection.arms import arm
@@ -278,8 +279,8 @@ def draw_taskmap(cfg: LoopConfig, work: Path) -> dict[str, Any] | None:
     from raysys.selection.strategies import NEEDS_SCORES
 
     ranked = [s for s in cfg.strategies if arm(s)[0] in NEEDS_SCORES]
-    scores = round_dir(work, ranked[0], cfg.seeds[0], 1) / "scores" / "scores.parquet" if ranked else None
+    scores = round_dir(work, ranked[0], seed, 1) / "scores" / "scores.parquet" if ranked else None
     if scores is None or cfg.rounds < 2 or not scores.is_file():
         return None
     return run_taskmap(str(scores), str(work / "taskmap.png"), cfg.select.taskmap, table=str(work / "taskmap.csv"),
-                       title=f"Task Map: the pool under seed {cfg.seeds[0]}'s round-0 model")
+                       title=f"Task Map: the pool under seed {seed}'s round-0 model")

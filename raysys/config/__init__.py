@@ -167,7 +167,6 @@ class TinyConfig:
         check(self.hidden_size % self.heads == 0, "hidden_size must be a multiple of heads")
 
 
-RACING_RULES = ("t", "moderated")  # raysys.scoring.race_rule.intervals
 WEIGHT_DTYPES = ("auto", "float32", "bfloat16")  # auto: bfloat16 on a GPU, float32 on a CPU
 
 
@@ -207,7 +206,7 @@ class ScoringConfig:
         check(not self.racing or self.perturbations >= 2, "racing needs perturbations >= 2")
         check(self.racing_first >= 2, "racing_first must be >= 2")
         check(0.0 < self.racing_delta < 1.0, "racing_delta must be in (0, 1)")
-        check(self.racing_rule in RACING_RULES, f"racing_rule must be one of {RACING_RULES}")
+        check(self.racing_rule in ("t", "moderated"), "racing_rule must be t or moderated")
         check(not (self.racing and self.answers_from), "racing decodes its own answers: answers_from must be empty")
         check(self.perturbations >= 0, "perturbations must be >= 0")
         check(0.0 <= self.drop_rate <= 1.0, "drop_rate must be in [0, 1]")
@@ -374,13 +373,10 @@ class EvalConfig:
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     tasks_per_batch: int = 16  # tasks handed to an evaluator actor at a time
     dtype: str = "auto"  # the weights' dtype: auto (bfloat16 on a GPU, float32 on a CPU) | float32 | bfloat16
-    forward_dtype: str = ""  # the likelihood forwards' weights if not dtype's: float32 answers, bfloat16 forwards
-    decode_p0: bool = True  # p_i0 from the greedy decode's own logits (no second forward) where its tokens match
 
     def __post_init__(self) -> None:
         check_seeds(self)
         check(self.dtype in WEIGHT_DTYPES, f"dtype must be one of {WEIGHT_DTYPES}")
-        check(self.forward_dtype in ("", "float32", "bfloat16"), "forward_dtype must be '', float32 or bfloat16")
         check(self.instances >= 1, "instances must be >= 1")
         check(self.answer_instances >= 0, "answer_instances must be >= 0")
         check(self.max_labels >= 2, "max_labels must be >= 2")

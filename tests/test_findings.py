@@ -145,6 +145,44 @@ def test_the_diversity_rules_vs_examples_numbers():
     assert pairs.detectable == pytest.approx(mde, abs=5e-4) and pairs.more_rules_won == (diff > 0).sum()
 
 
+def test_the_diversity_pair_seeds_numbers():
+    """Issue 25's 9 new seeds of 4,096 x 1 against 512 x 8: the paired difference, its
+    interval, the wins and the per-seed range, each cell's mean ± SD, the copy floor, the
+    protocol's detectable difference (from the pilot's SD, seeds 0-2 of diversity.csv: 80 %
+    power at 9 seeds by scipy's noncentral t) and this run's, from the cells CSV."""
+    d = pd.read_csv(RESULTS / "diversity_pair_seeds.csv")
+    doc = _section(_text("docs/findings.md"), "## Issue 25")
+    readme = _section(_text("README.md"), "## Findings on a real model")
+    assert sorted(d.seed.unique()) == list(range(3, 12)) and set(d.model) == {"tiny llama 3x96, from scratch"}
+    em = d.pivot_table(index="seed", columns=["rules", "examples_per_rule"], values="unseen_em")
+    diff = em[(4096, 1)] - em[(512, 8)]
+    n, mean, sd = len(diff), diff.mean(), diff.std(ddof=1)
+    half = sps.t.ppf(0.975, n - 1) * sd / np.sqrt(n)
+    ci = f"[{_f(mean - half, '+.3f')}, {_f(mean + half, '+.3f')}]"
+    interval = f"+{mean:.3f} {ci}"
+    assert f"4,096 × 1 minus 512 × 8: +{mean:.3f} unseen-rule exact match {ci}" in doc and n == 9
+    assert f"512 × 8 {interval} unseen-rule exact match, ahead in {(diff > 0).sum()} of 9" in readme
+    assert f"ahead in {(diff > 0).sum()} of 9 seeds (per seed {_f(diff.min(), '.3f')} to +{diff.max():.3f})" in doc
+    for (rules, per), cell in em.items():
+        assert f"{rules:,} × {per} {cell.mean():.3f} ± {cell.std(ddof=1):.3f}" in doc
+    assert f"the {d.copy_em.mean():.2f} copy floor" in doc and em[(512, 1)].mean() < d.copy_em.mean()
+    assert f"{d.seconds.sum() / 60:.1f} cell-minutes" in doc
+
+    def power(effect: float, sd: float, n: int) -> float:
+        crit, nc = sps.t.ppf(0.975, n - 1), effect * np.sqrt(n) / sd
+        return 1 - sps.nct.cdf(crit, n - 1, nc) + sps.nct.cdf(-crit, n - 1, nc)
+
+    pilot = pd.read_csv(RESULTS / "diversity.csv").pivot_table(index="seed", columns=["rules", "examples_per_rule"],
+                                                               values="unseen_em")
+    pilot_sd = (pilot[(4096, 1)] - pilot[(512, 8)]).std(ddof=1)
+    assert f"{pilot_sd:.3f}" == "0.081" and abs(power(0.086, pilot_sd, 9) - 0.8) < 0.01
+    assert f"this run's SD ({sd:.3f}) puts the detectable difference at 0.100" in doc
+    assert abs(power(0.100, sd, 9) - 0.8) < 0.01
+    pairs = pd.read_csv(RESULTS / "diversity_pair_seeds_pairs.csv").iloc[0]
+    assert pairs.difference == pytest.approx(mean) and pairs.ci95_low == pytest.approx(mean - half)
+    assert pairs.detectable == pytest.approx(0.100, abs=5e-4) and pairs.more_rules_won == (diff > 0).sum()
+
+
 def test_the_novelty_dose8_numbers():
     """Issue 25's novelty re-measurement and its positive control: each draw's change per
     role on M0's answers recomputed from the per-task CSV, the ratios, the pooled ratios, the

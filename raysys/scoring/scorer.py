@@ -3,7 +3,9 @@
 The items a batch is scored on and the aggregation of their scores are pure
 (raysys.scoring.items); this is the part that runs the model: each instance's original
 prompt is fitted to the model's length and answered greedily (raysys.models.runner),
-then every item is scored by the batched engine (raysys.scoring.likelihood). Knows
+then every item is scored by the batched engine (raysys.scoring.likelihood), but the
+original prompt's p_i0, which the decode already computed (decode_p0: where the answer
+re-encodes to the decoded tokens and the forwards use the decoding weights). Knows
 nothing of Ray: the actor pool (raysys.actors, worker "score") calls `process` on each actor.
 
 Each task's row counts the tokens its scoring processed (`tokens`): the greedy answers'
@@ -17,9 +19,9 @@ of another scoring are scored instead of decoded (raysys.scoring.answers).
 from __future__ import annotations
 
 from functools import partial
+from typing import Any, Sequence
 
 import numpy as np
-from typing import Any, Sequence
 
 from raysys.config import ScoringConfig
 from raysys.costs import forward_flops

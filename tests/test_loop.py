@@ -491,3 +491,38 @@ def test_in_process_stages_score_select_and_evaluate(pool, tiny_model_dir, tmp_p
     for split, want_ids in splits.items():
         rows, _ = ev.process([tasks[i] for i in want_ids])
         assert got[split] == pytest.approx(flat_metrics(aggregate(rows)))
+
+
+def test_keep_finished_lists_the_small_files_of_finished_seeds(tmp_path, capsys):
+    """jobs/keep_finished.py on a loop's work dir: the settings and, for each seed whose
+    every strategy recorded every round, every file of its rounds but the model's weights
+    (its training report kept), the training checkpoints, score parts and Tune folders; an
+    unfinished seed contributes nothing."""
+    from raysys.config.mapping import to_dict
+    from raysys.io import write_json
+    from raysys.loop.rounds import round_dir, seed_dir
+
+    sys.path.insert(0, str(TESTS.parent / "jobs"))
+    import keep_finished
+
+    work = tmp_path / "w"
+    cfg = small_cfg(work, "pool.parquet")
+    write_json(work / "loop.json", to_dict(cfg))
+    want = {work / "loop.json"}
+    for seed in cfg.seeds:
+        folders = [seed_dir(work, seed)] + [round_dir(work, a, seed, r) for a in cfg.strategies for r in (1, 2)]
+        for i, d in enumerate(folders):
+            if seed == 1 and i == len(folders) - 1:
+                continue  # seed 1's last round never finished
+            for name in (RECORD, "eval-0.json", "model/raysys_train.json", "model/adapter.safetensors",
+                         "model.train/ckpt/state.pt", "scores/scores.parquet", "scores/scores.parquet.parts/p.parquet"):
+                (d / name).parent.mkdir(parents=True, exist_ok=True)
+                (d / name).write_text("x")
+                if seed == 0 and not name.startswith(("model/adapter", "model.train", "scores/scores.parquet.parts")):
+                    want.add(d / name)
+    (work / "tune" / "exp").mkdir(parents=True)
+    (work / "tune" / "exp" / "state.json").write_text("x")
+    assert set(keep_finished.finished_folders(work)) == {seed_dir(work, 0)} | {
+        round_dir(work, a, 0, r) for a in cfg.strategies for r in (1, 2)}
+    keep_finished.main([str(work)])
+    assert {Path(line) for line in capsys.readouterr().out.split()} == want

@@ -183,6 +183,40 @@ def test_the_diversity_pair_seeds_numbers():
     assert pairs.detectable == pytest.approx(0.100, abs=5e-4) and pairs.more_rules_won == (diff > 0).sum()
 
 
+def test_the_similarity_targets_numbers():
+    """Issue 25's similarity protocol (per-target matching or style): every arm's paired
+    difference in test NLL/token, its 95 % t interval and the seeds below the reference,
+    the random-vs-random floor and the equal budgets, recomputed from the shipped CSV with
+    pandas and scipy; the summary JSON holds the same contrast."""
+    import json
+
+    t = pd.read_csv(RESULTS / "similarity_targets.csv")
+    doc = _section(_text("docs/findings.md"), "## Issue 25")
+    readme = _section(_text("README.md"), "## Findings on a real model")
+    assert sorted(t.seed.unique()) == list(range(2, 10)) and set(t.model) == {"smollm2-135m-instruct"}
+    arms = t[t.strategy != "base"]
+    assert set(arms.strategy) == {"random", "random-2", "similarity", "similarity-test"}
+    assert f"every selection {arms.n_tokens.min():,.0f}–{arms.n_tokens.max():,.0f} tokens)" in doc
+    nll = t.pivot(index="seed", columns="strategy", values="nll")
+
+    def diff(a: str, b: str) -> str:
+        d = nll[a] - nll[b]
+        ci = sps.ttest_1samp(d, 0.0).confidence_interval(0.95)
+        return (f"{_f(d.mean(), '+.3f')} [{_f(ci.low, '+.3f')}, {_f(ci.high, '+.3f')}] "
+                f"(below {b} in {(d < 0).sum()} of 8 seeds)")
+
+    for a, b in (("similarity", "random"), ("similarity-test", "random"), ("similarity-test", "similarity"),
+                 ("random-2", "random")):
+        assert f"{a} − {b} {diff(a, b)}" in doc, (a, b, diff(a, b))
+    for a, b in (("similarity", "random"), ("similarity-test", "similarity")):
+        assert f"{a} − {b} {diff(a, b)}" in readme, (a, b)
+    floor = (nll["random-2"] - nll["random"]).std(ddof=1)
+    assert f"SD {floor:.3f}" in doc
+    summary = json.loads((RESULTS / "similarity_targets.json").read_text())
+    c = summary["contrasts"]["similarity-test - similarity"]["nll"]
+    assert c["differences"] == pytest.approx((nll["similarity-test"] - nll["similarity"]).tolist())
+
+
 def test_the_novelty_dose8_numbers():
     """Issue 25's novelty re-measurement and its positive control: each draw's change per
     role on M0's answers recomputed from the per-task CSV, the ratios, the pooled ratios, the

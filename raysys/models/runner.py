@@ -196,12 +196,14 @@ class Recorder:
     def __init__(self, eos: int) -> None:
         self.eos = eos
         self.steps: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = []
+        self.host: list[list[list]] | None = None  # the steps as lists, made on first read
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         s = scores.float()
         lse = torch.logsumexp(s, dim=-1)
         top, arg = s.max(dim=-1)
-        self.steps.append((arg.cpu(), (top - lse).cpu(), (s[:, self.eos] - lse).cpu()))
+        self.steps.append((arg, top - lse, s[:, self.eos] - lse))  # on the device: no copy per step
+        self.host = None
         return scores
 
     def likelihood(self, r: int, answer: Sequence[int]) -> tuple[list[int], float] | None:
@@ -209,13 +211,12 @@ class Recorder:
         chose another token than the raw argmax, or the steps stop short."""
         if len(self.steps) <= len(answer):
             return None
-        total = 0.0
-        for step, t in enumerate(answer):
-            arg, top, _ = self.steps[step]
-            if int(arg[r]) != t:
-                return None
-            total += float(top[r])
-        total += float(self.steps[len(answer)][2][r])
+        if self.host is None:  # every step's values on the host once, for all rows
+            self.host = [torch.stack(v).cpu().tolist() for v in zip(*self.steps)]
+        args, tops, eos = self.host
+        if any(args[step][r] != t for step, t in enumerate(answer)):
+            return None
+        total = sum(tops[step][r] for step in range(len(answer))) + eos[len(answer)][r]
         return [*answer, self.eos], total / (len(answer) + 1)
 
 

@@ -39,7 +39,8 @@ from raysys.cluster import cpu_share, keeping_actors, on_release, ray_init
 from raysys.console import Progress, stage
 from raysys.errors import RaysysError
 from raysys.evaluation.evaluator import Evaluator
-from raysys.pools.subset import as_parquet
+from raysys.models import prompt_template
+from raysys.pools.subset import as_parquet, has_conversations
 from raysys.runs.parts import Parts
 from raysys.schema import Task
 from raysys.scoring.race_rounds import RoundScorer
@@ -290,6 +291,8 @@ def map_pool(worker: str, pool: str, parts_dir: Path, model: str, cfg: Any, *, a
         raise RaysysError(f"unknown worker {worker!r}; one of {', '.join(WORKERS)}")
     parts_dir.mkdir(parents=True, exist_ok=True)
     pool_path = as_parquet(pool, parts_dir / "pool.parquet")
+    if has_conversations(pool_path):  # the actors render them with the model's chat template: has it one?
+        prompt_template(model, "tk", trust_remote_code=trust_remote_code, conversation=True)
     n_tasks = pq.ParquetFile(pool_path).metadata.num_rows
     done = Parts(parts_dir).done()
     order = pq.read_table(pool_path, columns=["task_id"]).column("task_id").to_pylist()

@@ -11,6 +11,10 @@ is hit independently unless uniform(0, 1) > `rate`:
 `perturb_prompt_parts` perturbs a task's definition, and optionally its demonstration
 inputs (never their outputs), once per j = 1..k; the same k perturbations are shared by
 every instance of the task. j = 0 is the original text.
+
+A conversation task has no definition: `perturb_turns` perturbs each instance's last user
+turn (and its system turn, when asked; never the other turns), from (seed, task_id and
+instance id, j).
 """
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ import random
 from dataclasses import replace
 from typing import Sequence
 
-from raysys.schema import Demonstration
+from raysys.schema import Demonstration, Instance, Message, prompt_turns
 
 KINDS = ("dropout", "mask", "repeat", "extraneous")
 EXTRANEOUS_WORDS = ("the", "of", "and", "a", "to", "in", "is", "it", "that", "for", "on", "with", "as", "very",
@@ -80,3 +84,27 @@ def perturb_prompt_parts(
         )
         out.append((d, demos))
     return out
+
+
+def perturb_turns(
+    task_id: str,
+    inst: Instance,
+    k: int,
+    *,
+    kind: str = "dropout",
+    rate: float = 0.2,
+    seed: int = 0,
+    system: bool = False,
+    mask_token: str = "<mask>",
+) -> tuple[tuple[Message, ...], ...]:
+    """A conversation instance's prompt turns for j = 0..k (raysys.schema.prompt_turns); j = 0
+    is the original. The last user turn is perturbed first, so that `system` leaves it as
+    it is without."""
+    out = [prompt_turns(inst)]
+    for j in range(1, k + 1):
+        rng = rng_for(seed, f"{task_id}\x1f{inst.id}", j)
+        turns = prompt_turns(inst, perturb_text(inst.input, kind, rate, rng, mask_token))
+        if system and turns[0].role == "system":
+            turns = (Message("system", perturb_text(turns[0].content, kind, rate, rng, mask_token)), *turns[1:])
+        out.append(turns)
+    return tuple(out)

@@ -206,6 +206,34 @@ def ray_local():
     ray.shutdown()
 
 
+# A ChatML-like chat template for the tiny model (test_chat, test_conversations): `<s>` written
+# by the template, `<|role|>` turns each closed by `</s>`, the tokenizer's eos.
+CHAT = ("<s>{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}</s>\n{% endfor %}"
+        "{% if add_generation_prompt %}<|assistant|>\n{% endif %}")
+
+
+@pytest.fixture(scope="session")
+def chat_model(tiny_model_dir, tmp_path_factory) -> Path:
+    """The tiny model with CHAT in its tokenizer files."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    out = tmp_path_factory.mktemp("chat") / "tiny-chat"
+    shutil.copytree(tiny_model_dir, out)
+    tok = AutoTokenizer.from_pretrained(out)
+    tok.chat_template = CHAT
+    tok.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def chat_lm(chat_model):
+    from raysys.models import load_model
+
+    return load_model(str(chat_model))
+
+
 @pytest.fixture(scope="session")
 def tiny_t5_dir(tmp_path_factory) -> Path:
     from raysys.config import TinyConfig
@@ -299,7 +327,8 @@ def synthetic_pool(folder: Path, **synth) -> tuple[Path, list]:
 LONGEST_FIRST = ("test_training.py", "test_pipeline.py", "test_demo.py", "test_multinode.py", "test_jobs.py",
                  "test_strategies.py", "test_similarity.py", "test_select_cli.py", "test_boundary.py", "test_loop.py",
                  "test_racing.py", "test_benchmarks.py", "test_real_model.py", "test_align.py", "test_experiments.py",
-                 "test_evaluation.py", "test_scorer.py", "test_modelimport.py", "test_pairwise.py")
+                 "test_evaluation.py", "test_conversations.py", "test_scorer.py", "test_modelimport.py",
+                 "test_pairwise.py")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -8,7 +8,6 @@ tests are with the imported model): `<s>` written by the template, `<|user|>` an
 """
 from __future__ import annotations
 
-import shutil
 import sys
 from pathlib import Path
 
@@ -23,32 +22,10 @@ from raysys.scoring.reference import reference_mean_logprobs
 from raysys.scoring.scorer import TaskScorer
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest import run_cli  # noqa: E402
-from test_scorer import greedy  # noqa: E402
+from conftest import run_cli
+from test_scorer import greedy
 
-CHAT = ("<s>{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}</s>\n{% endfor %}"
-        "{% if add_generation_prompt %}<|assistant|>\n{% endif %}")
 HEAD, TAIL = "<|user|>\n", "</s>\n<|assistant|>\n"  # <s> left out: the tokenizer adds its own
-
-
-@pytest.fixture(scope="module")
-def chat_model(tiny_model_dir, tmp_path_factory) -> Path:
-    """The tiny model with the chat template in its tokenizer files."""
-    from transformers import AutoTokenizer
-
-    out = tmp_path_factory.mktemp("chat") / "tiny-chat"
-    shutil.copytree(tiny_model_dir, out)
-    tok = AutoTokenizer.from_pretrained(out)
-    tok.chat_template = CHAT
-    tok.save_pretrained(out)
-    return out
-
-
-@pytest.fixture(scope="module")
-def chat_lm(chat_model):
-    from raysys.models import load_model
-
-    return load_model(str(chat_model))
 
 
 def by_hand(definition: str, inp: str, demos=(), n: int = 0) -> str:

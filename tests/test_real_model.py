@@ -94,3 +94,37 @@ def test_the_decode_scores_its_own_answer_as_a_plain_forward_does(real_model, ni
     off = TaskScorer("", dataclasses.replace(cfg, decode_p0=False), loaded=lm, device="cpu").score(tasks, True)[1]
     assert [d["target"] for d in on] == [d["target"] for d in off]
     assert max(abs(a["p"] - b["p"]) for a, b in zip(on, off)) < 1e-5
+
+
+def test_a_conversation_is_scored_under_smollm2s_own_chat_template(real_model):
+    """A multi-turn conversation with a system turn, and one without (SmolLM2's template then
+    writes its own system turn): the prompts are the tokenizer's apply_chat_template with
+    the generation prompt, the last user turn perturbed, every p against the reference."""
+    from raysys.config import GenerationConfig, ScoringConfig
+    from raysys.models import load_model
+    from raysys.schema import Instance, Message, Task
+    from raysys.scoring.scorer import TaskScorer
+
+    system, first = Message("system", "Answer briefly."), Message("user", "Name a planet near the sun.")
+    tasks = [Task("multi", "", (Instance("m0", "And the largest planet of all?", ("Jupiter",),
+                                         (system, first, Message("assistant", "Mercury."))),), conversation=True),
+             Task("single", "", (Instance("s0", "What is the capital city of France?", ("Paris",)),), conversation=True)]
+    lm = load_model(str(real_model))
+    cfg = ScoringConfig(instances=1, perturbations=2, drop_rate=0.5, seed=3, entropy=False, ifd=False,
+                        generation=GenerationConfig(max_new_tokens=6))
+    rows, details = TaskScorer("", cfg, loaded=lm).score(tasks, details=True)
+    tok = lm.tokenizer
+    for task in tasks:
+        inst = task.instances[0]
+        mine = [d for d in details if d["task_id"] == task.task_id]
+        turns = [{"role": m.role, "content": m.content} for m in inst.context]
+        original = tok.apply_chat_template(turns + [{"role": "user", "content": inst.input}], tokenize=False,
+                                           add_generation_prompt=True)
+        assert mine[0]["prompt"] == original and original.endswith("<|im_start|>assistant\n")
+        assert original.startswith("<|im_start|>system\n" + ("Answer briefly." if inst.context else "You are"))
+        for d in mine[1:]:  # perturbed: the turns before the last user turn stay as they are
+            assert d["prompt"].rsplit("<|im_start|>user\n", 1)[0] == original.rsplit("<|im_start|>user\n", 1)[0]
+        assert any(d["prompt"] != original for d in mine[1:])
+        for d in mine:
+            assert abs(reference_p(lm.model, tok, d["prompt"], d["target"]) - d["p"]) < 1e-5
+    assert all(0.0 <= r["prompt_uncertainty"] < 1.0 for r in rows)

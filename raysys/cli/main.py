@@ -34,7 +34,8 @@ from raysys.errors import RaysysError
 def _load_for_cli(args: argparse.Namespace):
     from raysys.pools.load import load_pool
 
-    return load_pool(args.path, args.format, skip_invalid=args.skip_invalid, split=args.split)
+    column = None if args.task_column is None else ("" if args.task_column == "none" else args.task_column)
+    return load_pool(args.path, args.format, skip_invalid=args.skip_invalid, split=args.split, task_column=column)
 
 
 def _report_skips(pool, report: str) -> None:
@@ -55,6 +56,8 @@ def _pool_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", help="NIV2 split (train/test) or Hugging Face split to read")
     p.add_argument("--skip-invalid", action="store_true",
                    help="skip bad records instead of stopping; each is written to the skip report")
+    p.add_argument("--task-column", metavar="NAME", help="conversational rows sharing this column form one task "
+                   "(default: the first of task_id, task, source, category the rows have; none: each row is a task)")
 
 
 # ---------------------------------------------------------------- verbs
@@ -97,14 +100,16 @@ def pool_synth(args: argparse.Namespace) -> int:
 def pool_show(args: argparse.Namespace) -> int:
     from raysys.models import prompt_template
 
-    if args.template == "chat" and not args.model:
-        raise RaysysError("--template chat shows a model's chat template: give --model")
-    template = prompt_template(args.model, args.template, args.chat_body)
     pool = _load_for_cli(args)
+    conversation = any(t.conversation for t in pool.tasks[: args.n])
+    if (args.template == "chat" or conversation) and not args.model:
+        why = "--template chat shows" if args.template == "chat" else "conversations are shown through"
+        raise RaysysError(f"{why} a model's chat template: give --model")
+    template = prompt_template(args.model, args.template, args.chat_body, conversation=conversation)
     for task in pool.tasks[: args.n]:
         inst = task.instances[0]
         print(f"--- {task.task_id} (classification={task.is_classification}; reference {inst.outputs[0]!r})")
-        print(template.text(task.instruction, inst.input, task.demonstrations, args.demonstrations))
+        print(template.prompt(task, inst, args.demonstrations))
     return 0
 
 
@@ -130,9 +135,10 @@ def select(args: argparse.Namespace) -> int:
 
     train = load_config(TrainConfig, args.train_config)
     sel = run_select(cfg, args.out, scores=args.scores, pool=args.pool, exclude=args.exclude, targets=args.targets,
-                     model=args.model, train=train)
+                     model=args.model, train=train, export=args.export, export_format=args.export_format)
     print(render_selection(sel, show=args.show))
-    print(f"wrote {args.out}")
+    print(f"wrote {args.out}" + (f", {args.export} ({args.export_format}) and {args.export}.provenance.json"
+                                 if args.export else ""))
     return 0
 
 
@@ -316,7 +322,8 @@ def _pool_verbs(verbs) -> None:
     p.add_argument("--n", type=at_least(1), default=3, help="number of tasks (default: 3)")
     p.add_argument("--template", choices=TEMPLATES, default="tk")
     p.add_argument("--chat-body", choices=BODIES, default="tk", help="with --template chat: the user turn's text")
-    p.add_argument("--model", help="with --template chat: the model whose chat template wraps the prompt")
+    p.add_argument("--model", help="with --template chat or a conversational pool: the model whose chat template "
+                                   "renders the prompt")
     p.add_argument("--demonstrations", type=at_least(0), default=2, help="positive examples shown (tk)")
 
 
@@ -345,6 +352,10 @@ def _stage_verbs(verbs) -> None:
     p.add_argument("--train-config", help="how the selection will be trained (a TrainConfig YAML: instances per task, "
                                           "template, token limits); default: raysys train's defaults")
     p.add_argument("--show", type=at_least(0), default=10, help="selected tasks printed (default: 10)")
+    p.add_argument("--export", metavar="FILE", help="also write the selected tasks' training examples to FILE, "
+                   "for another trainer (with --pool; instances per task and seed from --train-config)")
+    p.add_argument("--export-format", choices=("messages", "alpaca"), default="messages",
+                   help="messages: JSONL of {messages: [...]} (TRL, axolotl); alpaca: a JSON array (default: messages)")
 
     p = _verb(verbs, "taskmap", taskmap, "draw the Task Map of a scores file (and its shift from an earlier one)",
               TaskMapConfig)

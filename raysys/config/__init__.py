@@ -106,8 +106,7 @@ class SynthConfig:
 
 @dataclass(frozen=True)
 class PromptConfig:
-    """How a task instance becomes a prompt (raysys.prompts); shared by scoring,
-    evaluation and training (a loop or an experiment sets it once for all of them)."""
+    """An instance's prompt (raysys.prompts), the same for scoring, evaluation and training (set once by a loop)."""
 
     template: str = "tk"  # tk: TK-Instruct (definition + demonstrations); alpaca; plain; chat
     demonstrations: int = 2  # positive examples shown (TK-Instruct uses 2)
@@ -179,6 +178,7 @@ class ScoringConfig:
     drop_rate: float = 0.2  # probability that a word is perturbed
     perturbation: str = "dropout"  # dropout | mask | repeat | extraneous
     perturb_demonstrations: bool = False  # also perturb demonstration inputs (never outputs)
+    perturb_system: bool = False  # conversations: also perturb the system turn (the last user turn always)
     mask_token: str = "<mask>"
     seed: int = 0  # instance sampling and perturbations derive from (seed, task_id, j)
     prompt: PromptConfig = field(default_factory=PromptConfig)

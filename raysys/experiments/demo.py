@@ -219,7 +219,7 @@ def _show_prompts(cfg: DemoConfig, model: str, pool: str, say: Callable[[str], N
     template = template_for(cfg.prompt.template, cfg.prompt.chat_body, tok, model)
     for task in list(pool_tasks(pool).values())[: cfg.show_prompts]:
         inst = task.instances[0]
-        prompt = template.text(task.instruction, inst.input, task.demonstrations, cfg.prompt.demonstrations)
+        prompt = template.prompt(task, inst, cfg.prompt.demonstrations)
         say(f"      --- a prompt as scored: {task.task_id}, {len(tok(prompt).input_ids)} tokens; reference "
             f"{inst.outputs[0][:60]!r}")
         lines = prompt.splitlines()

@@ -241,14 +241,15 @@ def load_tokenizer(model: str, trust_remote_code: bool = False):
         raise RaysysError(f"cannot load the tokenizer of {model!r}: {e}") from None
 
 
-def prompt_template(model: str, template: str, chat_body: str = "tk", trust_remote_code: bool = False) -> Template:
-    """A prompt setting resolved for `model` (raysys.prompts.template_for): the chat template
-    reads the model's tokenizer (only the tokenizer is loaded). Drivers call it before
-    launching actors or workers, so that a model without a usable chat template is one
-    clear error rather than one per actor."""
-    if template != "chat":
+def prompt_template(model: str, template: str, chat_body: str = "tk", trust_remote_code: bool = False,
+                    conversation: bool = False) -> Template:
+    """A prompt setting resolved for `model` (raysys.prompts.template_for): the chat template,
+    or `conversation` (the tasks include conversations), reads the model's tokenizer (only
+    the tokenizer is loaded). Drivers call it before launching actors or workers, so that a
+    model without a usable chat template is one clear error rather than one per actor."""
+    if template != "chat" and not conversation:
         return Template(template)
-    return template_for(template, chat_body, load_tokenizer(model, trust_remote_code), model)
+    return template_for(template, chat_body, load_tokenizer(model, trust_remote_code), model, conversation)
 
 
 def count_parameters(model) -> int:

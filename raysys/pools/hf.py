@@ -3,8 +3,9 @@ is reachable (prefix the name with `hf:` or pass format `hf`).
 
 Rows are mapped by their columns: canonical columns (task_id, instruction, instances),
 Alpaca columns (instruction, output[, input]), Self-Instruct columns (instruction,
-instances), or NIV2-on-the-hub columns (task_name, definition, inputs, targets), whose
-rows are grouped into one task per task_name. Every field is checked for its JSON type
+instances), NIV2-on-the-hub columns (task_name, definition, inputs, targets), whose
+rows are grouped into one task per task_name, or conversations: `messages` or ShareGPT
+`conversations` (raysys.pools.conversation). Every field is checked for its JSON type
 as in the matching file reader.
 """
 from __future__ import annotations
@@ -14,14 +15,15 @@ from typing import Iterator
 
 from raysys.errors import InvalidFile, InvalidRecord, first_line
 from raysys.jsontypes import ARRAY, STRING, field, strings
-from raysys.pools import alpaca, canonical, self_instruct
+from raysys.pools import alpaca, canonical, conversation, self_instruct
 from raysys.pools.record import Item, Record, fields_of, library_rows
 from raysys.schema import Instance, Task
 
 NIV2_HUB_COLUMNS = {"task_name", "definition", "inputs", "targets"}
 
 
-def _open(path: str, split: str | None):
+def open_dataset(path: str, split: str | None):
+    """The dataset (one split) at a save_to_disk folder or a hub name (`hf:` prefix)."""
     import datasets
 
     name = path.removeprefix("hf:")
@@ -45,11 +47,16 @@ def _open(path: str, split: str | None):
     return ds
 
 
-def read(path: str | Path, split: str | None = None) -> Iterator[Item]:
+def read(path: str | Path, split: str | None = None, task_column: str | None = None,
+         fmt: str | None = None) -> Iterator[Item]:
+    """The tasks of a dataset, by its columns, or as conversations in `fmt` (messages or
+    sharegpt) when the user forced one."""
     path = str(path)
-    ds = _open(path, split)
+    ds = open_dataset(path, split)
     cols = set(ds.column_names)
-    if {"task_id", "instruction", "instances"} <= cols:
+    if fmt:
+        yield from _conversations(ds, path, fmt, task_column)
+    elif {"task_id", "instruction", "instances"} <= cols:
         for i, row in library_rows(path, ds):
             yield canonical.record_from_row(row, Path(path), f"row {i}")
     elif {"instruction", "instances"} <= cols:
@@ -68,9 +75,15 @@ def read(path: str | Path, split: str | None = None) -> Iterator[Item]:
                 yield e
     elif NIV2_HUB_COLUMNS <= cols:
         yield from _grouped_niv2(ds, path)
+    elif conversation.format_of_columns(cols):
+        yield from _conversations(ds, path, conversation.format_of_columns(cols), task_column)
     else:
-        raise InvalidFile(path, f"unrecognised columns {sorted(cols)}: "
-                                "expected canonical, Alpaca, Self-Instruct or NIV2 columns")
+        raise InvalidFile(path, f"unrecognised columns {sorted(cols)}: expected canonical, Alpaca, Self-Instruct, "
+                                "NIV2, messages or ShareGPT conversations columns")
+
+
+def _conversations(ds, path: str, fmt: str, task_column: str | None) -> Iterator[Item]:
+    yield from conversation.records(((f"row {i}", row) for i, row in library_rows(path, ds)), fmt, path, task_column)
 
 
 def _grouped_niv2(ds, path: str) -> Iterator[Item]:

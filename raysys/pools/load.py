@@ -13,13 +13,13 @@ from pathlib import Path
 
 from raysys.errors import InvalidFile, InvalidRecord
 from raysys.io import cannot_read, write_jsonl
-from raysys.pools import alpaca, canonical, hf, niv2, self_instruct
+from raysys.pools import alpaca, canonical, conversation, hf, niv2, self_instruct
 from raysys.pools.classify import with_flag
 from raysys.pools.jsonio import iter_jsonl
 from raysys.pools.record import Record
 from raysys.schema import Task, problems
 
-FORMATS = ("niv2", "alpaca", "self_instruct", "jsonl", "parquet", "hf")
+FORMATS = ("niv2", "alpaca", "self_instruct", "jsonl", "parquet", "hf", "messages", "sharegpt")
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ def detect_format(path: str | Path) -> str:
             return "niv2"
         raise InvalidFile(p, "folder is neither an NIV2 task folder nor a Hugging Face dataset")
     if p.suffix == ".parquet":
-        return "parquet"
+        return _parquet_format(p)
     if p.suffix == ".json":
         try:
             with open(p, "rb") as f:
@@ -62,12 +62,14 @@ def detect_format(path: str | Path) -> str:
         if not head:
             raise InvalidFile(p, "empty file")
         if head.startswith(b"["):
-            return "alpaca"
+            return _first_element_format(p)
         if head.startswith(b"{"):
             return "niv2"
         raise InvalidFile(p, "cannot detect the format of this JSON file; pass --format")
     if p.suffix == ".jsonl":
         first = _first_jsonl_record(p)
+        if "instances" not in first and conversation.format_of_columns(first):
+            return conversation.format_of_columns(first)
         if "task_id" in first:
             return "jsonl"
         if "instances" in first:
@@ -76,6 +78,34 @@ def detect_format(path: str | Path) -> str:
             return "alpaca"
         raise InvalidFile(p, f"line 1 has fields {sorted(first)}: cannot detect the format; pass --format")
     raise InvalidFile(p, f"unknown file type {p.suffix!r}; pass --format (one of {', '.join(FORMATS)})")
+
+
+def _parquet_format(p: Path) -> str:
+    """parquet (raysys's own), or messages / sharegpt by the file's columns."""
+    import pyarrow.parquet as pq
+
+    try:
+        names = pq.read_schema(p).names
+    except Exception:  # noqa: BLE001  (not Parquet: the canonical reader says so, naming the file)
+        return "parquet"
+    return "parquet" if "instances" in names else (conversation.format_of_columns(names) or "parquet")
+
+
+def _first_element_format(p: Path) -> str:
+    """A JSON array of Alpaca entries, or of messages / ShareGPT rows (by its first element;
+    read from the file's first 64 KiB when it fits there, else from the whole file)."""
+    import json
+
+    try:
+        with open(p, "rb") as f:
+            head = f.read(1 << 16).decode("utf-8", "ignore").lstrip("\ufeff \t\r\n")[1:].lstrip()
+        first, _ = json.JSONDecoder().raw_decode(head)
+    except (OSError, ValueError):
+        from raysys.io import read_json
+
+        data = read_json(p)
+        first = data[0] if isinstance(data, list) and data else None
+    return (conversation.format_of_columns(first) if isinstance(first, dict) else None) or "alpaca"
 
 
 def _first_jsonl_record(p: Path) -> dict:
@@ -95,8 +125,12 @@ def _first_jsonl_record(p: Path) -> dict:
     raise InvalidFile(p, "empty file")
 
 
-def _reader(path: str | Path, fmt: str, split: str | None):
+def _reader(path: str | Path, fmt: str, split: str | None, task_column: str | None):
     p = Path(path)
+    if fmt in conversation.LAYOUTS:
+        if str(path).startswith("hf:") or p.is_dir():
+            return hf.read(path, split, task_column, fmt)
+        return conversation.read(path, fmt, task_column, split)
     if fmt == "niv2":
         return niv2.read(p, split)
     if fmt == "alpaca":
@@ -108,7 +142,7 @@ def _reader(path: str | Path, fmt: str, split: str | None):
     if fmt == "parquet":
         return canonical.read_parquet(p)
     if fmt == "hf":
-        return hf.read(path, split)
+        return hf.read(path, split, task_column)
     raise InvalidFile(path, f"unknown format {fmt!r}; one of {', '.join(FORMATS)}")
 
 
@@ -118,17 +152,22 @@ def load_pool(
     *,
     skip_invalid: bool = False,
     split: str | None = None,
+    task_column: str | None = None,
 ) -> Pool:
-    """Read, validate and de-duplicate a pool; see the module docstring."""
+    """Read, validate and de-duplicate a pool; see the module docstring. `task_column`:
+    conversational rows' grouping (raysys.pools.conversation; None: the default rule)."""
     fmt = fmt or detect_format(path)
-    if fmt != "hf" and not Path(path).exists():
+    hub = str(path).startswith("hf:")
+    if fmt != "hf" and not hub and not Path(path).exists():
         raise InvalidFile(path, "no such file or folder")
-    if split is not None and fmt not in ("niv2", "hf"):
+    if split is not None and not (fmt in ("niv2", "hf") or hub or Path(path).is_dir()):
         raise InvalidFile(path, f"--split applies to niv2 and hf pools, not {fmt}")
+    if task_column is not None and fmt not in ("hf", *conversation.LAYOUTS):
+        raise InvalidFile(path, f"--task-column applies to conversational pools (messages, sharegpt), not {fmt}")
     tasks: list[Task] = []
     skipped: list[Skipped] = []
     first_seen: dict[str, str] = {}
-    for item in _reader(path, fmt, split):
+    for item in _reader(path, fmt, split, task_column):
         try:
             if isinstance(item, InvalidRecord):
                 raise item

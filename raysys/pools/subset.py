@@ -10,7 +10,7 @@ from typing import Sequence
 
 from raysys.errors import RaysysError
 from raysys.pools.canonical import write_parquet_tasks
-from raysys.pools.load import load_pool
+from raysys.pools.load import detect_format, load_pool
 
 
 @functools.lru_cache(maxsize=4)
@@ -23,13 +23,24 @@ def pool_copy(pool: str, path: Path) -> str:
     """The pool (any format raysys reads) as canonical Parquet at `path`, written once and
     atomically: a file there is complete."""
     if not path.is_file():
-            write_parquet_tasks(list(load_pool(pool).tasks), path)
+        write_parquet_tasks(list(load_pool(pool).tasks), path)
     return str(path)
 
 
 def as_parquet(pool: str, path: Path) -> str:
-    """The pool itself when it is a Parquet file, else its canonical copy at `path`."""
-    return str(pool) if str(pool).endswith(".parquet") and Path(pool).is_file() else pool_copy(pool, path)
+    """The pool itself when it is a canonical Parquet file, else its canonical copy at `path`."""
+    canonical = str(pool).endswith(".parquet") and Path(pool).is_file() and detect_format(pool) == "parquet"
+    return str(pool) if canonical else pool_copy(pool, path)
+
+
+def has_conversations(parquet: str) -> bool:
+    """Whether a canonical Parquet pool holds a conversation task (a version 1 file: none)."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    if "conversation" not in pq.read_schema(parquet).names:
+        return False
+    return bool(pc.any(pq.read_table(parquet, columns=["conversation"]).column("conversation")).as_py())
 
 
 def subset_pool(pool: str, task_ids: Sequence[str], path: Path) -> str:

@@ -5,6 +5,7 @@ from collections import Counter
 from typing import Any
 
 from raysys.pools.load import Pool
+from raysys.schema import task_text
 
 
 def _stats(values: list[int]) -> dict[str, float]:
@@ -28,8 +29,10 @@ def summarize(pool: Pool, top: int = 10) -> dict[str, Any]:
         "num_unknown": flags[None],
         "num_skipped": len(pool.skipped),
         "num_with_demonstrations": sum(1 for t in tasks if t.demonstrations),
+        "num_conversation_tasks": sum(1 for t in tasks if t.conversation),
         "instances_per_task": _stats([len(t.instances) for t in tasks]),
-        "instruction_words": _stats([len(t.instruction.split()) for t in tasks]),
+        "instruction_words": _stats([len(task_text(t).split()) for t in tasks]),
+        "turns_before_the_last": _stats([len(i.context) for t in tasks if t.conversation for i in t.instances]),
         "sources": dict(Counter(t.source for t in tasks)),
         "splits": dict(splits),
         "top_categories": dict(categories.most_common(top)),

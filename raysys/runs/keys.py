@@ -37,9 +37,12 @@ def run_key(blob: Any, prefix: str = "") -> str:
 
 def tasks_content(tasks: Iterable[Task]) -> list:
     """What a run trained on tasks depends on, as a JSON value for `run_key`: each task's id,
-    instruction, instances and demonstrations (an edited task starts a new run)."""
+    instruction, instances and demonstrations, and a conversation's turns (an edited task
+    starts a new run)."""
     return [[t.task_id, t.instruction, [(i.id, i.input, list(i.outputs)) for i in t.instances],
-             [(d.input, d.output) for d in t.demonstrations]] for t in tasks]
+             [(d.input, d.output) for d in t.demonstrations]]
+            + ([[[(m.role, m.content) for m in i.context] for i in t.instances]] if t.conversation else [])
+            for t in tasks]
 
 
 def run_id(cfg: Any, model: str, pool: str, details: bool, **more: Any) -> str:

@@ -3,7 +3,8 @@ how the scores of those items become task rows. No model, no torch, no Ray.
 
 For each task (plan_task): n instances sampled deterministically from (seed, task_id)
 (sample_instances); the k perturbed instructions built once and shared by its instances
-(raysys.perturb), j = 0 being the original; its label set when classification entropy is
+(raysys.perturb), j = 0 being the original (a conversation task: each instance's last user
+turn perturbed k times); its label set when classification entropy is
 scored (label_set). The model's half (raysys.scoring.scorer) then fits each instance's
 original prompt to the model's length, which fixes how many demonstrations all k + 1 of
 that instance's prompts show (FittedPrompt), and answers it greedily (y_i).
@@ -25,15 +26,15 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from raysys.config import ScoringConfig
 from raysys.costs import forward_flops
-from raysys.perturb import perturb_prompt_parts, rng_for
+from raysys.perturb import perturb_prompt_parts, perturb_turns, rng_for
 from raysys.prompts import FittedPrompt, Template
-from raysys.schema import Demonstration, Instance, Task
+from raysys.schema import Demonstration, Instance, Message, Task, prompt_turns
 from raysys.scoring import signals
 from raysys.scoring.answers import column as answer_column
 
@@ -67,18 +68,23 @@ def label_set(task: Task, max_labels: int) -> list[str]:
 @dataclass(frozen=True)
 class TaskPrompts:
     """A task's prompt variants in one template: parts[0] is its (definition,
-    demonstrations), parts[j] the j-th perturbation of them."""
+    demonstrations), parts[j] the j-th perturbation of them; a conversation task's are its
+    instances' own (`turns`: instance id -> the turns of j = 0..k, raysys.perturb.perturb_turns)."""
 
     template: Template  # resolved for the model (a chat template carries its frame)
     parts: tuple[tuple[str, tuple[Demonstration, ...]], ...]
+    turns: Mapping[str, tuple[tuple[Message, ...], ...]] | None = None
 
     @classmethod
     def original(cls, task: Task, template: Template) -> TaskPrompts:
         """The unperturbed prompt only (evaluation, training)."""
-        return cls(template, ((task.instruction, tuple(task.demonstrations)),))
+        return cls(template, ((task.instruction, tuple(task.demonstrations)),),
+                   {i.id: (prompt_turns(i),) for i in task.instances} if task.conversation else None)
 
     def text(self, j: int, inst: Instance, n_demos: int) -> str:
         """The prompt of variant j for `inst`, showing at most n_demos demonstrations."""
+        if self.turns is not None:
+            return self.template.conversation(self.turns[inst.id][j])
         definition, demos = self.parts[j]
         return self.template.text(definition, inst.input, demos, n_demos)
 
@@ -99,8 +105,11 @@ def plan_task(task: Task, cfg: ScoringConfig, template: Template | None = None) 
     parts = perturb_prompt_parts(task.task_id, task.instruction, task.demonstrations, cfg.perturbations,
                                  kind=cfg.perturbation, rate=cfg.drop_rate, seed=cfg.seed,
                                  demonstration_inputs=cfg.perturb_demonstrations, mask_token=cfg.mask_token)
-    return TaskPlan(task, tuple(sample_instances(task, cfg.instances, cfg.seed)),
-                    TaskPrompts(template or Template(cfg.prompt.template), tuple(parts)),
+    insts = tuple(sample_instances(task, cfg.instances, cfg.seed))
+    turns = {i.id: perturb_turns(task.task_id, i, cfg.perturbations, kind=cfg.perturbation, rate=cfg.drop_rate,
+                                 seed=cfg.seed, system=cfg.perturb_system, mask_token=cfg.mask_token)
+             for i in insts} if task.conversation else None
+    return TaskPlan(task, insts, TaskPrompts(template or Template(cfg.prompt.template), tuple(parts), turns),
                     tuple(label_set(task, cfg.max_labels)) if cfg.entropy else ())
 
 

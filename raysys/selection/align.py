@@ -32,7 +32,7 @@ from raysys.errors import InvalidFile, RaysysError
 from raysys.io import atomic_dir, read_json, write_json
 from raysys.perturb import perturb_text
 from raysys.runs.keys import run_key, tasks_content
-from raysys.schema import Task
+from raysys.schema import Task, task_text
 from raysys.selection.embed import default_encoder_path, embed, load_encoder
 
 REPORT = "raysys_align.json"
@@ -52,19 +52,19 @@ def _io(text: str, out: str) -> str:
 
 def positive_view(task: Task, cfg: AlignConfig, rng: random.Random) -> str:
     if cfg.view == "perturbed":
-        return perturb_text(task.instruction, "dropout", 0.2, rng)
+        return perturb_text(task_text(task), "dropout", 0.2, rng)
     if cfg.view == "demonstrations" and task.demonstrations:
         shown = [_io(d.input, d.output) for d in task.demonstrations[: cfg.examples]]
-        return task.instruction + "\n\n" + "\n".join(shown)
+        return task_text(task) + "\n\n" + "\n".join(shown)
     picks = rng.sample(list(task.instances), min(cfg.examples, len(task.instances)))
     shown = [_io(i.input, i.outputs[0] if i.outputs else "") for i in picks]
-    return (task.instruction + "\n\n" if cfg.view == "demonstrations" else "") + "\n".join(shown)
+    return (task_text(task) + "\n\n" if cfg.view == "demonstrations" else "") + "\n".join(shown)
 
 
 def retrieval_accuracy(encoder, tasks: Sequence[Task], cfg: AlignConfig) -> float:
     """Accuracy@1 of finding each task's definition from its views, among `tasks`' definitions."""
     rng = random.Random(cfg.seed + 1)
-    keys = embed(encoder, [t.instruction for t in tasks])
+    keys = embed(encoder, [task_text(t) for t in tasks])
     queries, gold = [], []
     for i, t in enumerate(tasks):
         for _ in range(cfg.queries_per_task):
@@ -72,7 +72,7 @@ def retrieval_accuracy(encoder, tasks: Sequence[Task], cfg: AlignConfig) -> floa
             gold.append(i)
     best = (embed(encoder, queries) @ keys.T).argmax(axis=1)
     # a hit is any task with the very same definition text (retrieval cannot tell them apart)
-    text = [t.instruction for t in tasks]
+    text = [task_text(t) for t in tasks]
     return float(np.mean([text[b] == text[g] for b, g in zip(best, gold)]))
 
 
@@ -84,13 +84,13 @@ def _batches(train: list[Task], size: int, rng: random.Random) -> list[list[Task
     texts: list[set[str]] = []
     for t in order:
         for b, seen in zip(batches, texts):
-            if len(b) < size and t.instruction not in seen:
+            if len(b) < size and task_text(t) not in seen:
                 b.append(t)
-                seen.add(t.instruction)
+                seen.add(task_text(t))
                 break
         else:
             batches.append([t])
-            texts.append({t.instruction})
+            texts.append({task_text(t)})
     return [b for b in batches if len(b) >= 2]
 
 
@@ -107,7 +107,7 @@ def train_encoder(encoder, train: list[Task], cfg: AlignConfig) -> list[float]:
     for _ in range(cfg.epochs):
         epoch = []
         for batch in _batches(train, cfg.batch_size, rng):
-            anchors = encoder.preprocess([t.instruction for t in batch])
+            anchors = encoder.preprocess([task_text(t) for t in batch])
             positives = encoder.preprocess([positive_view(t, cfg, rng) for t in batch])
             a = F.normalize(encoder(anchors)["sentence_embedding"], dim=-1)
             p = F.normalize(encoder(positives)["sentence_embedding"], dim=-1)

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from raysys.config import TaskMapConfig
 from raysys.errors import InvalidFile, RaysysError, first_line
 from raysys.jsontypes import type_name
-from raysys.schema import Task
+from raysys.schema import Task, task_text
 
 SCORE_SIGNALS = ("prompt_uncertainty", "prediction_probability", "perplexity", "classification_entropy", "ifd")
 UNKNOWN = -1  # is_classification code for "not known"
@@ -170,7 +170,7 @@ def build_candidates(scores: str | Path | None, tasks: Sequence[Task] | None,
         is_cls = np.array([UNKNOWN if t.is_classification is None else int(t.is_classification)
                            for t in pool_tasks], dtype=np.int8)
         words = np.array([_answer_words(t) for t in pool_tasks], dtype=np.float64)
-        instructions = tuple(t.instruction for t in pool_tasks)
+        instructions = tuple(task_text(t) for t in pool_tasks)
     else:
         is_cls = None
         if cls_scores is not None:

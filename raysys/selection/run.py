@@ -17,7 +17,9 @@ from raysys.config import AlignConfig, SelectConfig, TaskMapConfig, TrainConfig
 from raysys.errors import InvalidFile, RaysysError
 from raysys.io import decode, read_bytes, read_json
 from raysys.jsontypes import type_name
+from raysys.schema import task_text
 from raysys.selection.candidates import build_candidates, read_scores, with_costs
+from raysys.selection.training_file import check_export, export_selection
 from raysys.selection.select import Selection, read_task_ids, select_tasks, write_selection
 from raysys.selection.strategies import NEEDS_COSTS, NEEDS_EMBEDDINGS, NEEDS_SCORES, check_strategies
 
@@ -38,7 +40,7 @@ def target_instructions(path: str) -> list[str]:
         lines = [line.strip() for line in decode(read_bytes(p), p).splitlines()]
         found = [line for line in lines if line]
     else:
-        found = [t.instruction for t in _load_tasks(path)]
+        found = [task_text(t) for t in _load_tasks(path)]
     if not found:
         raise InvalidFile(p, "no target instructions")
     return found
@@ -51,7 +53,8 @@ def training_costs(tasks, model: str, cfg: TrainConfig, trust_remote_code: bool 
     from raysys.models import load_tokenizer, model_kind, prompt_template
     from raysys.training.data import task_costs
 
-    template = prompt_template(model, cfg.prompt.template, cfg.prompt.chat_body, trust_remote_code)
+    template = prompt_template(model, cfg.prompt.template, cfg.prompt.chat_body, trust_remote_code,
+                               any(t.conversation for t in tasks))
     return task_costs(tasks, cfg, load_tokenizer(model, trust_remote_code), model_kind(model, trust_remote_code),
                       template)
 
@@ -64,11 +67,17 @@ def needs_costs(cfg: SelectConfig) -> bool:
 
 def run_select(cfg: SelectConfig, out: str, scores: str | None = None, pool: str | None = None,
                exclude: Sequence[str] = (), targets: str | None = None, model: str | None = None,
-               train: TrainConfig | None = None, trust_remote_code: bool = False) -> Selection:
+               train: TrainConfig | None = None, trust_remote_code: bool = False, export: str | None = None,
+               export_format: str = "messages") -> Selection:
     """`model` and `train`: the model the selection will train and how (default: `raysys
     train`'s settings); its tokenizer and the training examples count the costs, when
-    needs_costs."""
+    needs_costs. `export`: also write the selection's training examples there
+    (raysys.selection.training_file, in `export_format`)."""
     check_strategies(cfg.strategy)
+    if export:
+        check_export(export, export_format)
+        if pool is None:
+            raise RaysysError("--export writes the selected tasks' examples: give --pool")
     if cfg.strategy in NEEDS_SCORES and scores is None:
         raise RaysysError(f"the {cfg.strategy} strategy ranks by scores: give --scores")
     if needs_costs(cfg) and (pool is None or not model):
@@ -106,6 +115,10 @@ def run_select(cfg: SelectConfig, out: str, scores: str | None = None, pool: str
                         target_embeddings=target_embeddings(targets, scores))
     sel = select_tasks(cands, cfg, excluded, notes)
     write_selection(sel, out)
+    if export:
+        export_selection(tasks, sel.task_ids, train or TrainConfig(), export, export_format, {
+            "selection": str(Path(out).name), "strategy": sel.strategy, "budget": sel.budget,
+            "budget_unit": sel.budget_unit, "seed": sel.seed, "scores": scores, "pool": pool, "model": model})
     return sel
 
 

@@ -1,7 +1,8 @@
 """Training examples from a pool and selected task ids, and their tokenization (pure).
 
 An example is (prompt, target): the task's prompt in the chosen template (the same
-templates as scoring) and one reference output of an instance. Up to
+templates as scoring; a conversation's turns by the model's chat template) and one
+reference output of an instance. Up to
 `instances_per_task` instances per task, drawn deterministically from (seed, task id).
 Tokenization puts the loss on target tokens only (with the chat template: on the
 assistant's turn, the answer and the eos that closes the turn):
@@ -23,33 +24,39 @@ import numpy as np
 from raysys.config import TrainConfig
 from raysys.errors import RaysysError
 from raysys.prompts import Template
-from raysys.schema import Task
+from raysys.schema import Instance, Task
 
 IGNORE = -100
 
 
-def training_examples(tasks: Sequence[Task], task_ids: Sequence[str], cfg: TrainConfig,
-                      template: Template | None = None) -> list[dict[str, str]]:
-    """Rows {task_id, instance_id, prompt, target} for the selected tasks, in selection order;
-    `template`: cfg.prompt's resolved for the model (needed for chat; a text template by default)."""
-    template = template or Template(cfg.prompt.template)
+def training_instances(tasks: Sequence[Task], task_ids: Sequence[str], cfg: TrainConfig) -> list[tuple[Task, Instance]]:
+    """The (task, instance) pairs trained on for the selected tasks, in selection order: up
+    to cfg.instances_per_task instances of each (drawn from (cfg.seed, task id)), those with
+    a reference output. The one home of that draw: training and `select --export`."""
     by_id = {t.task_id: t for t in tasks}
     missing = [t for t in task_ids if t not in by_id]
     if missing:
         raise RaysysError(f"{len(missing)} selected task(s) are not in the pool (e.g. {missing[0]!r})")
-    rows = []
+    out = []
     for tid in dict.fromkeys(task_ids):  # a repeated id is trained once
         task = by_id[tid]
         insts = list(task.instances)
         if len(insts) > cfg.instances_per_task:
             rng = random.Random(f"{cfg.seed}:{tid}:train")
             insts = [insts[i] for i in sorted(rng.sample(range(len(insts)), cfg.instances_per_task))]
-        for inst in insts:
-            if not inst.outputs:
-                continue
-            prompt = template.text(task.instruction, inst.input, task.demonstrations, cfg.prompt.demonstrations)
-            rows.append({"task_id": tid, "instance_id": inst.id, "prompt": prompt, "target": inst.outputs[0]})
-    return rows
+        out += [(task, inst) for inst in insts if inst.outputs]
+    return out
+
+
+def training_examples(tasks: Sequence[Task], task_ids: Sequence[str], cfg: TrainConfig,
+                      template: Template | None = None) -> list[dict[str, str]]:
+    """Rows {task_id, instance_id, prompt, target} for the selected tasks, in selection order;
+    `template`: cfg.prompt's resolved for the model (needed for chat and conversations; a
+    text template by default)."""
+    template = template or Template(cfg.prompt.template)
+    return [{"task_id": task.task_id, "instance_id": inst.id, "target": inst.outputs[0],
+             "prompt": template.prompt(task, inst, cfg.prompt.demonstrations)}
+            for task, inst in training_instances(tasks, task_ids, cfg)]
 
 
 def shard(rows: Sequence[Any], rank: int, world: int) -> list[Any]:

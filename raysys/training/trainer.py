@@ -95,7 +95,8 @@ def train_model(tasks: Sequence[Task], task_ids: Sequence[str], model: str, out:
         facts = read_json(report)
         if facts.get("run") == name:
             return TrainRun(out, name, facts["examples"], facts["epochs"], facts["chosen_epoch"], 0.0, True)
-    template = prompt_template(model, cfg.prompt.template, cfg.prompt.chat_body, trust_remote_code)
+    template = prompt_template(model, cfg.prompt.template, cfg.prompt.chat_body, trust_remote_code,
+                               any(t.conversation for t in tasks))
     rows = training_examples(tasks, task_ids, cfg, template)
     val_rows = training_examples(tasks, val_ids, cfg, template) if val_ids else []
     if len(rows) < cfg.micro_batch_size * cfg.workers:

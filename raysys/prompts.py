@@ -20,9 +20,9 @@ A conversation task (raysys.schema) is rendered by the model's chat template wha
 template setting: its turns (context, then the last user turn) with the generation prompt
 after them (`Conversations`, read from the tokenizer with the same checks as the frame).
 
-Every prompt of an instruction task is `prefix + suffix`: the prefix depends only on the task (definition and
-demonstrations, shared by all of its instances, and the part instruction perturbations
-change), the suffix only on the instance. Scoring relies on that split; a chat prompt
+Every prompt of an instruction task is `prefix + suffix`: the prefix depends only on the
+task (definition and demonstrations, shared by all of its instances, and the part
+instruction perturbations change), the suffix only on the instance. Scoring relies on that split; a chat prompt
 keeps it (the chat header joins the prefix, the end of the user turn the suffix).
 """
 from __future__ import annotations

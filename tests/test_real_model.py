@@ -108,7 +108,8 @@ def test_a_conversation_is_scored_under_smollm2s_own_chat_template(real_model):
     system, first = Message("system", "Answer briefly."), Message("user", "Name a planet near the sun.")
     tasks = [Task("multi", "", (Instance("m0", "And the largest planet of all?", ("Jupiter",),
                                          (system, first, Message("assistant", "Mercury."))),), conversation=True),
-             Task("single", "", (Instance("s0", "What is the capital city of France?", ("Paris",)),), conversation=True)]
+             Task("single", "", (Instance("s0", "What is the capital city of France?", ("Paris",)),),
+                  conversation=True)]
     lm = load_model(str(real_model))
     cfg = ScoringConfig(instances=1, perturbations=2, drop_rate=0.5, seed=3, entropy=False, ifd=False,
                         generation=GenerationConfig(max_new_tokens=6))

@@ -75,8 +75,8 @@ def read(path: str | Path, split: str | None = None, task_column: str | None = N
                 yield e
     elif NIV2_HUB_COLUMNS <= cols:
         yield from _grouped_niv2(ds, path)
-    elif conversation.format_of_columns(cols):
-        yield from _conversations(ds, path, conversation.format_of_columns(cols), task_column)
+    elif found := conversation.format_of_columns(cols):
+        yield from _conversations(ds, path, found, task_column)
     else:
         raise InvalidFile(path, f"unrecognised columns {sorted(cols)}: expected canonical, Alpaca, Self-Instruct, "
                                 "NIV2, messages or ShareGPT conversations columns")

@@ -68,8 +68,8 @@ def detect_format(path: str | Path) -> str:
         raise InvalidFile(p, "cannot detect the format of this JSON file; pass --format")
     if p.suffix == ".jsonl":
         first = _first_jsonl_record(p)
-        if "instances" not in first and conversation.format_of_columns(first):
-            return conversation.format_of_columns(first)
+        if "instances" not in first and (found := conversation.format_of_columns(first)):
+            return found
         if "task_id" in first:
             return "jsonl"
         if "instances" in first:

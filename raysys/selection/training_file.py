@@ -55,9 +55,8 @@ def as_messages(task: Task, inst: Instance) -> dict[str, Any]:
 
 
 def as_alpaca(task: Task, inst: Instance) -> dict[str, Any]:
-    row: dict[str, Any] = {"instruction": user_text(task, inst), "input": "", "output": inst.outputs[0]}
-    if not task.conversation:
-        row.update(instruction=task.instruction, input=inst.input)
+    row: dict[str, Any] = {"instruction": inst.input if task.conversation else task.instruction,
+                           "input": "" if task.conversation else inst.input, "output": inst.outputs[0]}
     context = list(inst.context)
     if context and context[0].role == "system":
         row["system"] = context.pop(0).content

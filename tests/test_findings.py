@@ -217,6 +217,52 @@ def test_the_similarity_targets_numbers():
     assert c["differences"] == pytest.approx((nll["similarity-test"] - nll["similarity"]).tolist())
 
 
+def test_the_loop_tokens_numbers():
+    """Issue 25's active loop at equal training tokens: per round, prompt uncertainty's and
+    random-2's paired difference with random in test NLL/token (same seed), its 95 % t
+    interval and the seeds below random, recomputed from the shipped CSV with pandas and
+    scipy; the budgets equal across arms; the detectable effect from the observed SD;
+    Rouge-L as the second view and the selected tasks' uncertainty."""
+    from raysys.stats import detectable_effect
+
+    t = pd.read_csv(RESULTS / "loop_tokens.csv")
+    doc = _section(_text("docs/findings.md"), "## Issue 25")
+    readme = _section(_text("README.md"), "## Findings on a real model")
+    assert sorted(t.seed.unique()) == list(range(2, 10)) and set(t.model) == {"smollm2-135m-instruct"}
+    assert set(t.strategy) == {"prompt-uncertainty", "random", "random-2"}
+    later = t[t["round"] > 0]
+    spread = later.groupby(["seed", "round"]).train_tokens.agg(lambda g: g.max() / g.min() - 1)
+    assert spread.max() < 0.02 and f"{spread.max():.1%}" == "1.8%"  # equal tokens, as stated
+    assert "trained tokens within 1.8 % of each other in every seed and round" in doc
+    stated = {}
+    for r, tokens in ((1, "10,000"), (2, "15,000")):
+        nll = t[t["round"] == r].pivot(index="seed", columns="strategy", values="test_nll")
+        rouge = t[t["round"] == r].pivot(index="seed", columns="strategy", values="test_rougeL")
+        for a in ("prompt-uncertainty", "random-2"):
+            d = nll[a] - nll["random"]
+            ci = sps.ttest_1samp(d, 0.0).confidence_interval(0.95)
+            stated[(a, r)] = (f"{a} − random {_f(d.mean(), '+.3f')} [{_f(ci.low, '+.3f')}, "
+                              f"{_f(ci.high, '+.3f')}] (below random in {(d < 0).sum()} of 8 seeds)")
+            assert f"at {tokens} tokens {stated[(a, r)]}" in doc, stated[(a, r)]
+        d = rouge["prompt-uncertainty"] - rouge["random"]
+        ci = sps.ttest_1samp(d, 0.0).confidence_interval(0.95)
+        second = f"{_f(d.mean(), '+.2f')} [{_f(ci.low, '+.2f')}, {_f(ci.high, '+.2f')}]"
+        assert (f"{second} points at 10,000 tokens" if r == 1 else f"and {second} at 15,000") in doc, second
+    assert stated[("prompt-uncertainty", 2)] in readme
+    last = t[t["round"] == 2].pivot(index="seed", columns="strategy", values="test_nll")
+    d = last["prompt-uncertainty"] - last["random"]
+    sd, mde = d.std(ddof=1), detectable_effect(d.std(ddof=1), 8)
+    assert f"Its SD in the last round ({sd:.3f}) puts the detectable difference at {mde:.3f}" in doc
+    assert f"{mde:.3f} detectable" in readme
+    floor = (last["random-2"] - last["random"]).mean()
+    assert f"two random draws differed by as much ({_f(floor, '+.3f')})" in readme
+    u = t[t["round"] == 2].groupby("strategy").selected_prompt_uncertainty
+    m, s = u.mean(), u.std()
+    assert (f"selected U {m['prompt-uncertainty']:.3f} ± {s['prompt-uncertainty']:.3f} against random's "
+            f"{m['random']:.3f} ± {s['random']:.3f}") in doc
+    assert round(m["prompt-uncertainty"] / m["random"]) == 3 and "3× as uncertain" in doc
+
+
 def test_the_novelty_dose8_numbers():
     """Issue 25's novelty re-measurement and its positive control: each draw's change per
     role on M0's answers recomputed from the per-task CSV, the ratios, the pooled ratios, the

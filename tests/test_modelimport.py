@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import ROOT, run_cli
 
 from raysys.errors import RaysysError
 from raysys.models.gguf import KNOWN, PROVENANCE, import_model, resolve
@@ -176,3 +176,19 @@ def test_an_import_source_as_a_model_path_is_imported_once_into_the_cache(real_m
     assert model_folder("org/a-hub-name") == ("org/a-hub-name", None)
     with pytest.raises(RaysysError, match="no such file"):
         model_folder(str(tmp_path / "missing.gguf"))
+
+
+def test_a_verbs_model_may_be_an_import_source(real_model, tmp_path, monkeypatch):
+    """`--model smollm2-135m-instruct` on a verb is its folder in the model cache, as in a
+    run config; a .gguf that is not there is one clear error before anything runs."""
+    cache = tmp_path / "raysys" / "models"
+    cache.mkdir(parents=True)
+    (cache / NAME).symlink_to(real_model)  # the session's import, as if cached
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    alpaca = ROOT.parent / "shared" / "data" / "alpaca" / "alpaca_random5000_subset.json"
+    r = run_cli("pool", "show", alpaca, "--n", "1", "--template", "chat", "--chat-body", "alpaca",
+                "--model", NAME)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("<|im_start|>user") == 1 and "imported" not in r.stdout  # found in the cache
+    r = run_cli("pool", "show", alpaca, "--template", "chat", "--model", tmp_path / "missing.gguf")
+    assert r.returncode == 2 and "missing.gguf: no such file" in r.stderr and "Traceback" not in r.stderr

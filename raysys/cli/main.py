@@ -327,13 +327,16 @@ def _pool_verbs(verbs) -> None:
     p.add_argument("--demonstrations", type=at_least(0), default=2, help="positive examples shown (tk)")
 
 
+MODEL_HELP = "model folder, hub name, or import source (smollm2-135m-instruct, a .gguf: imported once)"
+
+
 def _stage_verbs(verbs) -> None:
     from raysys.config import AlignConfig, EvalConfig, ScoringConfig, SelectConfig, TaskMapConfig, TrainConfig
 
     p = _verb(verbs, "score", score, "score every task of a pool (prompt uncertainty and baselines) on Ray",
               ScoringConfig, trains=False)
     p.add_argument("--pool", required=True, help="pool file or folder (any format raysys reads)")
-    p.add_argument("--model", required=True, help="model folder (or hub name where reachable)")
+    p.add_argument("--model", required=True, help=MODEL_HELP)
     p.add_argument("--out", required=True, help="scores .parquet (one row per task, written atomically)")
     p.add_argument("--details", help="also write one row per scored prompt to this .parquet")
     p.add_argument("--top", type=at_least(0), default=5, help="tasks shown at each end of the summary")
@@ -374,7 +377,7 @@ def _stage_verbs(verbs) -> None:
               TrainConfig, " (e.g. jobs/configs/train_tiny.yaml)", verbose=True)
     p.add_argument("--pool", help="the pool the tasks come from")
     p.add_argument("--tasks", help="selected.json (or a JSON list of task ids) to train on")
-    p.add_argument("--model", required=True, help="base model folder")
+    p.add_argument("--model", required=True, help="base " + MODEL_HELP)
     p.add_argument("--out", help="output model folder (an ordinary HF folder)")
     p.add_argument("--val-tasks", help="validation tasks (selected.json or JSON list): validation loss per epoch")
     p.add_argument("--storage", help="Ray Train storage for checkpoints (default: OUT.train; shared on clusters)")
@@ -392,7 +395,7 @@ def _stage_verbs(verbs) -> None:
         p.add_argument("--tasks", help="only these tasks: selected.json or a JSON list of ids")
         _run_flags(p, "generation")
     p = verbs.choices["eval"]
-    p.add_argument("--model", required=True, help="model folder")
+    p.add_argument("--model", required=True, help=MODEL_HELP)
     p.add_argument("--out", required=True, help="metrics.json (written atomically)")
     p.add_argument("--details", help="also write every answer with its metrics to this .parquet")
     p = verbs.choices["compare"]
@@ -462,10 +465,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _model_folders(args: argparse.Namespace) -> None:
+    """A verb's models (--model, --model-a, --model-b, --judge) may be given as run configs
+    give them: an import source (smollm2-135m-instruct, a .gguf) becomes its folder in the
+    model cache, imported once (raysys.models.gguf.folder_of)."""
+    from raysys.models.gguf import folder_of
+
+    for name in ("model", "model_a", "model_b", "judge"):
+        if isinstance(spec := getattr(args, name, None), str) and spec:
+            setattr(args, name, folder_of(spec))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     quiet_libraries(getattr(args, "verbose", False))
     try:
+        _model_folders(args)
         # one actor pool for the command's stages; no dashboard where no Ray Train runs
         with keep_actors(), (contextlib.nullcontext() if args.trains else without_training()):
             return args.func(args)

@@ -152,6 +152,19 @@ def model_folder(spec: str, cache: str = "") -> tuple[str, dict[str, Any] | None
     return str(out), import_model(spec, str(out))
 
 
+def folder_of(spec: str, say=print) -> str:
+    """The model folder a user's `spec` names, wherever a model is given (a run config's
+    model.path, a verb's --model): an import source that is not a folder is imported into
+    the model cache once (model_folder; `say` tells when it was imported now), anything
+    else is `spec` itself."""
+    if Path(spec).is_dir():
+        return spec
+    path, prov = model_folder(spec)
+    if prov is not None and not prov.get("up_to_date"):
+        say(f"{spec} imported into {path}")
+    return path
+
+
 def import_model(source: str, out: str) -> dict[str, Any]:
     """Import `source` (a known name or a .gguf path) into the folder `out`; its provenance
     (as in raysys_import.json), with "up_to_date": True when `out` already held it."""

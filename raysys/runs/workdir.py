@@ -70,15 +70,12 @@ def work_model(work: Path, model: ModelConfig, tiny: TinyConfig, say: Callable[[
     such as smollm2-135m-instruct, or a .gguf: raysys.models.gguf.model_folder, once); or
     work/tiny-model (the built-in tiny model of `tiny`, written once)."""
     from raysys.models import init_tiny
-    from raysys.models.gguf import model_folder
+    from raysys.models.gguf import folder_of
 
-    if model.path and not Path(model.path).is_dir():
-        path, prov = model_folder(model.path)
-        if prov is not None and not prov.get("up_to_date"):
-            say(f"{model.path} imported into {path}")
-        return path
-    path = model.path or str(work / "tiny-model")
-    if not model.path and not (Path(path) / "config.json").is_file():
+    if model.path:
+        return folder_of(model.path, say)
+    path = str(work / "tiny-model")
+    if not (Path(path) / "config.json").is_file():
         init_tiny(path, tiny)
         say(f"built-in tiny model written to {path}")
     return path

@@ -14,7 +14,7 @@ step is done once and the table can be printed from the results alone:
   full:i  the float32 run, every perturbation, on shard i of --shards (the pool in equal
           consecutive parts, so that a 3-hour run can go in pieces across sessions): its
           seconds, the tasks' U (a slim Parquet: task_id, U) and every p_ij (task_id,
-          instance_id, perturbation, p: what benchmarks/bench_race_replay.py replays);
+          instance_id, perturbation, p, target: what bench_race_replay.py replays);
   fast    --fast-flags on the whole pool at once (racing to the top --budget):
           its seconds, forwards spent, the chosen tasks;
   peer    lm-eval (benchmarks/bench_peer.py's way: generate_until for the answers, then
@@ -45,6 +45,7 @@ for path in (ROOT, Path(__file__).parent):
 
 ALPACA = ROOT.parent / "shared" / "data" / "alpaca" / "alpaca_random5000_subset.json"
 FAST = "--racing-rule moderated --forward-dtype bfloat16"
+DETAIL_COLUMNS = ("task_id", "instance_id", "perturbation", "p", "target")  # what bench_race_replay reads
 
 
 def used_memory() -> int:
@@ -117,7 +118,7 @@ def step_full(a: argparse.Namespace, i: int, work: Path, results: Path) -> None:
                             work / "full" / f"shard-{i}.log")
     rows = pq.read_table(out, columns=["task_id", "prompt_uncertainty", "n_instances", "n_perturbations"])
     pq.write_table(rows.select(["task_id", "prompt_uncertainty"]), results / f"full-{i}.parquet")
-    d = pq.read_table(details, columns=["task_id", "instance_id", "perturbation", "p"])
+    d = pq.read_table(details, columns=list(DETAIL_COLUMNS))
     pq.write_table(pa.table({c: d.column(c) for c in d.column_names}), results / f"full-{i}.details.parquet")
     forwards = int(sum(n * m for n, m in zip(rows.column("n_instances").to_pylist(),
                                               rows.column("n_perturbations").to_pylist())))

@@ -233,3 +233,15 @@ def test_bench_call_quick(tmp_path):
     assert [r[:40].strip() for r in rows] == ["Ray Data read tasks (read_parquet)", "read by the driver (from_arrow)",
                                               "score_pool, warm (raysys now)"]
     assert all(float(x) > 0 for r in rows for x in r[40:].split())
+
+
+def test_the_scale_runs_details_are_what_the_replay_reads():
+    """bench_scale keeps DETAIL_COLUMNS of the full run's details; bench_race_replay races
+    on exactly those (a column it needs and the scale run drops fails here)."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_race_replay import settings_table, synthetic
+    from bench_scale import DETAIL_COLUMNS
+
+    slim = [{c: d[c] for c in DETAIL_COLUMNS} for d in synthetic(tasks=20, k=6)]
+    rows = settings_table(slim, [0.1], [2], [0.05], ("t",))
+    assert len(rows) == 1 and 0 <= rows[0]["jaccard"] <= 1

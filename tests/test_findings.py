@@ -251,7 +251,8 @@ def test_the_loop_tokens_numbers():
     assert stated[("prompt-uncertainty", 2)] in readme
     last = t[t["round"] == 2].pivot(index="seed", columns="strategy", values="test_nll")
     d = last["prompt-uncertainty"] - last["random"]
-    sd, mde = d.std(ddof=1), detectable_effect(d.std(ddof=1), 8)
+    sd = d.std(ddof=1)
+    mde = detectable_effect(sd, 8)
     assert f"Its SD in the last round ({sd:.3f}) puts the detectable difference at {mde:.3f}" in doc
     assert f"{mde:.3f} detectable" in readme
     floor = (last["random-2"] - last["random"]).mean()

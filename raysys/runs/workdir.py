@@ -67,7 +67,7 @@ def model_name(model: ModelConfig) -> str:
 
 def work_model(work: Path, model: ModelConfig, tiny: TinyConfig, say: Callable[[str], None] = print) -> str:
     """model.path; its import in the model cache when it is an import source (a known name
-    such as smollm2-135m-instruct, or a .gguf: raysys.models.gguf.model_folder, once); or
+    such as smollm2-135m-instruct, or a .gguf: raysys.models.gguf.folder_of, once); or
     work/tiny-model (the built-in tiny model of `tiny`, written once)."""
     from raysys.models import init_tiny
     from raysys.models.gguf import folder_of

@@ -14,6 +14,13 @@ warm-up, --repeats interleaved passes, the best kept. Prints the seconds, the de
 share of each, the share of j = 0 items the decode scored, and what changed: the answers
 (none may), max |delta p| over all items and max |delta U| over tasks. --quick: the tiny
 model on 12 synthetic tasks (tests/test_benchmarks.py).
+
+    python benchmarks/bench_decode.py --batches 16 32 64 [--tasks 128] [--repeats 2]
+
+times the decode alone (ModelRunner.generate_scored, p_i0 kept) at each generation batch
+instead (`--generation-batch`; a scorer call decodes at most its `--tasks-per-batch` x n
+prompts at once): seconds per prompt, best of --repeats interleaved passes after a warm-up,
+and whether the answers and their likelihoods equal the first batch size's.
 """
 from __future__ import annotations
 
@@ -32,7 +39,9 @@ from bench_dtype import alpaca_args, alpaca_setup, model_folder  # noqa: E402
 
 
 def main(argv=None) -> int:
-    args = alpaca_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]), 64).parse_args(argv)
+    ap = alpaca_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]), 64)
+    ap.add_argument("--batches", type=int, nargs="*", help="time the decode alone at these generation batches")
+    args = ap.parse_args(argv)
 
     import tempfile
 
@@ -45,6 +54,8 @@ def main(argv=None) -> int:
     tasks, cfg = alpaca_setup(args)
     with tempfile.TemporaryDirectory() as tmp:
         lm = load_model(model_folder(args, Path(tmp)), dtype="float32", device="cpu")
+    if args.batches:
+        return decode_batches(args, tasks, cfg, lm)
     ways = {"p_i0 by a forward": False, "p_i0 from the decode": True}
     scorers = {w: TaskScorer("", replace(cfg, decode_p0=on), loaded=lm, device="cpu") for w, on in ways.items()}
     one = next(iter(scorers.values()))
@@ -77,6 +88,36 @@ def main(argv=None) -> int:
     scored = sum(d is not None for d in on["decoded"])
     print(f"decode-scored answers {scored} of {len(ids)}; answers equal {same} of {len(p_on)} items; "
           f"max |dp| {np.abs(p_on - p_off).max():.3g}; max |dU| {np.abs(u_on - u_off).max():.3g}")
+    return 0
+
+
+def decode_batches(args, tasks, cfg, lm) -> int:
+    """The decode alone at each of --batches: seconds per prompt and its answers' sameness."""
+    import numpy as np
+
+    from raysys.scoring.items import plan_task
+    from raysys.scoring.scorer import TaskScorer
+
+    scorer = TaskScorer("", cfg, loaded=lm, device="cpu")
+    ids = [f.ids for f in scorer.fits([plan_task(t, cfg, scorer.template) for t in tasks])]
+    runner = scorer.runner
+    runner.generate_scored(ids[:4], embed=False)  # warm-up, untimed
+    best, out = {}, {}
+    for _ in range(args.repeats):
+        for b in args.batches:
+            runner.generation = replace(runner.generation, batch=b)
+            t0 = time.perf_counter()
+            out[b] = runner.generate_scored(ids, embed=False)
+            best[b] = min(best.get(b, float("inf")), time.perf_counter() - t0)
+    print(f"model {args.model}, {len(ids)} prompts (mean {np.mean([len(i) for i in ids]):.0f} tokens), "
+          f"answers <= {args.max_new_tokens} tokens, {args.threads} threads, float32, best of {args.repeats}")
+    print(f"{'batch':>5} {'seconds':>8} {'ms/prompt':>10} {'speed-up':>9}  same as batch {args.batches[0]}")
+    first = out[args.batches[0]]
+    for b in args.batches:
+        answers, _, _, lik = out[b]
+        dp = max((abs(x[1] - y[1]) for x, y in zip(lik, first[3]) if x and y), default=0.0)
+        print(f"{b:>5} {best[b]:>8.1f} {best[b] / len(ids) * 1000:>10.0f} {best[args.batches[0]] / best[b]:>8.2f}x  "
+              f"answers {sum(x == y for x, y in zip(answers, first[0]))}/{len(ids)}, max |d log p| {dp:.2g}")
     return 0
 
 

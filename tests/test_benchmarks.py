@@ -112,6 +112,18 @@ def test_bench_decode_quick():
     assert float(last.split("max |dp| ")[1].split(";")[0]) < 1e-6 and float(last.split("max |dU| ")[1]) < 1e-6
 
 
+def test_bench_decode_batches_quick():
+    """bench_decode.py --batches: the decode alone at each generation batch, the same answers
+    (the batch changes only the padding) and likelihoods within float32 rounding."""
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_decode.py"), "--quick",
+                           "--batches", "2", "8"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [line.split() for line in proc.stdout.splitlines()[2:]]
+    assert [r[0] for r in rows] == ["2", "8"] and all(float(r[1]) > 0 for r in rows)
+    for r in rows:
+        assert r[5] == "12/12," and float(r[-1]) < 1e-5, r
+
+
 def test_bench_scale_table_from_its_results(tmp_path):
     """bench_scale.table from step summaries written by hand: the full run's seconds summed
     over its shards and its top B the truth, racing's forwards and Jaccard against it,

@@ -116,7 +116,7 @@ def test_bench_decode_batches_quick():
     """bench_decode.py --batches: the decode alone at each generation batch, the same answers
     (the batch changes only the padding) and likelihoods within float32 rounding."""
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_decode.py"), "--quick",
-                           "--batches", "2", "8"], capture_output=True, text=True, timeout=300)
+                           "--batches", "2", "8"], capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = [line.split() for line in proc.stdout.splitlines()[2:]]
     assert [r[0] for r in rows] == ["2", "8"] and all(float(r[1]) > 0 for r in rows)

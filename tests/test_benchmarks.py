@@ -257,3 +257,30 @@ def test_the_scale_runs_details_are_what_the_replay_reads():
     slim = [{c: d[c] for c in DETAIL_COLUMNS} for d in synthetic(tasks=20, k=6)]
     rows = settings_table(slim, [0.1], [2], [0.05], ("t",))
     assert len(rows) == 1 and 0 <= rows[0]["jaccard"] <= 1
+
+
+def test_the_scale_pilots_numbers():
+    """docs/scoring.md's pilot of the fast way on shard 0, recomputed from the shipped
+    results: its spend, its tasks decided early, its top 100's overlap with the full
+    float32 run and the largest |U - U_float32| of the tasks it raced to K."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    from raysys.scoring.race_rule import top_b
+
+    res = ROOT / "docs" / "results" / "scale"
+    full = pq.read_table(res / "full-0.parquet").to_pylist()
+    pilot = pq.read_table(res / "pilot-fast-0.parquet").to_pylist()
+    meta = json.loads((res / "pilot-fast-0.json").read_text())
+    assert len(pilot) == len(full) == 1000 and meta["forwards"] == sum(r["n_perturbations"] for r in pilot)
+    assert round(100 * meta["forwards"] / 20_000) == 52 and meta["forwards"] == 10_497
+    assert sum(r["decided_early"] for r in pilot) == 823 and sum(r["n_perturbations"] == 20 for r in pilot) == 177
+    truth = top_b([r["prompt_uncertainty"] for r in full], [r["task_id"] for r in full], 100)
+    chosen = {r["task_id"] for r in pilot if r["racing_selected"]}
+    assert chosen == set(meta["chosen"]) and round(len(chosen & truth) / len(chosen | truth), 3) == 0.980
+    u = {r["task_id"]: r["prompt_uncertainty"] for r in full}
+    assert round(max(abs(r["prompt_uncertainty"] - u[r["task_id"]]) for r in pilot if r["n_perturbations"] == 20),
+                 3) == 0.013
+    full_s = json.loads((res / "full-0.json").read_text())["seconds"]
+    assert (round(full_s), round(meta["seconds_cli"]), round(full_s / meta["seconds_cli"], 2)) == (2081, 1284, 1.62)

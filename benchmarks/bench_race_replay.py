@@ -2,7 +2,7 @@
 and found on a pool already scored with all K perturbations (issue 26, item 1).
 
     raysys score --pool P --model M --out S.parquet --perturbations 20 --details D.parquet
-    python benchmarks/bench_race_replay.py --details D.parquet [--budgets 0.01 0.1]
+    python benchmarks/bench_race_replay.py --details D.parquet [D2.parquet ...] [--budgets 0.01 0.1]
         [--first 2 3] [--deltas 0.05 0.2] [--rules t moderated]
     python benchmarks/bench_race_replay.py --quick        # synthetic details, no model
 
@@ -109,7 +109,8 @@ def synthetic(tasks: int = 60, instances: int = 2, k: int = 10, seed: int = 0) -
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--details", help="the detail rows of a full run (raysys score --details D.parquet)")
+    ap.add_argument("--details", nargs="+", help="the detail rows of a full run (raysys score --details "
+                    "D.parquet); several files are one pool (e.g. the scale run's shards)")
     ap.add_argument("--budgets", type=float, nargs="+", default=[0.01, 0.1],
                     help="B as a share of the tasks (< 1) or a count (>= 1)")
     ap.add_argument("--first", type=int, nargs="+", default=[2, 3], help="perturbations in the first round")
@@ -123,12 +124,12 @@ def main(argv: list[str] | None = None) -> int:
     elif a.details:
         import pyarrow.parquet as pq
 
-        details, firsts = pq.read_table(a.details).to_pylist(), a.first
+        details, firsts = [d for path in a.details for d in pq.read_table(path).to_pylist()], a.first
     else:
         ap.error("give --details D.parquet (or --quick)")
     ids = {d["task_id"] for d in details}
     k = max(int(d["perturbation"]) for d in details)
-    print(f"{len(ids)} tasks, K = {k}, {'synthetic' if a.quick else a.details}")
+    print(f"{len(ids)} tasks, K = {k}, {'synthetic' if a.quick else ' '.join(a.details)}")
     print(f"{'B':>5} {'first':>5} {'delta':>6} {'rule':>9} {'rounds':>6} {'forwards':>9} {'jaccard':>8} "
           f"{'misplaced':>9}")
     for r in settings_table(details, a.budgets, firsts, a.deltas, a.rules):

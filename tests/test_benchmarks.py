@@ -284,3 +284,31 @@ def test_the_scale_pilots_numbers():
                  3) == 0.013
     full_s = json.loads((res / "full-0.json").read_text())["seconds"]
     assert (round(full_s), round(meta["seconds"]), round(full_s / meta["seconds"], 2)) == (2081, 1290, 1.61)
+
+
+def test_race_replay_reads_a_pool_in_several_files(tmp_path):
+    """bench_race_replay --details A B: the shards of one pool replay as that pool does from
+    one file (the scale run's five shards, top 500 of 5,000)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_race_replay import synthetic
+
+    rows = synthetic()
+    ids = sorted({d["task_id"] for d in rows})
+    half = set(ids[: len(ids) // 2])
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "all.parquet")
+    pq.write_table(pa.Table.from_pylist([d for d in rows if d["task_id"] in half]), tmp_path / "a.parquet")
+    pq.write_table(pa.Table.from_pylist([d for d in rows if d["task_id"] not in half]), tmp_path / "b.parquet")
+
+    def table(*files):
+        proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_race_replay.py"), "--details",
+                               *map(str, files), "--budgets", "0.1", "--first", "3", "--deltas", "0.2"],
+                              capture_output=True, text=True, timeout=120, check=False)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        return proc.stdout.splitlines()
+
+    one, two = table(tmp_path / "all.parquet"), table(tmp_path / "a.parquet", tmp_path / "b.parquet")
+    assert one[0].startswith(f"{len(ids)} tasks") and two[0].startswith(f"{len(ids)} tasks")
+    assert one[1:] == two[1:] and len(one) == 4  # header and one row per rule

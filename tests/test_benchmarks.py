@@ -282,6 +282,9 @@ def test_the_scale_pilots_numbers():
     u = {r["task_id"]: r["prompt_uncertainty"] for r in full}
     assert round(max(abs(r["prompt_uncertainty"] - u[r["task_id"]]) for r in pilot if r["n_perturbations"] == 20),
                  3) == 0.013
+    shards = [json.loads((res / f"full-{i}.json").read_text()) for i in range(5)]
+    assert [round(f["seconds"]) for f in shards] == [2081, 2047, 1866, 1932, 1944]  # docs/scoring.md's table
+    assert round(sum(f["seconds"] for f in shards)) == 9870 and sum(f["forwards"] for f in shards) == 100_000
     full_s = json.loads((res / "full-0.json").read_text())["seconds"]
     assert (round(full_s), round(meta["seconds"]), round(full_s / meta["seconds"], 2)) == (2081, 1290, 1.61)
 

@@ -48,7 +48,6 @@ def main(argv=None) -> int:
     import numpy as np
 
     from raysys.models import load_model
-    from raysys.scoring.items import plan_task
     from raysys.scoring.scorer import TaskScorer
 
     tasks, cfg = alpaca_setup(args)
@@ -58,8 +57,7 @@ def main(argv=None) -> int:
         return decode_batches(args, tasks, cfg, lm)
     ways = {"p_i0 by a forward": False, "p_i0 from the decode": True}
     scorers = {w: TaskScorer("", replace(cfg, decode_p0=on), loaded=lm, device="cpu") for w, on in ways.items()}
-    one = next(iter(scorers.values()))
-    ids = [f.ids for f in one.fits([plan_task(t, cfg, one.template) for t in tasks])]
+    ids = prompt_ids_of(next(iter(scorers.values())), tasks, cfg)
     for s in scorers.values():
         s.score(tasks[:4])  # warm-up, untimed
     best: dict[str, dict] = {}
@@ -91,15 +89,21 @@ def main(argv=None) -> int:
     return 0
 
 
+def prompt_ids_of(scorer, tasks, cfg) -> list[list[int]]:
+    """The prompts the decode gets: each sampled instance's, fitted to the model."""
+    from raysys.scoring.items import plan_task
+
+    return [f.ids for f in scorer.fits([plan_task(t, cfg, scorer.template) for t in tasks])]
+
+
 def decode_batches(args, tasks, cfg, lm) -> int:
     """The decode alone at each of --batches: seconds per prompt and its answers' sameness."""
     import numpy as np
 
-    from raysys.scoring.items import plan_task
     from raysys.scoring.scorer import TaskScorer
 
     scorer = TaskScorer("", cfg, loaded=lm, device="cpu")
-    ids = [f.ids for f in scorer.fits([plan_task(t, cfg, scorer.template) for t in tasks])]
+    ids = prompt_ids_of(scorer, tasks, cfg)
     runner = scorer.runner
     runner.generate_scored(ids[:4], embed=False)  # warm-up, untimed
     best, out = {}, {}

@@ -50,6 +50,7 @@ ALPACA = ROOT.parent / "shared" / "data" / "alpaca" / "alpaca_random5000_subset.
 # prompts at n = 1 (16 tasks fill a 16-prompt batch; 64 decoded 1.5x the prompts per second)
 FAST = ("--racing-rule moderated --racing-delta 0.2 --forward-dtype bfloat16 --tasks-per-batch 64 "
         "--generation-batch 64")
+FAST_COLUMNS = ("task_id", "prompt_uncertainty", "n_instances", "n_perturbations", "decided_early", "racing_selected")
 DETAIL_COLUMNS = ("task_id", "instance_id", "perturbation", "p", "target")  # what bench_race_replay reads
 
 
@@ -131,17 +132,24 @@ def step_full(a: argparse.Namespace, i: int, work: Path, results: Path) -> None:
 
 
 def step_fast(a: argparse.Namespace, work: Path, results: Path) -> None:
-    import pyarrow.parquet as pq
-
     shards(a, work)
     out = work / "fast" / "scores.parquet"
     out.parent.mkdir(parents=True, exist_ok=True)
     summary = timed_command(score_cmd(a, work / "pool.parquet", out, "--racing", str(a.budget),
                                       *shlex.split(a.fast_flags)), work / "fast" / "score.log")
-    rows = pq.read_table(out, columns=["task_id", "n_instances", "n_perturbations", "racing_selected"]).to_pylist()
-    write(results / "fast.json", {**summary, "flags": a.fast_flags, "tasks": len(rows),
-                                  "forwards": sum(r["n_instances"] * r["n_perturbations"] for r in rows),
-                                  "chosen": sorted(r["task_id"] for r in rows if r["racing_selected"])})
+    write(results / "fast.json", {**summary, "flags": a.fast_flags, **ship_fast(out, results)})
+
+
+def ship_fast(out: Path, results: Path) -> dict:
+    """The fast run's rows as docs/results/scale/fast.parquet (U, perturbations spent, decided
+    early, chosen: what its test recomputes) and its counts for fast.json."""
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(out, columns=list(FAST_COLUMNS))
+    pq.write_table(rows, results / "fast.parquet")
+    rows = rows.to_pylist()
+    return {"tasks": len(rows), "forwards": sum(r["n_instances"] * r["n_perturbations"] for r in rows),
+            "chosen": sorted(r["task_id"] for r in rows if r["racing_selected"])}
 
 
 def step_peer(a: argparse.Namespace, results: Path) -> None:

@@ -128,7 +128,8 @@ def test_bench_scale_table_from_its_results(tmp_path):
     """bench_scale.table from step summaries written by hand: the full run's seconds summed
     over its shards and its top B the truth, racing's forwards and Jaccard against it,
     lm-eval's seconds per task extrapolated to the pool; a missing shard leaves the
-    Jaccard unknown. timed_command times a command and reports a non-negative memory rise."""
+    Jaccard unknown. timed_command times a command and reports a non-negative memory rise;
+    ship_fast keeps FAST_COLUMNS of the fast run's scores and counts its forwards and choice."""
     import argparse
     import json
 
@@ -136,7 +137,7 @@ def test_bench_scale_table_from_its_results(tmp_path):
     import pyarrow.parquet as pq
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from bench_scale import table, timed_command
+    from bench_scale import FAST_COLUMNS, ship_fast, table, timed_command
 
     a = argparse.Namespace(shards=2, budget=2, tasks=6, k=4)
     u = {"a": 0.9, "b": 0.8, "c": 0.1, "d": 0.5, "e": 0.2, "f": 0.05}
@@ -156,6 +157,12 @@ def test_bench_scale_table_from_its_results(tmp_path):
     assert [r["jaccard"] for r in table(a, tmp_path)] == [None, None, None]
     r = timed_command([sys.executable, "-c", "print('hi')"], tmp_path / "log")
     assert r["seconds"] > 0 and r["peak_memory_rise"] >= 0 and (tmp_path / "log").read_text() == "hi\n"
+    scores = [{"task_id": t, "prompt_uncertainty": u[t], "n_instances": 1, "n_perturbations": 4 if t in "ad" else 2,
+               "decided_early": t not in "ad", "racing_selected": t in "ad", "extra": 0} for t in "fedcba"]
+    pq.write_table(pa.Table.from_pylist(scores), tmp_path / "scores.parquet")
+    shipped = ship_fast(tmp_path / "scores.parquet", tmp_path)
+    assert shipped == {"tasks": 6, "forwards": 16, "chosen": ["a", "d"]}
+    assert pq.read_table(tmp_path / "fast.parquet").column_names == list(FAST_COLUMNS)
 
 
 def test_racing_cli_bench_compares_what_both_checkouts_wrote(tmp_path):

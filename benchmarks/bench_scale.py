@@ -137,7 +137,18 @@ def step_fast(a: argparse.Namespace, work: Path, results: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     summary = timed_command(score_cmd(a, work / "pool.parquet", out, "--racing", str(a.budget),
                                       *shlex.split(a.fast_flags)), work / "fast" / "score.log")
-    write(results / "fast.json", {**summary, "flags": a.fast_flags, **ship_fast(out, results)})
+    write(results / "fast.json", {**summary, "flags": a.fast_flags, **ship_fast(out, results),
+                                  "round_seconds": round_seconds(out, summary["seconds"])})
+
+
+def round_seconds(out: Path, seconds: float) -> list[float]:
+    """Seconds each racing round took: from the command's start (OUT written at its end,
+    `seconds` after it began) to the last part file of round 0, and so on round by round
+    (the newest run's folder under OUT.parts)."""
+    run = max((d for d in out.with_name(out.name + ".parts").iterdir() if d.is_dir()), key=lambda d: d.stat().st_mtime)
+    rounds = sorted(run.glob("round-*"), key=lambda d: int(d.name.split("-")[1]))
+    ends = [max(f.stat().st_mtime for f in d.iterdir()) for d in rounds]
+    return [b - a for a, b in zip([out.stat().st_mtime - seconds, *ends], ends)]
 
 
 def ship_fast(out: Path, results: Path) -> dict:

@@ -129,7 +129,8 @@ def test_bench_scale_table_from_its_results(tmp_path):
     over its shards and its top B the truth, racing's forwards and Jaccard against it,
     lm-eval's seconds per task extrapolated to the pool; a missing shard leaves the
     Jaccard unknown. timed_command times a command and reports a non-negative memory rise;
-    ship_fast keeps FAST_COLUMNS of the fast run's scores and counts its forwards and choice."""
+    ship_fast keeps FAST_COLUMNS of the fast run's scores and counts its forwards and choice;
+    round_seconds times each racing round from its part files."""
     import argparse
     import json
 
@@ -137,7 +138,7 @@ def test_bench_scale_table_from_its_results(tmp_path):
     import pyarrow.parquet as pq
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from bench_scale import FAST_COLUMNS, ship_fast, table, timed_command
+    from bench_scale import FAST_COLUMNS, round_seconds, ship_fast, table, timed_command
 
     a = argparse.Namespace(shards=2, budget=2, tasks=6, k=4)
     u = {"a": 0.9, "b": 0.8, "c": 0.1, "d": 0.5, "e": 0.2, "f": 0.05}
@@ -163,6 +164,14 @@ def test_bench_scale_table_from_its_results(tmp_path):
     shipped = ship_fast(tmp_path / "scores.parquet", tmp_path)
     assert shipped == {"tasks": 6, "forwards": 16, "chosen": ["a", "d"]}
     assert pq.read_table(tmp_path / "fast.parquet").column_names == list(FAST_COLUMNS)
+    run = tmp_path / "scores.parquet.parts" / "abc"
+    for r, ends in enumerate(((100.0, 104.0), (107.0,), (108.5, 109.0))):
+        (run / f"round-{r}").mkdir(parents=True)
+        for i, end in enumerate(ends):
+            (run / f"round-{r}" / f"part-{i}").write_text("")
+            os.utime(run / f"round-{r}" / f"part-{i}", (end, end))
+    os.utime(tmp_path / "scores.parquet", (110.0, 110.0))
+    assert round_seconds(tmp_path / "scores.parquet", 12.0) == [6.0, 3.0, 2.0]  # began at 98
 
 
 def test_racing_cli_bench_compares_what_both_checkouts_wrote(tmp_path):
@@ -295,6 +304,63 @@ def test_the_scale_pilots_numbers():
     assert round(sum(f["seconds"] for f in shards)) == 9870 and sum(f["forwards"] for f in shards) == 100_000
     full_s = shards[0]["seconds"]
     assert (round(full_s), round(meta["seconds"]), round(full_s / meta["seconds"], 2)) == (2081, 1290, 1.61)
+
+
+def test_the_scale_runs_numbers():
+    """docs/scoring.md's fast run and its table, recomputed from docs/results/scale/: seconds,
+    forwards, tasks decided early and raced to K, the top 500's overlap with the full float32
+    run (the misses' and extras' ranks, the deep miss's deviations), max |U - U_float32| over
+    the tasks raced to K, the rounds' seconds and open tasks, lm-eval's time and the ratios."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    from raysys.scoring.race_rule import top_b
+
+    res = ROOT / "docs" / "results" / "scale"
+    full = [r for i in range(5) for r in pq.read_table(res / f"full-{i}.parquet").to_pylist()]
+    fast = pq.read_table(res / "fast.parquet").to_pylist()
+    meta, peer = json.loads((res / "fast.json").read_text()), json.loads((res / "peer.json").read_text())
+    full_s = sum(json.loads((res / f"full-{i}.json").read_text())["seconds"] for i in range(5))
+    assert len(fast) == len(full) == 5000 and meta["forwards"] == sum(r["n_perturbations"] for r in fast) == 37_920
+    assert (round(meta["seconds"]), round(meta["seconds"] / 60, 1), round(100 * meta["forwards"] / 100_000, 1)) \
+        == (5025, 83.8, 37.9)
+    assert round(full_s / meta["seconds"], 2) == 1.96 and round(meta["peak_memory_rise"] / 1e9, 1) == 6.2
+    spent = [r["n_perturbations"] for r in fast]
+    assert (spent.count(3), sum(r["decided_early"] for r in fast), spent.count(20)) == (1754, 4445, 555)
+    assert [sum(n > cut for n in spent) for cut in (3, 5, 7, 10, 15)] == [3246, 2107, 1458, 1013, 555]
+    assert [round(x) for x in meta["round_seconds"]] == [3208, 523, 383, 361, 351, 200]
+    assert round(100 * meta["round_seconds"][0] / meta["seconds"]) == 64 and round(meta["round_seconds"][0] / 5000, 2) \
+        == 0.64 and round(meta["round_seconds"][0] / 60) == 53
+    per_forward = [t / (n * (b - a)) for t, n, (a, b) in
+                   zip(meta["round_seconds"][1:], (3246, 2107, 1458, 1013, 555), ((3, 5), (5, 7), (7, 10), (10, 15), (15, 20)))]
+    assert (round(1000 * min(per_forward)), round(1000 * max(per_forward))) == (69, 91)
+    assert round(1000 * sum(meta["round_seconds"][1:]) / (meta["forwards"] - 15_000)) == 79
+    u = {r["task_id"]: r["prompt_uncertainty"] for r in full}
+    assert round(max(abs(r["prompt_uncertainty"] - u[r["task_id"]]) for r in fast if r["n_perturbations"] == 20),
+                 3) == 0.018
+    truth = top_b(list(u.values()), list(u), 500)
+    chosen = {r["task_id"] for r in fast if r["racing_selected"]}
+    assert chosen == set(meta["chosen"]) and round(len(chosen & truth) / len(chosen | truth), 3) == 0.949
+    rank = {t: i + 1 for i, t in enumerate(sorted(u, key=lambda t: -u[t]))}
+    missed, extra = sorted(rank[t] for t in truth - chosen), sorted(rank[t] for t in chosen - truth)
+    assert len(missed) == 13 and missed[0] == 261 and (missed[1], missed[-1]) == (415, 500) and (extra[0], extra[-1]) \
+        == (501, 540)
+    deep = min(truth - chosen, key=rank.get)
+    assert deep == "alpaca-04249" and round(u[deep], 3) == 0.180
+    d = pq.read_table(res / "full-4.details.parquet").to_pylist()
+    p = {r["perturbation"]: r["p"] for r in d if r["task_id"] == deep}
+    assert [round(abs(p[j] - p[0]), 3) for j in (1, 2, 3)] == [0.018, 0.0, 0.036]
+    lm_eval = peer["seconds_per_task"] * 5000
+    assert (peer["tasks"], round(peer["seconds_per_task"], 2), round(lm_eval)) == (40, 3.38, 16877)
+    assert (round(lm_eval / full_s, 2), round(lm_eval / meta["seconds"], 2)) == (1.71, 3.36)
+    doc, readme = (ROOT / "docs" / "scoring.md").read_text(), (ROOT / "README.md").read_text()
+    for figure in ("| 16,877 |", "| 9,870 (2 h 45 min) |", "**5,025 (83.8 min)**", "**37.9 %** (37,920)", "**0.949**",
+                   "| 1.71× |", "**3.36×**", "(1.96×)", "3,208 s, **64 % of the run**", "523, 383, 361, 351 and 200 s"):
+        assert figure in doc, figure
+    both = len(chosen & truth)
+    assert f"in {round(meta['seconds'] / 60)} minutes on 2 cores, {lm_eval / meta['seconds']:.1f}× lm-eval, {both} of" \
+        in " ".join(readme.split())
 
 
 def test_race_replay_reads_a_pool_in_several_files(tmp_path):

@@ -16,7 +16,8 @@ step is done once and the table can be printed from the results alone:
           seconds, the tasks' U (a slim Parquet: task_id, U) and every p_ij (task_id,
           instance_id, perturbation, p, target: what bench_race_replay.py replays);
   fast    --fast-flags on the whole pool at once (racing to the top --budget):
-          its seconds, forwards spent, the chosen tasks;
+          its seconds, forwards spent, the chosen tasks, each racing round's seconds (from its
+          part files), and its rows (fast.parquet: U, perturbations spent, decided early, chosen);
   peer    lm-eval (benchmarks/bench_peer.py's way: generate_until for the answers, then
           _loglikelihood_tokens of every pair) on the first --peer-tasks tasks: seconds per
           task, extrapolated to the pool (said so in the table).

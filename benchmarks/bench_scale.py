@@ -44,6 +44,8 @@ for path in (ROOT, Path(__file__).parent):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
+from raysys.io import write_json, write_parquet  # atomic: a step's summary is its done-mark
+
 ALPACA = ROOT.parent / "shared" / "data" / "alpaca" / "alpaca_random5000_subset.json"
 # the fast setting, fixed before its run (docs/scoring.md, "The scale run"): the moderated rule at
 # delta 0.2 (replayed on shard 0's details: 37 % of the forwards, top 100 Jaccard 0.980), float32
@@ -124,12 +126,12 @@ def step_full(a: argparse.Namespace, i: int, work: Path, results: Path) -> None:
     summary = timed_command(score_cmd(a, shards(a, work)[i], out, "--details", str(details)),
                             work / "full" / f"shard-{i}.log")
     rows = pq.read_table(out, columns=["task_id", "prompt_uncertainty", "n_instances", "n_perturbations"])
-    pq.write_table(rows.select(["task_id", "prompt_uncertainty"]), results / f"full-{i}.parquet")
+    write_parquet(results / f"full-{i}.parquet", rows.select(["task_id", "prompt_uncertainty"]))
     d = pq.read_table(details, columns=list(DETAIL_COLUMNS))
-    pq.write_table(pa.table({c: d.column(c) for c in d.column_names}), results / f"full-{i}.details.parquet")
+    write_parquet(results / f"full-{i}.details.parquet", pa.table({c: d.column(c) for c in d.column_names}))
     forwards = int(sum(n * m for n, m in zip(rows.column("n_instances").to_pylist(),
                                               rows.column("n_perturbations").to_pylist())))
-    write(results / f"full-{i}.json", {**summary, "tasks": rows.num_rows, "forwards": forwards})
+    write_json(results / f"full-{i}.json", {**summary, "tasks": rows.num_rows, "forwards": forwards})
 
 
 def step_fast(a: argparse.Namespace, work: Path, results: Path) -> None:
@@ -138,7 +140,7 @@ def step_fast(a: argparse.Namespace, work: Path, results: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     summary = timed_command(score_cmd(a, work / "pool.parquet", out, "--racing", str(a.budget),
                                       *shlex.split(a.fast_flags)), work / "fast" / "score.log")
-    write(results / "fast.json", {**summary, "flags": a.fast_flags, **ship_fast(out, results),
+    write_json(results / "fast.json", {**summary, "flags": a.fast_flags, **ship_fast(out, results),
                                   "round_seconds": round_seconds(out, summary["seconds"])})
 
 
@@ -158,7 +160,7 @@ def ship_fast(out: Path, results: Path) -> dict:
     import pyarrow.parquet as pq
 
     rows = pq.read_table(out, columns=list(FAST_COLUMNS))
-    pq.write_table(rows, results / "fast.parquet")
+    write_parquet(results / "fast.parquet", rows)
     rows = rows.to_pylist()
     return {"tasks": len(rows), "forwards": sum(r["n_instances"] * r["n_perturbations"] for r in rows),
             "chosen": sorted(r["task_id"] for r in rows if r["racing_selected"])}
@@ -193,14 +195,8 @@ def step_peer(a: argparse.Namespace, results: Path) -> None:
     peer_mean_logprobs(peer, prompt_ids(tok, batch.items.prompts, scorer.runner.max_prompt),
                        target_ids(tok, batch.items.targets))
     seconds = time.perf_counter() - t0
-    write(results / "peer.json", {"tasks": len(tasks), "seconds": seconds, "pairs": len(batch.items),
+    write_json(results / "peer.json", {"tasks": len(tasks), "seconds": seconds, "pairs": len(batch.items),
                                   "seconds_per_task": seconds / len(tasks)})
-
-
-def write(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    tmp.replace(path)
 
 
 def table(a: argparse.Namespace, results: Path) -> list[dict]:
